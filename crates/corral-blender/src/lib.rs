@@ -1,0 +1,13 @@
+//! Everything Corral knows about driving Blender: the argument vector ([`args`]), the
+//! output parser ([`parse`]), the child process and its process group ([`process`]), and
+//! the start-up probe ([`probe`]).
+
+pub mod args;
+pub mod parse;
+pub mod probe;
+pub mod process;
+
+pub use args::{RenderArgs, RenderArgsError};
+pub use parse::{OutputParser, ParsedLine};
+pub use probe::{probe_blender, BlenderInfo, ProbeError};
+pub use process::{BlenderProcess, ExitOutcome, SpawnError};

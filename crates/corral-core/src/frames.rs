@@ -1,0 +1,141 @@
+//! Frame ranges: inclusive `from..=to` spans of Blender frame numbers, valid by construction.
+
+use serde::{Deserialize, Serialize};
+
+/// Lowest frame Blender accepts (`MINAFRAME` in Blender's `DNA_scene_defines.h`).
+pub const MIN_FRAME: i64 = -1_048_574;
+/// Highest frame Blender accepts (`MAXFRAME`).
+pub const MAX_FRAME: i64 = 1_048_574;
+
+/// An inclusive range of frames that Blender can render. Constructed only through
+/// [`FrameRange::new`], so `from <= to` and both ends are within Blender's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawRange", into = "RawRange")]
+pub struct FrameRange {
+    from: i64,
+    to: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct RawRange {
+    from: i64,
+    to: i64,
+}
+
+/// Why a pair of numbers is not a frame range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameRangeError {
+    #[error("`from` ({from}) is after `to` ({to})")]
+    Reversed { from: i64, to: i64 },
+    #[error("frame {frame} is outside Blender's range {MIN_FRAME}..={MAX_FRAME}")]
+    OutOfBounds { frame: i64, field: &'static str },
+}
+
+impl FrameRangeError {
+    /// The request field the error is about, for problem bodies.
+    pub fn field(&self) -> &'static str {
+        match self {
+            FrameRangeError::Reversed { .. } => "to",
+            FrameRangeError::OutOfBounds { field, .. } => field,
+        }
+    }
+}
+
+impl FrameRange {
+    pub fn new(from: i64, to: i64) -> Result<Self, FrameRangeError> {
+        for (frame, field) in [(from, "from"), (to, "to")] {
+            if !(MIN_FRAME..=MAX_FRAME).contains(&frame) {
+                return Err(FrameRangeError::OutOfBounds { frame, field });
+            }
+        }
+        if from > to {
+            return Err(FrameRangeError::Reversed { from, to });
+        }
+        Ok(FrameRange { from, to })
+    }
+
+    pub fn from(&self) -> i64 {
+        self.from
+    }
+
+    pub fn to(&self) -> i64 {
+        self.to
+    }
+
+    /// Number of frames in the range (never zero).
+    pub fn len(&self) -> u64 {
+        (self.to - self.from) as u64 + 1
+    }
+
+    /// A frame range is never empty; provided for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn contains(&self, frame: i64) -> bool {
+        (self.from..=self.to).contains(&frame)
+    }
+
+    pub fn frames(&self) -> impl Iterator<Item = i64> {
+        self.from..=self.to
+    }
+}
+
+impl TryFrom<RawRange> for FrameRange {
+    type Error = FrameRangeError;
+    fn try_from(raw: RawRange) -> Result<Self, Self::Error> {
+        FrameRange::new(raw.from, raw.to)
+    }
+}
+
+impl From<FrameRange> for RawRange {
+    fn from(r: FrameRange) -> Self {
+        RawRange {
+            from: r.from,
+            to: r.to,
+        }
+    }
+}
+
+impl std::fmt::Display for FrameRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.from, self.to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_ranges_report_their_length() {
+        assert_eq!(FrameRange::new(1, 1).map(|r| r.len()), Ok(1));
+        assert_eq!(FrameRange::new(1, 20).map(|r| r.len()), Ok(20));
+        assert_eq!(FrameRange::new(-5, 5).map(|r| r.len()), Ok(11));
+        let full = FrameRange::new(MIN_FRAME, MAX_FRAME).map(|r| r.len());
+        assert_eq!(full, Ok(2 * 1_048_574 + 1));
+    }
+
+    #[test]
+    fn reversed_and_out_of_bounds_ranges_are_rejected() {
+        assert_eq!(
+            FrameRange::new(5, 4),
+            Err(FrameRangeError::Reversed { from: 5, to: 4 })
+        );
+        let err = FrameRange::new(MAX_FRAME + 1, MAX_FRAME + 2).unwrap_err();
+        assert_eq!(err.field(), "from");
+        let err = FrameRange::new(1, MAX_FRAME + 1).unwrap_err();
+        assert_eq!(err.field(), "to");
+        assert_eq!(
+            FrameRange::new(MIN_FRAME - 1, 0).unwrap_err().field(),
+            "from"
+        );
+    }
+
+    #[test]
+    fn deserializing_validates() {
+        let ok: FrameRange = serde_json::from_str(r#"{"from":1,"to":3}"#).unwrap();
+        assert_eq!(ok.frames().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(serde_json::from_str::<FrameRange>(r#"{"from":3,"to":1}"#).is_err());
+    }
+}

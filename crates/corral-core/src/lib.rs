@@ -1,0 +1,18 @@
+//! Corral's domain core: the types every other crate agrees on, with no I/O.
+//!
+//! Everything here is pure: frame ranges and their limits, render settings, job states and
+//! their status texts, and the node API's wire types with the validation that turns an
+//! untrusted JSON body into a typed request.
+
+pub mod frames;
+pub mod job;
+pub mod node_api;
+pub mod problem;
+pub mod render;
+pub mod validate;
+
+pub use frames::{FrameRange, FrameRangeError};
+pub use job::{JobId, JobState};
+pub use problem::Problem;
+pub use render::{Engine, ImageFormat};
+pub use validate::FieldError;

@@ -1,0 +1,241 @@
+//! The render node's HTTP API types: the `POST /job` request (and its validation), the job
+//! view that `GET /job/{id}` returns, and `GET /info`.
+
+use crate::frames::FrameRange;
+use crate::job::{JobId, JobState};
+use crate::render::{Engine, ImageFormat};
+use crate::validate::{confined_relative_path, parse_json_object, FieldError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Blender's `-t` accepts at most this many threads (`BLENDER_MAX_THREADS`).
+pub const MAX_THREADS: u32 = 1024;
+
+/// The default output pattern, relative to the node's output folder (the tutorial's).
+pub const DEFAULT_OUTPUT_PATTERN: &str = "blender-render_####";
+
+/// `POST /job` as it arrives. Every field is optional here so that a missing one is
+/// reported by name with the same wording as a wrong one.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<i64>,
+    /// Scene path relative to the node's `--scenes` folder; the node's `--blend` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scene: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Blender's `-t`: render threads, 0 for all cores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// Output pattern relative to the node's output folder, e.g. `shot1/frame_####`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// A validated job request: every value is within bounds and typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    pub range: FrameRange,
+    pub scene: Option<String>,
+    pub engine: Engine,
+    pub format: Option<ImageFormat>,
+    pub threads: Option<u32>,
+    pub output: String,
+}
+
+impl JobSpec {
+    /// Parses and validates a `POST /job` body. `max_frames` bounds the range's length.
+    pub fn from_body(body: &[u8], max_frames: u64) -> Result<JobSpec, FieldError> {
+        let req: JobRequest = parse_json_object(body)?;
+        JobSpec::validate(req, max_frames)
+    }
+
+    pub fn validate(req: JobRequest, max_frames: u64) -> Result<JobSpec, FieldError> {
+        let from = req
+            .from
+            .ok_or_else(|| FieldError::new("from", "required: the first frame to render"))?;
+        let to = req
+            .to
+            .ok_or_else(|| FieldError::new("to", "required: the last frame to render"))?;
+        let range =
+            FrameRange::new(from, to).map_err(|e| FieldError::new(e.field(), e.to_string()))?;
+        if range.len() > max_frames {
+            return Err(FieldError::new(
+                "to",
+                format!(
+                    "{} frames requested; this node accepts at most {max_frames} per job",
+                    range.len()
+                ),
+            ));
+        }
+        if let Some(scene) = &req.scene {
+            confined_relative_path("scene", scene)?;
+        }
+        let engine = match req.engine.as_deref() {
+            None => Engine::default(),
+            Some(e) => e
+                .parse()
+                .map_err(|m: String| FieldError::new("engine", m))?,
+        };
+        let format = req
+            .format
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|m: String| FieldError::new("format", m))?;
+        if let Some(t) = req.threads {
+            if t > MAX_THREADS {
+                return Err(FieldError::new(
+                    "threads",
+                    format!("at most {MAX_THREADS} (0 means all cores)"),
+                ));
+            }
+        }
+        let output = req.output.unwrap_or_else(|| DEFAULT_OUTPUT_PATTERN.into());
+        confined_relative_path("output", &output)?;
+        if output.ends_with('/') {
+            return Err(FieldError::new(
+                "output",
+                "must end with a file name pattern such as `frame_####`",
+            ));
+        }
+        Ok(JobSpec {
+            range,
+            scene: req.scene,
+            engine,
+            format,
+            threads: req.threads,
+            output,
+        })
+    }
+}
+
+/// Cycles or EEVEE sample progress of the frame being rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampleProgress {
+    pub done: u32,
+    pub total: u32,
+}
+
+/// One frame written by Blender, moved to its final name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameOutput {
+    pub frame: i64,
+    pub path: String,
+}
+
+/// What `GET /job/{id}` returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: JobId,
+    /// The tutorial-compatible handle: a small number that `GET /job/{pid}` also accepts.
+    /// It is not an operating-system process id (see `blender_pid` for that).
+    pub pid: u64,
+    pub state: JobState,
+    /// `"Job still running"`, `"Job completed"`, `"Job failed"` or `"Job cancelled"`.
+    pub status: String,
+    pub from: i64,
+    pub to: i64,
+    pub scene: String,
+    pub engine: Engine,
+    pub format: Option<ImageFormat>,
+    pub threads: u32,
+    pub frames_total: u64,
+    pub frames_done: u64,
+    pub current_frame: Option<i64>,
+    pub current_sample: Option<SampleProgress>,
+    pub outputs: Vec<FrameOutput>,
+    pub exit_code: Option<i32>,
+    pub failure: Option<String>,
+    pub log_tail: Vec<String>,
+    pub submitted_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub blender_pid: Option<u32>,
+    /// Bumped on every change; pass it back as `?since=` with `?wait=` to long-poll.
+    pub version: u64,
+}
+
+/// What `GET /info` returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub hostname: String,
+    pub cores: usize,
+    pub memory_bytes: Option<u64>,
+    pub blender_version: String,
+    pub corral_version: String,
+    pub slots: usize,
+    pub running: usize,
+    pub queued: usize,
+    pub engines: Vec<Engine>,
+    pub formats: Vec<ImageFormat>,
+    pub max_frames_per_job: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(body: &str) -> Result<JobSpec, FieldError> {
+        JobSpec::from_body(body.as_bytes(), 1000)
+    }
+
+    #[test]
+    fn the_tutorial_body_is_accepted_with_defaults() {
+        let s = spec(r#"{"from": 1, "to": 20}"#).unwrap();
+        assert_eq!((s.range.from(), s.range.to()), (1, 20));
+        assert_eq!(s.engine, Engine::Cycles);
+        assert_eq!(s.output, DEFAULT_OUTPUT_PATTERN);
+        assert_eq!((s.scene, s.format, s.threads), (None, None, None));
+    }
+
+    #[test]
+    fn every_optional_field_is_parsed() {
+        let s = spec(
+            r#"{"from":3,"to":4,"scene":"a/b.blend","engine":"BLENDER_EEVEE","format":"JPEG","threads":2,"output":"shot/f_####"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.scene.as_deref(), Some("a/b.blend"));
+        assert_eq!(s.engine, Engine::Eevee);
+        assert_eq!(s.format, Some(ImageFormat::Jpeg));
+        assert_eq!(s.threads, Some(2));
+        assert_eq!(s.output, "shot/f_####");
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field() {
+        let cases = [
+            (r#"{"to": 2}"#, "from"),
+            (r#"{"from": 1}"#, "to"),
+            (r#"{"from": null, "to": 2}"#, "from"),
+            (r#"{"from": "1; touch /tmp/x", "to": 2}"#, "from"),
+            (r#"{"from": 1, "to": 2.5}"#, "to"),
+            (r#"{"from": [1], "to": 2}"#, "from"),
+            (r#"{"from": 5, "to": 2}"#, "to"),
+            (r#"{"from": -2000000, "to": 2}"#, "from"),
+            (r#"{"from": 1, "to": 5000}"#, "to"),
+            (r#"{"from": 1, "to": 2, "scene": "../x.blend"}"#, "scene"),
+            (r#"{"from": 1, "to": 2, "scene": "/etc/passwd"}"#, "scene"),
+            (r#"{"from": 1, "to": 2, "engine": "LUXCORE"}"#, "engine"),
+            (r#"{"from": 1, "to": 2, "format": "FFMPEG"}"#, "format"),
+            (r#"{"from": 1, "to": 2, "threads": -1}"#, "threads"),
+            (r#"{"from": 1, "to": 2, "threads": 5000}"#, "threads"),
+            (r#"{"from": 1, "to": 2, "output": "../../etc/x"}"#, "output"),
+            (r#"{"from": 1, "to": 2, "output": "dir/"}"#, "output"),
+            (r#"{"from": 1, "to": 2, "form": 1}"#, "form"),
+            (r#"[1, 2]"#, "body"),
+            (r#"nonsense"#, "body"),
+            (r#""#, "body"),
+        ];
+        for (body, field) in cases {
+            let err = spec(body).expect_err(body);
+            assert_eq!(err.field, field, "{body}: {err}");
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Turning untrusted request bodies into typed values, with errors that name the field.
+
+use serde::de::DeserializeOwned;
+use std::path::{Component, Path};
+
+/// A rejected input: which field was wrong and why, ready for an RFC 9457 problem body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The JSON field (dotted path) at fault, or `body` when the body as a whole is wrong.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a JSON object body into `T`, reporting the path of the first field that does not
+/// fit. Missing fields and unknown fields are reported by name too.
+pub fn parse_json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, FieldError> {
+    // serde accepts a struct written as a JSON array (`[1, 2]`); an API body must be an
+    // object, so anything else that is valid JSON is refused as a whole.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some()
+        && first != Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    {
+        return Err(FieldError::new("body", "must be a JSON object"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let message = inner.to_string();
+        let field = if path != "." {
+            path
+        } else if let Some(name) = backticked_name(&message) {
+            // serde reports `missing field `x`` and `unknown field `x`` at the parent's
+            // path, with the name only in the message.
+            name
+        } else {
+            "body".to_string()
+        };
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("body is not valid JSON: {message}")
+        } else {
+            message
+        };
+        FieldError { field, message }
+    })
+}
+
+fn backticked_name(message: &str) -> Option<String> {
+    if !(message.starts_with("missing field") || message.starts_with("unknown field")) {
+        return None;
+    }
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+/// Checks that `value` is a relative path that stays below the folder it is joined to:
+/// no root, no `..`, no NUL, not empty. Says nothing about whether it exists.
+pub fn confined_relative_path(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if value.len() > 1024 || value.contains('\0') {
+        return Err(FieldError::new(
+            field,
+            "must be at most 1024 bytes and contain no NUL",
+        ));
+    }
+    for component in Path::new(value).components() {
+        match component {
+            Component::Normal(_) | Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(FieldError::new(field, "must not contain `..`"));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(FieldError::new(field, "must be a relative path"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        from: i64,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = parse_json_object::<Sample>(br#"{"from":"1; touch /tmp/x"}"#).unwrap_err();
+        assert_eq!(err.field, "from");
+        let err = parse_json_object::<Sample>(br#"{"from":1.5}"#).unwrap_err();
+        assert_eq!(err.field, "from");
+        let err = parse_json_object::<Sample>(br#"{"from":1,"inner":{"n":-1}}"#).unwrap_err();
+        assert_eq!(err.field, "inner.n");
+        let err = parse_json_object::<Sample>(br#"{}"#).unwrap_err();
+        assert_eq!(err.field, "from");
+        let err = parse_json_object::<Sample>(br#"{"from":1,"form":2}"#).unwrap_err();
+        assert_eq!(err.field, "form");
+        let err = parse_json_object::<Sample>(b"not json").unwrap_err();
+        assert_eq!(err.field, "body");
+        assert!(err.message.starts_with("body is not valid JSON"));
+        let err = parse_json_object::<Sample>(b"[1,2]").unwrap_err();
+        assert_eq!(err.field, "body");
+    }
+
+    #[test]
+    fn confined_paths_reject_escapes() {
+        assert!(confined_relative_path("scene", "shots/a.blend").is_ok());
+        assert!(confined_relative_path("scene", "./a.blend").is_ok());
+        assert!(confined_relative_path("scene", "../a.blend").is_err());
+        assert!(confined_relative_path("scene", "a/../../b").is_err());
+        assert!(confined_relative_path("scene", "/etc/passwd").is_err());
+        assert!(confined_relative_path("scene", "").is_err());
+        assert!(confined_relative_path("scene", "a\0b").is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! The node's settings, resolved and checked once at start-up.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What to do with running Blender processes on SIGTERM/SIGINT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShutdownPolicy {
+    /// Kill running renders at once (an orchestrator re-queues them elsewhere).
+    #[default]
+    Cancel,
+    /// Let running renders finish (queued ones are cancelled), then exit.
+    Finish,
+}
+
+/// Everything a node needs to run. Paths are absolute and folders exist (see
+/// `corral`'s `node` subcommand, which builds this from flags).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub blender: PathBuf,
+    pub blender_version: String,
+    /// Scene rendered when a job names none.
+    pub default_scene: Option<PathBuf>,
+    /// Folder that per-job scene paths are confined to (canonical).
+    pub scenes_root: Option<PathBuf>,
+    /// Folder frames are written to (canonical).
+    pub output_dir: PathBuf,
+    /// Folder for per-job logs (canonical).
+    pub data_dir: PathBuf,
+    pub slots: usize,
+    pub threads: u32,
+    pub max_frames: u64,
+    pub max_queued: usize,
+    pub on_shutdown: ShutdownPolicy,
+    /// Longest `?wait=` a client may ask for.
+    pub max_wait: Duration,
+}
+
+impl NodeConfig {
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+    /// Where Blender writes a job's frames before they are renamed into place.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.output_dir.join(".corral-partial")
+    }
+}

@@ -1,0 +1,190 @@
+//! The node's HTTP API: routes, the JSON body extractor, and the long-poll.
+
+use crate::error::ApiError;
+use crate::jobs::Node;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use corral_core::job::retry_after_secs;
+use corral_core::node_api::{JobSpec, JobView};
+use corral_core::FieldError;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Largest request body the node reads; a job request is a few hundred bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The node's routes over `node`'s state. Public so tests can drive it in-process.
+pub fn router(node: Node) -> Router {
+    Router::new()
+        .route("/job", axum::routing::post(submit_job))
+        .route("/job/{id}", get(get_job).delete(cancel_job))
+        .route("/job/{id}/log", get(job_log))
+        .route("/jobs", get(list_jobs))
+        .route("/healthz", get(healthz))
+        .route("/info", get(info))
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(node)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::RouteNotFound(uri.path().chars().take(200).collect())
+}
+
+/// A JSON body read with the node's limits, whose every failure is a problem answer.
+struct JsonBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+            let essence = ct.split(';').next().unwrap_or("").trim();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(ApiError::UnsupportedMediaType(essence.chars().take(100).collect()));
+            }
+        }
+        let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::BodyTooLarge {
+                limit: MAX_BODY_BYTES,
+            })?;
+        Ok(JsonBody(body))
+    }
+}
+
+/// `202 Accepted` with `Location` and `Retry-After` while a job is queued or running,
+/// `200 OK` once it has ended; the body is the job's view either way.
+fn job_response(view: JobView, created: bool) -> Response {
+    let terminal = view.state.is_terminal();
+    let status = if terminal && !created {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut headers = HeaderMap::new();
+    if !terminal || created {
+        if let Ok(location) = HeaderValue::from_str(&format!("/job/{}", view.id)) {
+            headers.insert(header::LOCATION, location);
+        }
+        let secs = retry_after_secs(
+            view.frames_total.saturating_sub(view.frames_done),
+            seconds_per_frame(&view),
+        );
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    (status, headers, Json(view)).into_response()
+}
+
+fn seconds_per_frame(view: &JobView) -> Option<f64> {
+    let started = view.started_at?;
+    if view.frames_done == 0 {
+        return None;
+    }
+    let elapsed = (chrono::Utc::now() - started).num_milliseconds() as f64 / 1000.0;
+    Some(elapsed / view.frames_done as f64)
+}
+
+async fn submit_job(State(node): State<Node>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    if !node.is_accepting() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let spec = JobSpec::from_body(&body, node.config().max_frames)?;
+    let view = node.submit(spec)?;
+    Ok(job_response(view, true))
+}
+
+/// `?wait=SECONDS[&since=VERSION]`: hold the answer until the job changes.
+struct WaitParams {
+    wait: Option<Duration>,
+    since: Option<u64>,
+}
+
+fn wait_params(query: &HashMap<String, String>, max: Duration) -> Result<WaitParams, ApiError> {
+    let wait = match query.get("wait") {
+        None => None,
+        Some(raw) => {
+            let secs: f64 = raw.parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.0).ok_or_else(|| {
+                FieldError::new("wait", format!("`{raw}` is not a number of seconds"))
+            })?;
+            if secs > max.as_secs_f64() {
+                return Err(FieldError::new(
+                    "wait",
+                    format!("at most {} seconds", max.as_secs()),
+                )
+                .into());
+            }
+            Some(Duration::from_secs_f64(secs))
+        }
+    };
+    let since = match query.get("since") {
+        None => None,
+        Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
+            FieldError::new("since", format!("`{raw}` is not a job version (an integer)"))
+        })?),
+    };
+    Ok(WaitParams { wait, since })
+}
+
+async fn get_job(
+    State(node): State<Node>,
+    Path(key): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = node.find(&key)?;
+    let Query(query) = query.map_err(|e| FieldError::new("query", e.body_text()))?;
+    let params = wait_params(&query, node.config().max_wait)?;
+    let view = node.view(id).ok_or_else(|| ApiError::JobNotFound(key.clone()))?;
+    let view = match params.wait {
+        Some(wait) if !wait.is_zero() => {
+            let since = params.since.unwrap_or(view.version);
+            node.wait_for_change(id, since, wait)
+                .await
+                .ok_or(ApiError::JobNotFound(key))?
+        }
+        _ => view,
+    };
+    Ok(job_response(view, false))
+}
+
+async fn cancel_job(State(node): State<Node>, Path(key): Path<String>) -> Result<Response, ApiError> {
+    let id = node.find(&key)?;
+    node.cancel(id);
+    // A running job ends when its Blender group is reaped, which takes milliseconds; wait
+    // for it briefly so the answer usually shows the final state.
+    let view = node
+        .wait_for_change(id, u64::MAX, Duration::from_secs(2))
+        .await
+        .ok_or(ApiError::JobNotFound(key))?;
+    Ok(job_response(view, false))
+}
+
+async fn job_log(State(node): State<Node>, Path(key): Path<String>) -> Result<Response, ApiError> {
+    let id = node.find(&key)?;
+    let path = crate::runner::log_path(&node, id);
+    let body = match tokio::fs::File::open(&path).await {
+        Ok(file) => Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+        // Queued jobs have no log yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Body::empty(),
+        Err(e) => return Err(ApiError::Internal(format!("cannot read the log: {e}"))),
+    };
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+async fn list_jobs(State(node): State<Node>) -> Json<Vec<JobView>> {
+    Json(node.list())
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn info(State(node): State<Node>) -> Json<corral_core::node_api::NodeInfo> {
+    Json(node.info())
+}

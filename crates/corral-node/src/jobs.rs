@@ -1,0 +1,437 @@
+//! The node's job table: every job it was given, the FIFO queue of those waiting for a
+//! slot, and the change counter that long-polling clients wait on.
+//!
+//! Architecture invariant: at most `slots` jobs are `running` at once; a job leaves the
+//! queue only in [`Node::pump`], which checks that under the same lock that counts them.
+
+use crate::config::{NodeConfig, ShutdownPolicy};
+use crate::error::ApiError;
+use crate::runner;
+use chrono::{DateTime, Utc};
+use corral_core::node_api::{FrameOutput, JobSpec, JobView, NodeInfo, SampleProgress};
+use corral_core::{Engine, FieldError, ImageFormat, JobId, JobState};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Lines of Blender output kept in memory per job (the whole log is on disk).
+pub const LOG_TAIL_LINES: usize = 40;
+
+/// A handle to the node's state; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    config: NodeConfig,
+    hostname: String,
+    state: Mutex<Table>,
+    /// Bumped after every change to any job; long-polls wait for it to move.
+    changes: watch::Sender<u64>,
+    /// Cancelled when the node shuts down; every running job's token is a child of it.
+    shutdown: CancellationToken,
+    runners: TaskTracker,
+}
+
+#[derive(Default)]
+struct Table {
+    jobs: HashMap<JobId, Job>,
+    /// Submission order, for `GET /jobs`.
+    order: Vec<JobId>,
+    /// Tutorial-compatible numeric aliases (`pid`).
+    aliases: HashMap<u64, JobId>,
+    next_alias: u64,
+    queue: VecDeque<JobId>,
+    running: usize,
+    accepting: bool,
+    version: u64,
+}
+
+/// One job and everything observed about it.
+pub(crate) struct Job {
+    pub id: JobId,
+    pub alias: u64,
+    pub spec: JobSpec,
+    /// Canonical path of the scene Blender renders.
+    pub scene: PathBuf,
+    pub state: JobState,
+    pub outputs: BTreeMap<i64, String>,
+    pub current_frame: Option<i64>,
+    pub current_sample: Option<SampleProgress>,
+    pub exit_code: Option<i32>,
+    pub failure: Option<String>,
+    pub log_tail: VecDeque<String>,
+    pub submitted_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub blender_pid: Option<u32>,
+    pub version: u64,
+    pub cancel: CancellationToken,
+}
+
+impl Job {
+    pub fn threads(&self, default: u32) -> u32 {
+        self.spec.threads.unwrap_or(default)
+    }
+
+    fn view(&self, default_threads: u32) -> JobView {
+        JobView {
+            id: self.id,
+            pid: self.alias,
+            state: self.state,
+            status: self.state.status_text().to_string(),
+            from: self.spec.range.from(),
+            to: self.spec.range.to(),
+            scene: self.scene.display().to_string(),
+            engine: self.spec.engine,
+            format: self.spec.format,
+            threads: self.threads(default_threads),
+            frames_total: self.spec.range.len(),
+            frames_done: self.outputs.len() as u64,
+            current_frame: self.current_frame,
+            current_sample: self.current_sample,
+            outputs: self
+                .outputs
+                .iter()
+                .map(|(&frame, path)| FrameOutput {
+                    frame,
+                    path: path.clone(),
+                })
+                .collect(),
+            exit_code: self.exit_code,
+            failure: self.failure.clone(),
+            log_tail: self.log_tail.iter().cloned().collect(),
+            submitted_at: self.submitted_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            blender_pid: self.blender_pid,
+            version: self.version,
+        }
+    }
+}
+
+impl Node {
+    pub fn new(config: NodeConfig) -> Self {
+        let (changes, _) = watch::channel(0);
+        Node {
+            inner: Arc::new(Shared {
+                config,
+                hostname: crate::host::hostname(),
+                state: Mutex::new(Table {
+                    accepting: true,
+                    next_alias: 1,
+                    ..Table::default()
+                }),
+                changes,
+                shutdown: CancellationToken::new(),
+                runners: TaskTracker::new(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // A panic while holding the lock leaves the table as it was between two whole
+        // updates (each update is a few field assignments), so keep serving it.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Accepts a validated job: resolves its scene, queues it, and starts it if a slot is
+    /// free.
+    pub fn submit(&self, spec: JobSpec) -> Result<JobView, ApiError> {
+        let scene = self.resolve_scene(spec.scene.as_deref())?;
+        let view = {
+            let mut table = self.table();
+            if !table.accepting {
+                return Err(ApiError::ShuttingDown);
+            }
+            if table.queue.len() >= self.inner.config.max_queued {
+                return Err(ApiError::QueueFull(table.queue.len()));
+            }
+            table.version += 1;
+            let alias = table.next_alias;
+            table.next_alias += 1;
+            let job = Job {
+                id: JobId::new(),
+                alias,
+                spec,
+                scene,
+                state: JobState::Queued,
+                outputs: BTreeMap::new(),
+                current_frame: None,
+                current_sample: None,
+                exit_code: None,
+                failure: None,
+                log_tail: VecDeque::new(),
+                submitted_at: Utc::now(),
+                started_at: None,
+                finished_at: None,
+                blender_pid: None,
+                version: table.version,
+                cancel: self.inner.shutdown.child_token(),
+            };
+            let id = job.id;
+            let view = job.view(self.inner.config.threads);
+            table.aliases.insert(alias, id);
+            table.order.push(id);
+            table.queue.push_back(id);
+            table.jobs.insert(id, job);
+            view
+        };
+        tracing::info!(job = %view.id, pid = view.pid, frames = %format!("{}-{}", view.from, view.to), "job accepted");
+        self.notify();
+        self.pump();
+        Ok(view)
+    }
+
+    /// Finds the scene file for a job: the node's default, or a path under `--scenes`
+    /// that must exist and must not lead out of it (symbolic links included).
+    fn resolve_scene(&self, requested: Option<&str>) -> Result<PathBuf, ApiError> {
+        let config = &self.inner.config;
+        let invalid = |msg: String| ApiError::InvalidField(FieldError::new("scene", msg));
+        let path = match (requested, &config.scenes_root, &config.default_scene) {
+            (Some(rel), Some(root), _) => {
+                let joined = root.join(rel);
+                let canonical = joined
+                    .canonicalize()
+                    .map_err(|e| invalid(format!("scene `{rel}` cannot be opened: {e}")))?;
+                if !canonical.starts_with(root) {
+                    return Err(invalid(format!(
+                        "scene `{rel}` leads outside the node's scenes folder"
+                    )));
+                }
+                canonical
+            }
+            (Some(_), None, _) => {
+                return Err(invalid(
+                    "this node takes no per-job scenes (start it with --scenes DIR)".into(),
+                ))
+            }
+            (None, _, Some(default)) => default.canonicalize().map_err(|e| {
+                invalid(format!(
+                    "the node's default scene `{}` cannot be opened: {e}",
+                    default.display()
+                ))
+            })?,
+            (None, _, None) => {
+                return Err(invalid(
+                    "required: this node has no default scene (--blend)".into(),
+                ))
+            }
+        };
+        if !path.is_file() {
+            return Err(invalid(format!("`{}` is not a file", path.display())));
+        }
+        Ok(path)
+    }
+
+    /// Starts queued jobs while slots are free.
+    fn pump(&self) {
+        let mut table = self.table();
+        while table.running < self.inner.config.slots {
+            let Some(id) = table.queue.pop_front() else {
+                break;
+            };
+            table.version += 1;
+            let version = table.version;
+            let Some(job) = table.jobs.get_mut(&id) else {
+                continue;
+            };
+            job.state = JobState::Running;
+            job.started_at = Some(Utc::now());
+            job.version = version;
+            table.running += 1;
+            let node = self.clone();
+            self.inner
+                .runners
+                .spawn(async move { runner::run_job(node, id).await });
+        }
+        drop(table);
+        self.notify();
+    }
+
+    fn notify(&self) {
+        self.inner.changes.send_modify(|v| *v += 1);
+    }
+
+    /// Applies `change` to job `id` and wakes long-polls if it returns true.
+    pub(crate) fn update(&self, id: JobId, change: impl FnOnce(&mut Job) -> bool) {
+        let changed = {
+            let mut table = self.table();
+            table.version += 1;
+            let version = table.version;
+            match table.jobs.get_mut(&id) {
+                Some(job) => {
+                    let changed = change(job);
+                    if changed {
+                        job.version = version;
+                    }
+                    changed
+                }
+                None => false,
+            }
+        };
+        if changed {
+            self.notify();
+        }
+    }
+
+    /// Reads job `id` under the lock.
+    pub(crate) fn with_job<T>(&self, id: JobId, read: impl FnOnce(&Job) -> T) -> Option<T> {
+        self.table().jobs.get(&id).map(read)
+    }
+
+    /// Records the end of a running job and frees its slot.
+    pub(crate) fn finish(&self, id: JobId, end: impl FnOnce(&mut Job)) {
+        {
+            let mut table = self.table();
+            table.version += 1;
+            let version = table.version;
+            table.running = table.running.saturating_sub(1);
+            if let Some(job) = table.jobs.get_mut(&id) {
+                end(job);
+                debug_assert!(job.state.is_terminal());
+                job.finished_at = Some(Utc::now());
+                job.current_sample = None;
+                job.version = version;
+            }
+        }
+        self.notify();
+        self.pump();
+    }
+
+    /// Looks a job up by its UUID or by its tutorial-compatible numeric alias.
+    pub fn find(&self, key: &str) -> Result<JobId, ApiError> {
+        let table = self.table();
+        let id = match key.parse::<u64>() {
+            Ok(alias) => table.aliases.get(&alias).copied(),
+            Err(_) => key.parse::<JobId>().ok(),
+        };
+        id.filter(|id| table.jobs.contains_key(id))
+            .ok_or_else(|| ApiError::JobNotFound(key.chars().take(64).collect()))
+    }
+
+    pub fn view(&self, id: JobId) -> Option<JobView> {
+        let threads = self.inner.config.threads;
+        self.with_job(id, |job| job.view(threads))
+    }
+
+    pub fn list(&self) -> Vec<JobView> {
+        let table = self.table();
+        let threads = self.inner.config.threads;
+        table
+            .order
+            .iter()
+            .filter_map(|id| table.jobs.get(id))
+            .map(|job| job.view(threads))
+            .collect()
+    }
+
+    /// Waits until job `id`'s version passes `since`, `timeout` runs out, or the node shuts
+    /// down; then returns its view.
+    pub async fn wait_for_change(
+        &self,
+        id: JobId,
+        since: u64,
+        timeout: Duration,
+    ) -> Option<JobView> {
+        let mut changes = self.inner.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let view = self.view(id)?;
+            if view.version > since || view.state.is_terminal() {
+                return Some(view);
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return Some(view) },
+                () = tokio::time::sleep_until(deadline) => return Some(view),
+                () = self.inner.shutdown.cancelled() => return Some(view),
+            }
+        }
+    }
+
+    /// Cancels a job: a queued one is dropped from the queue, a running one has its
+    /// Blender process group killed (the runner records the end). Ended jobs are left as
+    /// they are.
+    pub fn cancel(&self, id: JobId) {
+        let mut dequeued = false;
+        {
+            let mut table = self.table();
+            if let Some(pos) = table.queue.iter().position(|q| *q == id) {
+                table.queue.remove(pos);
+                dequeued = true;
+            }
+            if let Some(job) = table.jobs.get(&id) {
+                job.cancel.cancel();
+            }
+        }
+        if dequeued {
+            self.update(id, |job| {
+                job.state = JobState::Cancelled;
+                job.failure = Some("cancelled before it started".into());
+                job.finished_at = Some(Utc::now());
+                true
+            });
+            tracing::info!(job = %id, "queued job cancelled");
+        }
+    }
+
+    pub fn info(&self) -> NodeInfo {
+        let config = &self.inner.config;
+        let table = self.table();
+        NodeInfo {
+            hostname: self.inner.hostname.clone(),
+            cores: crate::host::cores(),
+            memory_bytes: crate::host::memory_bytes(),
+            blender_version: config.blender_version.clone(),
+            corral_version: env!("CARGO_PKG_VERSION").to_string(),
+            slots: config.slots,
+            running: table.running,
+            queued: table.queue.len(),
+            engines: Engine::ALL.to_vec(),
+            formats: ImageFormat::ALL.to_vec(),
+            max_frames_per_job: config.max_frames,
+        }
+    }
+
+    pub fn is_accepting(&self) -> bool {
+        self.table().accepting
+    }
+
+    /// Stops taking jobs, cancels the queue, then cancels or waits out the running jobs
+    /// (per the shutdown policy) and returns when no Blender process is left.
+    pub async fn shut_down(&self) {
+        let queued: Vec<JobId> = {
+            let mut table = self.table();
+            table.accepting = false;
+            table.queue.iter().copied().collect()
+        };
+        tracing::info!(
+            queued = queued.len(),
+            policy = ?self.inner.config.on_shutdown,
+            "shutting down"
+        );
+        for id in queued {
+            self.cancel(id);
+        }
+        if self.inner.config.on_shutdown == ShutdownPolicy::Cancel {
+            self.inner.shutdown.cancel();
+        }
+        self.inner.runners.close();
+        self.inner.runners.wait().await;
+        // Wake long-polls so the HTTP server's graceful shutdown is not held up by them.
+        self.inner.shutdown.cancel();
+        tracing::info!("all renders ended");
+    }
+}

@@ -1,0 +1,37 @@
+//! Corral's render node: serves the tutorial's node API (`POST /job`, `GET /job/{id}`, ...)
+//! and runs the submitted frame ranges through Blender, at most `slots` at a time.
+
+mod config;
+mod error;
+mod host;
+mod http;
+mod jobs;
+mod runner;
+
+pub use config::{NodeConfig, ShutdownPolicy};
+pub use http::router;
+pub use jobs::Node;
+
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// Serves the node API on `listener` until `shutdown` completes; then stops accepting
+/// jobs, cancels or finishes the running ones as `config.on_shutdown` says, and returns
+/// once no Blender process is left.
+pub async fn serve(
+    node: Node,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(node.clone());
+    let drained = {
+        let node = node.clone();
+        async move {
+            shutdown.await;
+            node.shut_down().await;
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(drained)
+        .await
+}

@@ -1,0 +1,314 @@
+//! Runs one job through Blender: spawns it, follows its output, moves each frame into
+//! place as Blender saves it, and decides how the job ended.
+//!
+//! Architecture invariant: frames appear in the output folder atomically. Blender writes
+//! into a per-job folder beside the output (same file system); each file is renamed to its
+//! final name only after Blender reports it `Saved:`, so a killed or re-run render never
+//! leaves a half-written frame under a final name.
+
+use crate::jobs::{Job, Node, LOG_TAIL_LINES};
+use corral_blender::{BlenderProcess, ExitOutcome, OutputParser, ParsedLine, RenderArgs};
+use corral_core::{JobId, JobState};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Where one job's files go.
+struct Paths {
+    /// Blender's `-o` pattern inside the per-job partial folder.
+    partial_pattern: PathBuf,
+    partial_dir: PathBuf,
+    /// Folder the finished frames are renamed into.
+    final_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Paths {
+    fn for_job(node: &Node, id: JobId, output: &str) -> Paths {
+        let config = node.config();
+        let final_pattern = config.output_dir.join(output);
+        let file_pattern = final_pattern
+            .file_name()
+            .map_or_else(|| "blender-render_####".into(), |n| n.to_os_string());
+        let final_dir = final_pattern
+            .parent()
+            .map_or_else(|| config.output_dir.clone(), Path::to_path_buf);
+        let partial_dir = config.partial_dir().join(id.to_string());
+        Paths {
+            partial_pattern: partial_dir.join(file_pattern),
+            partial_dir,
+            final_dir,
+            log: config.logs_dir().join(format!("{id}.log")),
+        }
+    }
+}
+
+/// The path of job `id`'s full Blender log.
+pub fn log_path(node: &Node, id: JobId) -> PathBuf {
+    node.config().logs_dir().join(format!("{id}.log"))
+}
+
+/// Runs job `id` (already marked running) to its end and records the outcome.
+pub async fn run_job(node: Node, id: JobId) {
+    let Some((args, cancel, output)) = node.with_job(id, |job| {
+        let args = RenderArgs {
+            blend: job.scene.clone(),
+            output_pattern: PathBuf::new(),
+            engine: job.spec.engine,
+            format: job.spec.format,
+            range: job.spec.range,
+            threads: job.threads(node.config().threads),
+        };
+        (args, job.cancel.clone(), job.spec.output.clone())
+    }) else {
+        return;
+    };
+    let paths = Paths::for_job(&node, id, &output);
+    let result = render(&node, id, args, &paths, cancel).await;
+    // The partial folder holds only what Blender wrote and we did not move: debris.
+    let _ = std::fs::remove_dir_all(&paths.partial_dir);
+    node.finish(id, |job| match result {
+        Ok(end) => end.apply(job),
+        Err(reason) => {
+            job.state = JobState::Failed;
+            job.failure = Some(reason);
+        }
+    });
+    if let Some(view) = node.view(id) {
+        tracing::info!(job = %id, state = %view.state, frames_done = view.frames_done, failure = ?view.failure, "job ended");
+    }
+}
+
+/// How a Blender run ended, before it is written into the job.
+struct End {
+    outcome: ExitOutcome,
+    first_error: Option<String>,
+    missing: Vec<i64>,
+}
+
+impl End {
+    fn apply(self, job: &mut Job) {
+        if let ExitOutcome::Exited(code) = self.outcome {
+            job.exit_code = Some(code);
+        }
+        let failure = match self.outcome {
+            ExitOutcome::Cancelled => {
+                job.state = JobState::Cancelled;
+                job.failure = Some("cancelled while rendering".into());
+                return;
+            }
+            ExitOutcome::Signalled(sig) => Some(format!("Blender was killed by {}", signal_name(sig))),
+            ExitOutcome::Exited(code) if code != 0 => Some(match &self.first_error {
+                Some(err) => format!("Blender exited with code {code}: {err}"),
+                None => format!("Blender exited with code {code}"),
+            }),
+            ExitOutcome::Exited(_) => match (&self.first_error, self.missing.is_empty()) {
+                (Some(err), _) => Some(format!("Blender reported an error: {err}")),
+                (None, false) => Some(format!(
+                    "Blender exited 0 but wrote no file for frame(s) {}",
+                    frame_list(&self.missing)
+                )),
+                (None, true) => None,
+            },
+        };
+        match failure {
+            Some(reason) => {
+                job.state = JobState::Failed;
+                job.failure = Some(reason);
+            }
+            None => job.state = JobState::Completed,
+        }
+    }
+}
+
+async fn render(
+    node: &Node,
+    id: JobId,
+    mut args: RenderArgs,
+    paths: &Paths,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<End, String> {
+    for dir in [&paths.partial_dir, &paths.final_dir] {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create folder `{}`: {e}", dir.display()))?;
+    }
+    let log_file = File::create(&paths.log)
+        .map_err(|e| format!("cannot create log `{}`: {e}", paths.log.display()))?;
+    let mut log = BufWriter::new(log_file);
+    args.output_pattern = paths.partial_pattern.clone();
+    let range = args.range;
+    let argv = args.to_argv().map_err(|e| e.to_string())?;
+    let program = &node.config().blender;
+    let command_line: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+    let _ = writeln!(log, "# {} {}", program.display(), command_line.join(" "));
+    let _ = log.flush();
+
+    let process = BlenderProcess::spawn(program, &argv).map_err(|e| e.to_string())?;
+    let blender_pid = process.pid();
+    node.update(id, |job| {
+        job.blender_pid = Some(blender_pid);
+        true
+    });
+    tracing::debug!(job = %id, blender_pid, "Blender started");
+
+    let mut parser = OutputParser::new();
+    let mut first_error: Option<String> = None;
+    let mut saved: BTreeMap<i64, String> = BTreeMap::new();
+    let outcome = process
+        .run(cancel.cancelled_owned(), |line| {
+            let _ = writeln!(log, "{line}");
+            let _ = log.flush();
+            let parsed = parser.parse(line);
+            let mut moved = None;
+            match &parsed {
+                ParsedLine::Error(msg) if first_error.is_none() => first_error = Some(msg.clone()),
+                ParsedLine::Saved { frame, path } => match place_frame(paths, *frame, path, range) {
+                    Ok((frame, final_path)) => {
+                        saved.insert(frame, final_path.clone());
+                        moved = Some((frame, final_path));
+                    }
+                    Err(why) => {
+                        let _ = writeln!(log, "# corral: {why}");
+                        if first_error.is_none() {
+                            first_error = Some(why);
+                        }
+                    }
+                },
+                _ => {}
+            }
+            // Only progress wakes long-polls; a new log line alone does not.
+            node.update(id, |job| {
+                push_tail(&mut job.log_tail, line);
+                match parsed {
+                    ParsedLine::Progress { frame, sample } => {
+                        let new_frame = job.current_frame != Some(frame);
+                        let changed = new_frame || (sample.is_some() && job.current_sample != sample);
+                        // Status lines between sample lines carry no samples; keep the last.
+                        if new_frame || sample.is_some() {
+                            job.current_sample = sample;
+                        }
+                        job.current_frame = Some(frame);
+                        changed
+                    }
+                    ParsedLine::Saved { .. } => match moved.take() {
+                        Some((frame, path)) => {
+                            job.outputs.insert(frame, path);
+                            true
+                        }
+                        None => false,
+                    },
+                    ParsedLine::Error(_) | ParsedLine::Other => false,
+                }
+            });
+        })
+        .await
+        .map_err(|e| format!("lost track of Blender: {e}"))?;
+    let missing = range.frames().filter(|f| !saved.contains_key(f)).collect();
+    Ok(End {
+        outcome,
+        first_error,
+        missing,
+    })
+}
+
+/// Moves a frame Blender reported saved from the partial folder to its final name.
+/// Blender's report is input from outside: the path must be a file in this job's partial
+/// folder, for a frame of this job's range. The frame number is read from the file name
+/// (Workbench renders print no `Fra:` lines), else taken from the last progress line.
+fn place_frame(
+    paths: &Paths,
+    progress_frame: Option<i64>,
+    reported: &str,
+    range: corral_core::FrameRange,
+) -> Result<(i64, String), String> {
+    let reported_path = Path::new(reported);
+    let name = reported_path
+        .file_name()
+        .filter(|_| reported_path.parent() == Some(paths.partial_dir.as_path()))
+        .ok_or_else(|| format!("Blender saved `{reported}` outside the job's output folder"))?;
+    let pattern = paths
+        .partial_pattern
+        .file_name()
+        .map(|p| p.to_string_lossy())
+        .unwrap_or_default();
+    let frame = frame_from_file_name(&pattern, &name.to_string_lossy())
+        .or(progress_frame)
+        .filter(|f| range.contains(*f))
+        .ok_or_else(|| format!("Blender saved `{reported}`, which is not a frame of {range}"))?;
+    let final_path = paths.final_dir.join(name);
+    std::fs::rename(reported_path, &final_path)
+        .map_err(|e| format!("cannot move `{reported}` into place: {e}"))?;
+    Ok((frame, final_path.display().to_string()))
+}
+
+/// Reads the frame number Blender put in place of the `#` run of `pattern` (or after the
+/// whole pattern when it has no `#`, which is where Blender appends it).
+fn frame_from_file_name(pattern: &str, name: &str) -> Option<i64> {
+    let prefix = pattern.split('#').next().unwrap_or(pattern);
+    let rest = name.strip_prefix(prefix)?;
+    let end = rest
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '-')))
+        .map_or(rest.len(), |(i, _)| i);
+    rest[..end].parse().ok()
+}
+
+fn push_tail(tail: &mut std::collections::VecDeque<String>, line: &str) {
+    if tail.len() == LOG_TAIL_LINES {
+        tail.pop_front();
+    }
+    tail.push_back(line.to_string());
+}
+
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// `1-3, 7, 9-10` for a sorted list of frames.
+fn frame_list(frames: &[i64]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut iter = frames.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_lists_collapse_runs() {
+        assert_eq!(frame_list(&[1, 2, 3, 7, 9, 10]), "1-3, 7, 9-10");
+        assert_eq!(frame_list(&[4]), "4");
+        assert_eq!(frame_list(&[]), "");
+    }
+
+    #[test]
+    fn frames_are_read_from_file_names() {
+        assert_eq!(frame_from_file_name("blender-render_####", "blender-render_0012.png"), Some(12));
+        assert_eq!(frame_from_file_name("f_##", "f_-01.exr"), Some(-1));
+        assert_eq!(frame_from_file_name("shot", "shot0007.png"), Some(7));
+        assert_eq!(frame_from_file_name("f_####", "other_0001.png"), None);
+        assert_eq!(frame_from_file_name("f_####", "f_.png"), None);
+    }
+
+    #[test]
+    fn signals_are_named() {
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(signal_name(11), "SIGSEGV");
+    }
+}

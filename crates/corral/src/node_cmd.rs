@@ -1,0 +1,137 @@
+//! `corral node`: flags, start-up checks, and signal handling for a render node.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use corral_node::{Node, NodeConfig, ShutdownPolicy};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  corral node --blend scene.blend --output ./frames
+  corral node --scenes /srv/scenes --output /srv/frames --slots 2 --threads 1
+  curl -X POST localhost:3000/job -H 'Content-Type: application/json' -d '{\"from\": 1, \"to\": 20}'";
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Address to listen on (port 0 picks a free port, printed at start).
+    #[arg(long, env = "CORRAL_LISTEN", default_value = "0.0.0.0:3000")]
+    listen: SocketAddr,
+    /// Blender executable.
+    #[arg(long, env = "CORRAL_BLENDER", default_value = "blender")]
+    blender: PathBuf,
+    /// Scene rendered when a job names none.
+    #[arg(long, env = "CORRAL_BLEND")]
+    blend: Option<PathBuf>,
+    /// Folder that per-job `scene` paths are relative to and confined to.
+    #[arg(long, env = "CORRAL_SCENES")]
+    scenes: Option<PathBuf>,
+    /// Folder rendered frames are written to.
+    #[arg(long, env = "CORRAL_OUTPUT", default_value = "output")]
+    output: PathBuf,
+    /// Folder for the node's own files (one Blender log per job).
+    #[arg(long, env = "CORRAL_DATA", default_value = "corral-data/node")]
+    data: PathBuf,
+    /// Blender processes run at once; further jobs wait in a FIFO queue.
+    #[arg(long, env = "CORRAL_SLOTS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    slots: u16,
+    /// Blender render threads (`-t`) for jobs that name none; 0 uses every core.
+    #[arg(long, env = "CORRAL_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1024))]
+    threads: u32,
+    /// Most frames one job may ask for.
+    #[arg(long, env = "CORRAL_MAX_FRAMES", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=2_097_149))]
+    max_frames: u64,
+    /// Most jobs waiting in the queue; more are refused with 503.
+    #[arg(long, env = "CORRAL_MAX_QUEUED", default_value_t = 1000)]
+    max_queued: usize,
+    /// On SIGTERM/SIGINT: `cancel` kills running renders at once, `finish` lets them end.
+    #[arg(long, env = "CORRAL_ON_SHUTDOWN", default_value = "cancel", value_parser = parse_policy)]
+    on_shutdown: ShutdownPolicy,
+}
+
+fn parse_policy(s: &str) -> Result<ShutdownPolicy, String> {
+    match s {
+        "cancel" => Ok(ShutdownPolicy::Cancel),
+        "finish" => Ok(ShutdownPolicy::Finish),
+        _ => Err(format!("`{s}` is not `cancel` or `finish`")),
+    }
+}
+
+/// Creates `dir` if needed and returns its canonical path.
+fn prepare_dir(dir: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the {what} folder `{}`", dir.display()))?;
+    dir.canonicalize()
+        .with_context(|| format!("cannot open the {what} folder `{}`", dir.display()))
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let blender = corral_blender::probe_blender(&args.blender, Duration::from_secs(60)).await?;
+    let scenes_root = match &args.scenes {
+        Some(dir) if !dir.is_dir() => bail!("--scenes `{}` is not a folder", dir.display()),
+        Some(dir) => Some(dir.canonicalize().with_context(|| {
+            format!("cannot open the scenes folder `{}`", dir.display())
+        })?),
+        None => None,
+    };
+    let default_scene = match &args.blend {
+        Some(blend) if !blend.is_file() => {
+            bail!("--blend `{}` is not a file", blend.display())
+        }
+        Some(blend) => Some(
+            blend
+                .canonicalize()
+                .with_context(|| format!("cannot open `{}`", blend.display()))?,
+        ),
+        None => None,
+    };
+    let output_dir = prepare_dir(&args.output, "output")?;
+    let data_dir = prepare_dir(&args.data, "data")?;
+    prepare_dir(&data_dir.join("logs"), "log")?;
+    let config = NodeConfig {
+        blender: blender.path,
+        blender_version: blender.version,
+        default_scene,
+        scenes_root,
+        output_dir,
+        data_dir,
+        slots: usize::from(args.slots),
+        threads: args.threads,
+        max_frames: args.max_frames,
+        max_queued: args.max_queued,
+        on_shutdown: args.on_shutdown,
+        max_wait: Duration::from_secs(120),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        blender_version = %config.blender_version,
+        slots = config.slots,
+        output = %config.output_dir.display(),
+        "node ready"
+    );
+    // The one line on stdout: scripts and tests read the bound address from it.
+    println!("corral node listening on http://{addr}");
+    let node = Node::new(config);
+    corral_node::serve(node, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals; stop the node with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
