@@ -38,7 +38,9 @@ pub fn parse_json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, FieldErr
         let path = err.path().to_string();
         let inner = err.into_inner();
         let message = inner.to_string();
-        let field = if path != "." {
+        let field = if inner.is_syntax() || inner.is_eof() {
+            "body".to_string()
+        } else if path != "." {
             path
         } else if let Some(name) = backticked_name(&message) {
             // serde reports `missing field `x`` and `unknown field `x`` at the parent's

@@ -40,9 +40,4 @@ impl NodeConfig {
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
     }
-
-    /// Where Blender writes a job's frames before they are renamed into place.
-    pub fn partial_dir(&self) -> PathBuf {
-        self.output_dir.join(".corral-partial")
-    }
 }

@@ -58,7 +58,10 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (
             status,
-            [(header::CONTENT_TYPE, corral_core::problem::PROBLEM_CONTENT_TYPE)],
+            [(
+                header::CONTENT_TYPE,
+                corral_core::problem::PROBLEM_CONTENT_TYPE,
+            )],
             body,
         )
             .into_response();

@@ -47,7 +47,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
             let essence = ct.split(';').next().unwrap_or("").trim();
             if essence != "application/json" && !essence.ends_with("+json") {
-                return Err(ApiError::UnsupportedMediaType(essence.chars().take(100).collect()));
+                return Err(ApiError::UnsupportedMediaType(
+                    essence.chars().take(100).collect(),
+                ));
             }
         }
         let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
@@ -91,7 +93,10 @@ fn seconds_per_frame(view: &JobView) -> Option<f64> {
     Some(elapsed / view.frames_done as f64)
 }
 
-async fn submit_job(State(node): State<Node>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn submit_job(
+    State(node): State<Node>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     if !node.is_accepting() {
         return Err(ApiError::ShuttingDown);
     }
@@ -110,15 +115,17 @@ fn wait_params(query: &HashMap<String, String>, max: Duration) -> Result<WaitPar
     let wait = match query.get("wait") {
         None => None,
         Some(raw) => {
-            let secs: f64 = raw.parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.0).ok_or_else(|| {
-                FieldError::new("wait", format!("`{raw}` is not a number of seconds"))
-            })?;
+            let secs: f64 = raw
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| {
+                    FieldError::new("wait", format!("`{raw}` is not a number of seconds"))
+                })?;
             if secs > max.as_secs_f64() {
-                return Err(FieldError::new(
-                    "wait",
-                    format!("at most {} seconds", max.as_secs()),
-                )
-                .into());
+                return Err(
+                    FieldError::new("wait", format!("at most {} seconds", max.as_secs())).into(),
+                );
             }
             Some(Duration::from_secs_f64(secs))
         }
@@ -126,7 +133,10 @@ fn wait_params(query: &HashMap<String, String>, max: Duration) -> Result<WaitPar
     let since = match query.get("since") {
         None => None,
         Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
-            FieldError::new("since", format!("`{raw}` is not a job version (an integer)"))
+            FieldError::new(
+                "since",
+                format!("`{raw}` is not a job version (an integer)"),
+            )
         })?),
     };
     Ok(WaitParams { wait, since })
@@ -140,7 +150,9 @@ async fn get_job(
     let id = node.find(&key)?;
     let Query(query) = query.map_err(|e| FieldError::new("query", e.body_text()))?;
     let params = wait_params(&query, node.config().max_wait)?;
-    let view = node.view(id).ok_or_else(|| ApiError::JobNotFound(key.clone()))?;
+    let view = node
+        .view(id)
+        .ok_or_else(|| ApiError::JobNotFound(key.clone()))?;
     let view = match params.wait {
         Some(wait) if !wait.is_zero() => {
             let since = params.since.unwrap_or(view.version);
@@ -153,7 +165,10 @@ async fn get_job(
     Ok(job_response(view, false))
 }
 
-async fn cancel_job(State(node): State<Node>, Path(key): Path<String>) -> Result<Response, ApiError> {
+async fn cancel_job(
+    State(node): State<Node>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
     let id = node.find(&key)?;
     node.cancel(id);
     // A running job ends when its Blender group is reaped, which takes milliseconds; wait

@@ -4,7 +4,8 @@
 //! Architecture invariant: frames appear in the output folder atomically. Blender writes
 //! into a per-job folder beside the output (same file system); each file is renamed to its
 //! final name only after Blender reports it `Saved:`, so a killed or re-run render never
-//! leaves a half-written frame under a final name.
+//! leaves a half-written frame under a final name. The partial folder is removed when the
+//! job ends, whatever the outcome.
 
 use crate::jobs::{Job, Node, LOG_TAIL_LINES};
 use corral_blender::{BlenderProcess, ExitOutcome, OutputParser, ParsedLine, RenderArgs};
@@ -34,7 +35,8 @@ impl Paths {
         let final_dir = final_pattern
             .parent()
             .map_or_else(|| config.output_dir.clone(), Path::to_path_buf);
-        let partial_dir = config.partial_dir().join(id.to_string());
+        // Beside the final files, so the rename never crosses a file system.
+        let partial_dir = final_dir.join(format!(".corral-partial-{id}"));
         Paths {
             partial_pattern: partial_dir.join(file_pattern),
             partial_dir,
@@ -88,37 +90,42 @@ struct End {
 }
 
 impl End {
+    /// The job's end state and, unless it completed, why. Completion needs all three:
+    /// exit code 0, no `Error:` line, and a file for every frame of the range.
+    fn verdict(&self) -> (JobState, Option<String>) {
+        let failure = match self.outcome {
+            ExitOutcome::Cancelled => {
+                return (
+                    JobState::Cancelled,
+                    Some("cancelled while rendering".into()),
+                )
+            }
+            ExitOutcome::Signalled(sig) => {
+                format!("Blender was killed by {}", signal_name(sig))
+            }
+            ExitOutcome::Exited(code) if code != 0 => match &self.first_error {
+                Some(err) => format!("Blender exited with code {code}: {err}"),
+                None => format!("Blender exited with code {code}"),
+            },
+            ExitOutcome::Exited(_) => match &self.first_error {
+                Some(err) => format!("Blender reported an error: {err}"),
+                None if !self.missing.is_empty() => format!(
+                    "Blender exited 0 but wrote no file for frame(s) {}",
+                    frame_list(&self.missing)
+                ),
+                None => return (JobState::Completed, None),
+            },
+        };
+        (JobState::Failed, Some(failure))
+    }
+
     fn apply(self, job: &mut Job) {
         if let ExitOutcome::Exited(code) = self.outcome {
             job.exit_code = Some(code);
         }
-        let failure = match self.outcome {
-            ExitOutcome::Cancelled => {
-                job.state = JobState::Cancelled;
-                job.failure = Some("cancelled while rendering".into());
-                return;
-            }
-            ExitOutcome::Signalled(sig) => Some(format!("Blender was killed by {}", signal_name(sig))),
-            ExitOutcome::Exited(code) if code != 0 => Some(match &self.first_error {
-                Some(err) => format!("Blender exited with code {code}: {err}"),
-                None => format!("Blender exited with code {code}"),
-            }),
-            ExitOutcome::Exited(_) => match (&self.first_error, self.missing.is_empty()) {
-                (Some(err), _) => Some(format!("Blender reported an error: {err}")),
-                (None, false) => Some(format!(
-                    "Blender exited 0 but wrote no file for frame(s) {}",
-                    frame_list(&self.missing)
-                )),
-                (None, true) => None,
-            },
-        };
-        match failure {
-            Some(reason) => {
-                job.state = JobState::Failed;
-                job.failure = Some(reason);
-            }
-            None => job.state = JobState::Completed,
-        }
+        let (state, failure) = self.verdict();
+        job.state = state;
+        job.failure = failure;
     }
 }
 
@@ -163,18 +170,20 @@ async fn render(
             let mut moved = None;
             match &parsed {
                 ParsedLine::Error(msg) if first_error.is_none() => first_error = Some(msg.clone()),
-                ParsedLine::Saved { frame, path } => match place_frame(paths, *frame, path, range) {
-                    Ok((frame, final_path)) => {
-                        saved.insert(frame, final_path.clone());
-                        moved = Some((frame, final_path));
-                    }
-                    Err(why) => {
-                        let _ = writeln!(log, "# corral: {why}");
-                        if first_error.is_none() {
-                            first_error = Some(why);
+                ParsedLine::Saved { frame, path } => {
+                    match place_frame(paths, *frame, path, range) {
+                        Ok((frame, final_path)) => {
+                            saved.insert(frame, final_path.clone());
+                            moved = Some((frame, final_path));
+                        }
+                        Err(why) => {
+                            let _ = writeln!(log, "# corral: {why}");
+                            if first_error.is_none() {
+                                first_error = Some(why);
+                            }
                         }
                     }
-                },
+                }
                 _ => {}
             }
             // Only progress wakes long-polls; a new log line alone does not.
@@ -183,7 +192,8 @@ async fn render(
                 match parsed {
                     ParsedLine::Progress { frame, sample } => {
                         let new_frame = job.current_frame != Some(frame);
-                        let changed = new_frame || (sample.is_some() && job.current_sample != sample);
+                        let changed =
+                            new_frame || (sample.is_some() && job.current_sample != sample);
                         // Status lines between sample lines carry no samples; keep the last.
                         if new_frame || sample.is_some() {
                             job.current_sample = sample;
@@ -290,6 +300,53 @@ fn frame_list(frames: &[i64]) -> String {
 mod tests {
     use super::*;
 
+    fn end(
+        outcome: ExitOutcome,
+        error: Option<&str>,
+        missing: &[i64],
+    ) -> (JobState, Option<String>) {
+        End {
+            outcome,
+            first_error: error.map(str::to_string),
+            missing: missing.to_vec(),
+        }
+        .verdict()
+    }
+
+    #[test]
+    fn only_a_clean_exit_with_every_frame_completes() {
+        assert_eq!(
+            end(ExitOutcome::Exited(0), None, &[]),
+            (JobState::Completed, None)
+        );
+        let (state, why) = end(ExitOutcome::Exited(0), None, &[3, 4]);
+        assert_eq!(state, JobState::Failed);
+        assert_eq!(
+            why.as_deref(),
+            Some("Blender exited 0 but wrote no file for frame(s) 3-4")
+        );
+        let (state, why) = end(
+            ExitOutcome::Exited(0),
+            Some("Build without OpenImageDenoiser"),
+            &[],
+        );
+        assert_eq!(state, JobState::Failed);
+        assert!(why.unwrap().contains("OpenImageDenoiser"));
+        let (state, why) = end(ExitOutcome::Exited(1), Some("Cannot read file"), &[1]);
+        assert_eq!(state, JobState::Failed);
+        assert_eq!(
+            why.as_deref(),
+            Some("Blender exited with code 1: Cannot read file")
+        );
+        let (state, why) = end(ExitOutcome::Signalled(11), None, &[]);
+        assert_eq!(state, JobState::Failed);
+        assert_eq!(why.as_deref(), Some("Blender was killed by SIGSEGV"));
+        assert_eq!(
+            end(ExitOutcome::Cancelled, None, &[1]).0,
+            JobState::Cancelled
+        );
+    }
+
     #[test]
     fn frame_lists_collapse_runs() {
         assert_eq!(frame_list(&[1, 2, 3, 7, 9, 10]), "1-3, 7, 9-10");
@@ -299,7 +356,10 @@ mod tests {
 
     #[test]
     fn frames_are_read_from_file_names() {
-        assert_eq!(frame_from_file_name("blender-render_####", "blender-render_0012.png"), Some(12));
+        assert_eq!(
+            frame_from_file_name("blender-render_####", "blender-render_0012.png"),
+            Some(12)
+        );
         assert_eq!(frame_from_file_name("f_##", "f_-01.exr"), Some(-1));
         assert_eq!(frame_from_file_name("shot", "shot0007.png"), Some(7));
         assert_eq!(frame_from_file_name("f_####", "other_0001.png"), None);

@@ -70,9 +70,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let blender = corral_blender::probe_blender(&args.blender, Duration::from_secs(60)).await?;
     let scenes_root = match &args.scenes {
         Some(dir) if !dir.is_dir() => bail!("--scenes `{}` is not a folder", dir.display()),
-        Some(dir) => Some(dir.canonicalize().with_context(|| {
-            format!("cannot open the scenes folder `{}`", dir.display())
-        })?),
+        Some(dir) => Some(
+            dir.canonicalize()
+                .with_context(|| format!("cannot open the scenes folder `{}`", dir.display()))?,
+        ),
         None => None,
     };
     let default_scene = match &args.blend {

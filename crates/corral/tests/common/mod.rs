@@ -1,0 +1,225 @@
+//! Test harness: generates small real Blender scenes once, starts real `corral node`
+//! processes on port 0, and finds leftover Blender processes by the folders they use.
+//! A node's stderr goes to a file that is printed when the test fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+
+/// A scene the tests render; each is generated once and reused by every test binary.
+#[derive(Debug, Clone, Copy)]
+pub enum Scene {
+    /// 64x48, 4 samples, frames 1-20: renders in well under a second per frame.
+    Small,
+    /// 64x48, 4000 samples, frames 1-500: a render that is still running when the test
+    /// cancels, signals or kills something.
+    Slow,
+    /// Denoising on: Debian's Blender (no OpenImageDenoise) prints an `Error:` line.
+    Denoise,
+}
+
+impl Scene {
+    fn name(self) -> &'static str {
+        match self {
+            Scene::Small => "small",
+            Scene::Slow => "slow",
+            Scene::Denoise => "denoise",
+        }
+    }
+
+    fn script_args(self) -> Vec<&'static str> {
+        match self {
+            Scene::Small => vec!["--samples", "4", "--start", "1", "--end", "20"],
+            Scene::Slow => vec!["--samples", "4000", "--start", "1", "--end", "500"],
+            Scene::Denoise => vec!["--samples", "4", "--denoise"],
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/corral sits two levels below the repository root")
+        .to_path_buf()
+}
+
+static GENERATE: Mutex<()> = Mutex::new(());
+
+/// Path of `scene`, generating it with `scripts/make_scene.py` on first use.
+pub fn scene(scene: Scene) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("scenes");
+    std::fs::create_dir_all(&dir).expect("create scene folder");
+    let path = dir.join(format!("{}.blend", scene.name()));
+    let _guard = GENERATE.lock().unwrap_or_else(|p| p.into_inner());
+    let script = repo_root().join("scripts/make_scene.py");
+    let fresh = |p: &Path| {
+        let (Ok(scene_meta), Ok(script_meta)) = (p.metadata(), script.metadata()) else {
+            return false;
+        };
+        scene_meta.modified().ok() >= script_meta.modified().ok()
+    };
+    if fresh(&path) {
+        return path;
+    }
+    // Write to a unique name, then rename: another test binary may be generating too.
+    let tmp = dir.join(format!("{}.{}.tmp.blend", scene.name(), std::process::id()));
+    let out = Command::new("blender")
+        .args(["-b", "--factory-startup", "--python"])
+        .arg(&script)
+        .arg("--")
+        .arg(&tmp)
+        .args(scene.script_args())
+        .output()
+        .expect("run Blender to generate a test scene (is Blender installed?)");
+    assert!(
+        out.status.success(),
+        "scene generation failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&tmp, &path).expect("move generated scene into place");
+    path
+}
+
+/// A running `corral node` with its own folders; killed (SIGKILL) when dropped.
+pub struct NodeProcess {
+    pub child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    stderr_path: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts `corral node --listen 127.0.0.1:0 --output DIR/out --data DIR/data
+    /// --threads 1 EXTRA...` and waits for its listening line.
+    pub fn start(extra: &[&str]) -> NodeProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, extra)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> NodeProcess {
+        let stderr_path = dir.path().join("node.stderr");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut child = Command::new(CORRAL)
+            .arg("node")
+            .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+            .arg("--output")
+            .arg(dir.path().join("out"))
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start corral node");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line);
+        let Some(url) = line.trim().strip_prefix("corral node listening on ") else {
+            let _ = child.kill();
+            panic!(
+                "node did not start ({read:?}, {line:?}):\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        };
+        NodeProcess {
+            url: url.to_string(),
+            child,
+            dir,
+            stderr_path,
+        }
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the node to exit.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: nix::sys::signal::Signal,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal node");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- node stderr ({}) ----\n{}", self.url, self.stderr());
+        }
+    }
+}
+
+/// Process ids of live Blender processes whose command line mentions `dir` (every Blender
+/// a test's node starts writes below the test's own temporary folder).
+pub fn blender_processes_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Zombies (state Z) are already dead; only a reaper is missing.
+            let alive = !stat.contains(") Z ");
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            alive && text.contains("blender") && text.contains(&needle)
+        })
+        .collect()
+}
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts that `path` is a PNG of `width`x`height`.
+pub fn assert_png(path: &Path, width: u32, height: u32) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        (img.width(), img.height()),
+        (width, height),
+        "{}",
+        path.display()
+    );
+}

@@ -1,0 +1,739 @@
+//! Integration tests of `corral node`: a real node process on port 0, real Blender, real
+//! (small, generated) scenes, real files on disk.
+
+// Panicking on an unexpected answer is how these tests fail.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{assert_png, blender_processes_under, eventually, scene, NodeProcess, Scene, CORRAL};
+use nix::sys::signal::Signal;
+use reqwest::blocking::{Client, Response};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("http client")
+}
+
+fn small_node(extra: &[&str]) -> NodeProcess {
+    let blend = scene(Scene::Small);
+    let mut args = vec!["--blend", blend.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    NodeProcess::start(&args)
+}
+
+fn post_job(node: &NodeProcess, body: &Value) -> Response {
+    client()
+        .post(format!("{}/job", node.url))
+        .json(body)
+        .send()
+        .expect("POST /job")
+}
+
+/// Long-polls `GET /job/{key}` until the job has ended; returns the final view.
+fn wait_done(node: &NodeProcess, key: &str) -> Value {
+    let http = client();
+    let mut since = 0u64;
+    for _ in 0..600 {
+        let resp = http
+            .get(format!("{}/job/{key}?wait=20&since={since}", node.url))
+            .send()
+            .expect("GET /job");
+        let status = resp.status();
+        let view: Value = resp.json().expect("job JSON");
+        if status == StatusCode::OK {
+            return view;
+        }
+        assert_eq!(status, StatusCode::ACCEPTED, "{view}");
+        since = view["version"].as_u64().expect("version");
+    }
+    panic!("job {key} did not end");
+}
+
+fn get_json(url: &str) -> (StatusCode, Value) {
+    let resp = client().get(url).send().expect("GET");
+    let status = resp.status();
+    (status, resp.json().expect("JSON body"))
+}
+
+#[test]
+fn renders_frames_and_reports_completion_with_the_tutorial_api() {
+    let node = small_node(&[]);
+    let resp = post_job(&node, &json!({"from": 1, "to": 3}));
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry_after));
+    let accepted: Value = resp.json().unwrap();
+    let id = accepted["id"].as_str().unwrap().to_string();
+    assert_eq!(location, format!("/job/{id}"));
+    assert_eq!(accepted["status"], "Job still running");
+    // The tutorial's orchestrator polls GET /job/{pid}; pid must be accepted there.
+    let pid = accepted["pid"].as_u64().unwrap();
+
+    let (status, running) = get_json(&format!("{}/job/{pid}", node.url));
+    assert!(
+        status == StatusCode::ACCEPTED || running["state"] == "completed",
+        "{status} {running}"
+    );
+    assert_eq!(running["id"], id.as_str());
+
+    let done = wait_done(&node, &pid.to_string());
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["status"], "Job completed");
+    assert_eq!(done["frames_total"], 3);
+    assert_eq!(done["frames_done"], 3);
+    assert_eq!(done["exit_code"], 0);
+    assert!(done["failure"].is_null());
+    assert!(done["finished_at"].is_string() && done["started_at"].is_string());
+    let outputs = done["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 3);
+    for (i, out) in outputs.iter().enumerate() {
+        let frame = i as u64 + 1;
+        assert_eq!(out["frame"], frame);
+        let expected = node
+            .out_dir()
+            .join(format!("blender-render_{frame:04}.png"));
+        assert_eq!(
+            out["path"],
+            expected.canonicalize().unwrap().to_str().unwrap()
+        );
+        assert_png(&expected, 64, 48);
+    }
+    // Nothing but the three frames (no partial folder debris) in the output folder.
+    let mut names: Vec<String> = std::fs::read_dir(node.out_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "blender-render_0001.png",
+            "blender-render_0002.png",
+            "blender-render_0003.png"
+        ]
+    );
+
+    // The UUID answers too, with the same 200.
+    let (status, by_id) = get_json(&format!("{}/job/{id}", node.url));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(by_id["state"], "completed");
+
+    let log = client()
+        .get(format!("{}/job/{id}/log", node.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(log.contains("Saved: '"), "{log}");
+    assert!(
+        log.starts_with("# "),
+        "log starts with the command line: {log}"
+    );
+
+    let (_, jobs) = get_json(&format!("{}/jobs", node.url));
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    assert_eq!(jobs[0]["id"], id.as_str());
+
+    let (status, health) = get_json(&format!("{}/healthz", node.url));
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    let (_, info) = get_json(&format!("{}/info", node.url));
+    assert_eq!(info["blender_version"], "3.4.1");
+    assert_eq!(info["slots"], 1);
+    assert!(info["cores"].as_u64().unwrap() >= 1);
+    assert!(info["memory_bytes"].as_u64().unwrap() > 0);
+    assert!(!info["hostname"].as_str().unwrap().is_empty());
+    assert!(info["engines"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("CYCLES")));
+}
+
+#[test]
+fn long_poll_answers_when_the_job_changes() {
+    let node = small_node(&[]);
+    let accepted: Value = post_job(&node, &json!({"from": 1, "to": 2}))
+        .json()
+        .unwrap();
+    let id = accepted["id"].as_str().unwrap();
+    let first_version = accepted["version"].as_u64().unwrap();
+    // With `since` set to the version we saw, the answer comes back as soon as the job
+    // moves on (started, a frame, a sample...), long before the 100 s wait.
+    let (_, changed) = get_json(&format!(
+        "{}/job/{id}?wait=100&since={first_version}",
+        node.url
+    ));
+    assert!(
+        changed["version"].as_u64().unwrap() > first_version,
+        "{changed}"
+    );
+    let done = wait_done(&node, id);
+    assert_eq!(done["state"], "completed");
+    // Once ended, a long-poll answers at once with 200.
+    let resp = client()
+        .get(format!("{}/job/{id}?wait=100", node.url))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[test]
+fn jobs_beyond_the_slots_wait_in_fifo_order() {
+    let node = small_node(&["--slots", "1"]);
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let resp = post_job(&node, &json!({"from": 1 + i * 2, "to": 2 + i * 2}));
+            assert_eq!(resp.status(), StatusCode::ACCEPTED);
+            let v: Value = resp.json().unwrap();
+            v["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let mut max_running = 0;
+    let mut max_blenders = 0;
+    let all_done = eventually(Duration::from_secs(120), || {
+        let (_, jobs) = get_json(&format!("{}/jobs", node.url));
+        let jobs = jobs.as_array().unwrap().clone();
+        let running = jobs.iter().filter(|j| j["state"] == "running").count();
+        max_running = max_running.max(running);
+        max_blenders = max_blenders.max(blender_processes_under(node.dir.path()).len());
+        jobs.iter().all(|j| j["state"] == "completed")
+    });
+    assert!(all_done, "jobs did not complete");
+    assert_eq!(max_running, 1, "more jobs ran than slots");
+    assert!(
+        max_blenders <= 1,
+        "{max_blenders} Blender processes for one slot"
+    );
+    let started: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            let (_, v) = get_json(&format!("{}/job/{id}", node.url));
+            v["started_at"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let mut sorted = started.clone();
+    sorted.sort();
+    assert_eq!(started, sorted, "jobs did not start in submission order");
+    for frame in 1..=6 {
+        assert_png(
+            &node
+                .out_dir()
+                .join(format!("blender-render_{frame:04}.png")),
+            64,
+            48,
+        );
+    }
+}
+
+#[test]
+fn per_job_scene_engine_format_and_output() {
+    let scenes = tempfile::tempdir().unwrap();
+    std::fs::copy(scene(Scene::Small), scenes.path().join("shot.blend")).unwrap();
+    let node = NodeProcess::start(&["--scenes", scenes.path().to_str().unwrap()]);
+    let resp = post_job(
+        &node,
+        &json!({"from": 2, "to": 3, "scene": "shot.blend", "engine": "BLENDER_WORKBENCH",
+                "format": "JPEG", "threads": 1, "output": "shots/a/f_####"}),
+    );
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let v: Value = resp.json().unwrap();
+    let done = wait_done(&node, v["id"].as_str().unwrap());
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["engine"], "BLENDER_WORKBENCH");
+    for frame in [2, 3] {
+        let path = node.out_dir().join(format!("shots/a/f_{frame:04}.jpg"));
+        let img = image::ImageReader::open(&path)
+            .and_then(|r| r.with_guessed_format())
+            .unwrap();
+        assert_eq!(
+            img.format(),
+            Some(image::ImageFormat::Jpeg),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+/// A bad request gets a 4xx problem body naming the field, and changes nothing.
+#[test]
+fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
+    let scenes = tempfile::tempdir().unwrap();
+    std::fs::copy(scene(Scene::Small), scenes.path().join("ok.blend")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::copy(scene(Scene::Small), outside.path().join("secret.blend")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.blend"),
+        scenes.path().join("link.blend"),
+    )
+    .unwrap();
+    let blend = scene(Scene::Small);
+    let node = NodeProcess::start(&[
+        "--blend",
+        blend.to_str().unwrap(),
+        "--scenes",
+        scenes.path().to_str().unwrap(),
+        "--max-frames",
+        "100",
+    ]);
+    let marker = node.dir.path().join("pwned");
+    let injection = format!("1; touch {}", marker.display());
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("missing from", json!({"to": 2}).to_string(), "from"),
+        ("missing to", json!({"from": 1}).to_string(), "to"),
+        ("null", json!({"from": null, "to": 2}).to_string(), "from"),
+        (
+            "shell string",
+            json!({"from": injection, "to": 2}).to_string(),
+            "from",
+        ),
+        (
+            "numeric string",
+            json!({"from": "1", "to": 2}).to_string(),
+            "from",
+        ),
+        ("float", r#"{"from": 1.5, "to": 2}"#.into(), "from"),
+        ("float to", r#"{"from": 1, "to": 2.0}"#.into(), "to"),
+        ("array", json!({"from": [1], "to": 2}).to_string(), "from"),
+        (
+            "object",
+            json!({"from": {"a": 1}, "to": 2}).to_string(),
+            "from",
+        ),
+        ("bool", json!({"from": true, "to": 2}).to_string(), "from"),
+        ("body array", "[1, 2]".into(), "body"),
+        ("non-JSON", "from=1&to=2".into(), "body"),
+        ("truncated", r#"{"from": 1, "#.into(), "body"),
+        ("empty", "".into(), "body"),
+        ("from > to", json!({"from": 5, "to": 2}).to_string(), "to"),
+        (
+            "below Blender",
+            json!({"from": -1048575, "to": 2}).to_string(),
+            "from",
+        ),
+        (
+            "above Blender",
+            json!({"from": 1, "to": 1048575}).to_string(),
+            "to",
+        ),
+        (
+            "huge",
+            json!({"from": 1, "to": 1u64 << 62}).to_string(),
+            "to",
+        ),
+        (
+            "too many frames",
+            json!({"from": 1, "to": 101}).to_string(),
+            "to",
+        ),
+        (
+            "unknown field",
+            json!({"from": 1, "to": 2, "frm": 1}).to_string(),
+            "frm",
+        ),
+        (
+            "bad engine",
+            json!({"from": 1, "to": 2, "engine": "LUX"}).to_string(),
+            "engine",
+        ),
+        (
+            "movie format",
+            json!({"from": 1, "to": 2, "format": "FFMPEG"}).to_string(),
+            "format",
+        ),
+        (
+            "threads",
+            json!({"from": 1, "to": 2, "threads": -1}).to_string(),
+            "threads",
+        ),
+        (
+            "scene escapes",
+            json!({"from": 1, "to": 2, "scene": "../x.blend"}).to_string(),
+            "scene",
+        ),
+        (
+            "absolute scene",
+            json!({"from": 1, "to": 2, "scene": blend}).to_string(),
+            "scene",
+        ),
+        (
+            "symlink escape",
+            json!({"from": 1, "to": 2, "scene": "link.blend"}).to_string(),
+            "scene",
+        ),
+        (
+            "missing scene",
+            json!({"from": 1, "to": 2, "scene": "nope.blend"}).to_string(),
+            "scene",
+        ),
+        (
+            "scene folder",
+            json!({"from": 1, "to": 2, "scene": "."}).to_string(),
+            "scene",
+        ),
+        (
+            "output escapes",
+            json!({"from": 1, "to": 2, "output": "../../x_####"}).to_string(),
+            "output",
+        ),
+    ];
+    let http = client();
+    for (what, body, field) in &cases {
+        let resp = http
+            .post(format!("{}/job", node.url))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{what}: {body}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
+        let problem: Value = resp.json().unwrap();
+        assert_eq!(problem["status"], 400, "{what}");
+        assert_eq!(problem["field"], *field, "{what}: {problem}");
+        assert!(
+            problem["title"].is_string() && problem["detail"].is_string(),
+            "{what}"
+        );
+    }
+
+    // Oversized body, wrong content type.
+    let big = format!(
+        r#"{{"from": 1, "to": 2, "scene": "{}"}}"#,
+        "a".repeat(100_000)
+    );
+    let resp = http
+        .post(format!("{}/job", node.url))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let resp = http
+        .post(format!("{}/job", node.url))
+        .header("content-type", "text/plain")
+        .body(r#"{"from": 1, "to": 2}"#)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+
+    // Unknown ids on every route: 404 problem.
+    for key in [
+        "999",
+        "0",
+        "not-a-job",
+        "01a2202f-24a9-70e4-8413-dcefffffc63e",
+        "-1",
+    ] {
+        for (method, path) in [
+            ("GET", format!("/job/{key}")),
+            ("DELETE", format!("/job/{key}")),
+            ("GET", format!("/job/{key}/log")),
+        ] {
+            let resp = http
+                .request(method.parse().unwrap(), format!("{}{path}", node.url))
+                .send()
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{method} {path}");
+            let problem: Value = resp.json().unwrap();
+            assert_eq!(problem["title"], "Job not found", "{method} {path}");
+        }
+    }
+    let resp = http.get(format!("{}/nope", node.url)).send().unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = http.put(format!("{}/job", node.url)).send().unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+
+    // Nothing was accepted, nothing ran, no shell ever saw the string.
+    let (_, jobs) = get_json(&format!("{}/jobs", node.url));
+    assert_eq!(jobs, json!([]));
+    assert!(!marker.exists(), "a shell ran the injected command");
+    assert!(blender_processes_under(node.dir.path()).is_empty());
+
+    // A good job, then bad query parameters on it.
+    let ok: Value = post_job(&node, &json!({"from": 1, "to": 1, "scene": "ok.blend"}))
+        .json()
+        .unwrap();
+    let id = ok["id"].as_str().unwrap();
+    for query in [
+        "wait=abc",
+        "wait=-1",
+        "wait=1e9",
+        "wait=NaN",
+        "since=x&wait=1",
+    ] {
+        let (status, problem) = get_json(&format!("{}/job/{id}?{query}", node.url));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(problem["field"].is_string(), "{query}: {problem}");
+    }
+    assert_eq!(wait_done(&node, id)["state"], "completed");
+}
+
+#[test]
+fn a_broken_blend_ends_failed_with_the_reason_and_log_tail() {
+    let scenes = tempfile::tempdir().unwrap();
+    std::fs::write(
+        scenes.path().join("broken.blend"),
+        b"not a blend file\n".repeat(256),
+    )
+    .unwrap();
+    let node = NodeProcess::start(&["--scenes", scenes.path().to_str().unwrap()]);
+    let v: Value = post_job(&node, &json!({"from": 1, "to": 2, "scene": "broken.blend"}))
+        .json()
+        .unwrap();
+    let done = wait_done(&node, v["id"].as_str().unwrap());
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["status"], "Job failed");
+    assert_eq!(done["exit_code"], 1);
+    let failure = done["failure"].as_str().unwrap();
+    assert!(
+        failure.contains("File format is not supported"),
+        "{failure}"
+    );
+    let tail = done["log_tail"].as_array().unwrap();
+    assert!(
+        tail.iter()
+            .any(|l| l.as_str().unwrap().starts_with("Error:")),
+        "{done}"
+    );
+    assert_eq!(done["frames_done"], 0);
+}
+
+#[test]
+fn an_error_line_fails_the_job_even_with_frames_missing() {
+    // Denoising on, in a Blender built without OpenImageDenoise: `Error:` and exit 1.
+    let denoise = scene(Scene::Denoise);
+    let node = NodeProcess::start(&["--blend", denoise.to_str().unwrap()]);
+    let v: Value = post_job(&node, &json!({"from": 1, "to": 2}))
+        .json()
+        .unwrap();
+    let done = wait_done(&node, v["id"].as_str().unwrap());
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["failure"]
+            .as_str()
+            .unwrap()
+            .contains("OpenImageDenoise"),
+        "{done}"
+    );
+}
+
+fn start_slow_job(node: &NodeProcess) -> (String, i32) {
+    let v: Value = post_job(node, &json!({"from": 1, "to": 500}))
+        .json()
+        .unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    let mut blender_pid = 0;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let (_, v) = get_json(&format!("{}/job/{id}", node.url));
+            blender_pid = v["blender_pid"].as_i64().unwrap_or(0) as i32;
+            blender_pid > 0 && v["current_frame"].is_number()
+        }),
+        "slow job never started rendering"
+    );
+    (id, blender_pid)
+}
+
+fn process_alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+#[test]
+fn cancel_kills_the_running_blender_and_drops_queued_jobs() {
+    let slow = scene(Scene::Slow);
+    let node = NodeProcess::start(&["--blend", slow.to_str().unwrap(), "--slots", "1"]);
+    let (id, blender_pid) = start_slow_job(&node);
+    let queued: Value = post_job(&node, &json!({"from": 1, "to": 2}))
+        .json()
+        .unwrap();
+    let queued_id = queued["id"].as_str().unwrap();
+    assert_eq!(queued["state"], "queued");
+
+    let resp = client()
+        .delete(format!("{}/job/{queued_id}", node.url))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().unwrap();
+    assert_eq!(v["state"], "cancelled");
+    assert_eq!(v["status"], "Job cancelled");
+
+    let resp = client()
+        .delete(format!("{}/job/{id}", node.url))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().unwrap();
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(
+        !process_alive(blender_pid),
+        "Blender {blender_pid} survived cancel"
+    );
+    assert!(blender_processes_under(node.dir.path()).is_empty());
+    // Cancelling again changes nothing.
+    let (status, again) = get_json(&format!("{}/job/{id}", node.url));
+    assert_eq!(
+        (status, again["state"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+}
+
+#[test]
+fn sigterm_stops_the_node_and_leaves_no_blender() {
+    let slow = scene(Scene::Slow);
+    let mut node = NodeProcess::start(&["--blend", slow.to_str().unwrap()]);
+    let (_, blender_pid) = start_slow_job(&node);
+    let status = node
+        .signal_and_wait(Signal::SIGTERM, Duration::from_secs(10))
+        .expect("node did not exit after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", node.stderr());
+    assert!(!process_alive(blender_pid), "Blender outlived the node");
+    assert!(blender_processes_under(node.dir.path()).is_empty());
+}
+
+#[test]
+fn sigterm_with_finish_lets_the_running_job_end() {
+    let blend = scene(Scene::Small);
+    let mut node = NodeProcess::start(&[
+        "--blend",
+        blend.to_str().unwrap(),
+        "--on-shutdown",
+        "finish",
+    ]);
+    let v: Value = post_job(&node, &json!({"from": 1, "to": 8}))
+        .json()
+        .unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    assert!(eventually(Duration::from_secs(30), || {
+        get_json(&format!("{}/job/{id}", node.url)).1["state"] == "running"
+    }));
+    let status = node
+        .signal_and_wait(Signal::SIGTERM, Duration::from_secs(60))
+        .expect("node did not exit after finishing");
+    assert!(status.success());
+    for frame in 1..=8 {
+        assert_png(
+            &node
+                .out_dir()
+                .join(format!("blender-render_{frame:04}.png")),
+            64,
+            48,
+        );
+    }
+    assert!(node.stderr().contains("all renders ended"));
+}
+
+#[test]
+fn blender_dies_with_a_crashed_node() {
+    let slow = scene(Scene::Slow);
+    let mut node = NodeProcess::start(&["--blend", slow.to_str().unwrap()]);
+    let (_, blender_pid) = start_slow_job(&node);
+    node.signal_and_wait(Signal::SIGKILL, Duration::from_secs(5))
+        .expect("node did not die");
+    assert!(
+        eventually(Duration::from_secs(5), || !process_alive(blender_pid)),
+        "Blender {blender_pid} outlived a SIGKILLed node"
+    );
+}
+
+#[test]
+fn the_node_refuses_to_start_without_blender() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(CORRAL)
+        .args(["node", "--listen", "127.0.0.1:0", "--blender"])
+        .arg(dir.path().join("no-blender"))
+        .arg("--output")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<_> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("error: Blender not found"), "{stderr}");
+
+    let out = std::process::Command::new(CORRAL)
+        .args(["node", "--listen", "127.0.0.1:0", "--blend"])
+        .arg(dir.path().join("missing.blend"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.blend` is not a file"), "{stderr}");
+}
+
+/// The tutorial orchestrator's logic, reproduced: split 1-10 into batches of 5, post
+/// each to a node round-robin, read `pid`, and poll `GET /job/{pid}` until `status` is
+/// `Job completed`.
+#[test]
+fn the_tutorial_orchestrator_logic_drives_nodes_to_completion() {
+    let nodes = [small_node(&[]), small_node(&[])];
+    let http = client();
+    let mut batches = Vec::new();
+    let (from, to, batch_size) = (1, 10, 5);
+    let mut start = from;
+    let mut index = 0;
+    while start <= to {
+        let end = (start + batch_size - 1).min(to);
+        let node = &nodes[index % nodes.len()];
+        let data: Value = http
+            .post(format!("{}/job", node.url))
+            .json(&json!({"from": start, "to": end}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        batches.push((node, data["pid"].clone()));
+        start += batch_size;
+        index += 1;
+    }
+    let completed = eventually(Duration::from_secs(120), || {
+        batches.iter().all(|(node, pid)| {
+            let data: Value = http
+                .get(format!("{}/job/{pid}", node.url))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            data["status"] == "Job completed"
+        })
+    });
+    assert!(completed, "the tutorial's completion check never succeeded");
+    for frame in 1..=5 {
+        assert_png(
+            &nodes[0]
+                .out_dir()
+                .join(format!("blender-render_{frame:04}.png")),
+            64,
+            48,
+        );
+    }
+    for frame in 6..=10 {
+        assert_png(
+            &nodes[1]
+                .out_dir()
+                .join(format!("blender-render_{frame:04}.png")),
+            64,
+            48,
+        );
+    }
+}
