@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub threads: u32,
     pub max_frames: u64,
     pub max_queued: usize,
+    /// Ended jobs remembered (with their logs); older ones are forgotten.
+    pub keep_jobs: usize,
     pub on_shutdown: ShutdownPolicy,
     /// Longest `?wait=` a client may ask for.
     pub max_wait: Duration,

@@ -41,8 +41,8 @@ struct Shared {
 #[derive(Default)]
 struct Table {
     jobs: HashMap<JobId, Job>,
-    /// Submission order, for `GET /jobs`.
-    order: Vec<JobId>,
+    /// Submission order, for `GET /jobs` and for forgetting the oldest ended jobs.
+    order: VecDeque<JobId>,
     /// Tutorial-compatible numeric aliases (`pid`).
     aliases: HashMap<u64, JobId>,
     next_alias: u64,
@@ -50,6 +50,31 @@ struct Table {
     running: usize,
     accepting: bool,
     version: u64,
+}
+
+impl Table {
+    /// Drops the oldest ended jobs beyond `keep`, so a long-lived node's memory and log
+    /// folder stay bounded. Queued and running jobs are never dropped.
+    fn forget_old_jobs(&mut self, keep: usize) -> Vec<JobId> {
+        let ended = self.jobs.values().filter(|j| j.state.is_terminal()).count();
+        let mut excess = ended.saturating_sub(keep);
+        let mut forgotten = Vec::new();
+        let mut i = 0;
+        while excess > 0 && i < self.order.len() {
+            let id = self.order[i];
+            if self.jobs.get(&id).is_some_and(|j| j.state.is_terminal()) {
+                if let Some(job) = self.jobs.remove(&id) {
+                    self.aliases.remove(&job.alias);
+                }
+                self.order.remove(i);
+                forgotten.push(id);
+                excess -= 1;
+            } else {
+                i += 1;
+            }
+        }
+        forgotten
+    }
 }
 
 /// One job and everything observed about it.
@@ -184,7 +209,7 @@ impl Node {
             let id = job.id;
             let view = job.view(self.inner.config.threads);
             table.aliases.insert(alias, id);
-            table.order.push(id);
+            table.order.push_back(id);
             table.queue.push_back(id);
             table.jobs.insert(id, job);
             view
@@ -305,6 +330,10 @@ impl Node {
                 job.finished_at = Some(Utc::now());
                 job.current_sample = None;
                 job.version = version;
+            }
+            let forgotten = table.forget_old_jobs(self.inner.config.keep_jobs);
+            for old in forgotten {
+                let _ = std::fs::remove_file(crate::runner::log_path(self, old));
             }
         }
         self.notify();

@@ -45,6 +45,9 @@ pub struct NodeArgs {
     /// Most jobs waiting in the queue; more are refused with 503.
     #[arg(long, env = "CORRAL_MAX_QUEUED", default_value_t = 1000)]
     max_queued: usize,
+    /// Ended jobs remembered, with their logs; the oldest are forgotten beyond this.
+    #[arg(long, env = "CORRAL_KEEP_JOBS", default_value_t = 1000)]
+    keep_jobs: usize,
     /// On SIGTERM/SIGINT: `cancel` kills running renders at once, `finish` lets them end.
     #[arg(long, env = "CORRAL_ON_SHUTDOWN", default_value = "cancel", value_parser = parse_policy)]
     on_shutdown: ShutdownPolicy,
@@ -101,6 +104,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         threads: args.threads,
         max_frames: args.max_frames,
         max_queued: args.max_queued,
+        keep_jobs: args.keep_jobs,
         on_shutdown: args.on_shutdown,
         max_wait: Duration::from_secs(120),
     };

@@ -487,6 +487,39 @@ fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
 }
 
 #[test]
+fn only_the_newest_ended_jobs_are_kept() {
+    let node = small_node(&["--keep-jobs", "2"]);
+    let ids: Vec<String> = (1..=3)
+        .map(|f| {
+            let v: Value = post_job(&node, &json!({"from": f, "to": f}))
+                .json()
+                .unwrap();
+            let id = v["id"].as_str().unwrap().to_string();
+            assert_eq!(wait_done(&node, &id)["state"], "completed");
+            id
+        })
+        .collect();
+    let (_, jobs) = get_json(&format!("{}/jobs", node.url));
+    let kept: Vec<_> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].clone())
+        .collect();
+    assert_eq!(kept, [json!(ids[1]), json!(ids[2])]);
+    let (status, _) = get_json(&format!("{}/job/{}", node.url, ids[0]));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get_json(&format!("{}/job/1", node.url));
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the alias of a forgotten job"
+    );
+    let logs = node.dir.path().join("data/logs");
+    assert_eq!(std::fs::read_dir(logs).unwrap().count(), 2);
+}
+
+#[test]
 fn a_broken_blend_ends_failed_with_the_reason_and_log_tail() {
     let scenes = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -611,7 +644,7 @@ fn sigterm_stops_the_node_and_leaves_no_blender() {
 }
 
 #[test]
-fn sigterm_with_finish_lets_the_running_job_end() {
+fn sigint_with_finish_lets_the_running_job_end() {
     let blend = scene(Scene::Small);
     let mut node = NodeProcess::start(&[
         "--blend",
@@ -627,7 +660,7 @@ fn sigterm_with_finish_lets_the_running_job_end() {
         get_json(&format!("{}/job/{id}", node.url)).1["state"] == "running"
     }));
     let status = node
-        .signal_and_wait(Signal::SIGTERM, Duration::from_secs(60))
+        .signal_and_wait(Signal::SIGINT, Duration::from_secs(60))
         .expect("node did not exit after finishing");
     assert!(status.success());
     for frame in 1..=8 {
