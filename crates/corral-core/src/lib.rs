@@ -4,11 +4,14 @@
 //! their status texts, and the node API's wire types with the validation that turns an
 //! untrusted JSON body into a typed request.
 
+pub mod chunk;
 pub mod frames;
 pub mod job;
 pub mod node_api;
+pub mod orchestrator_api;
 pub mod problem;
 pub mod render;
+pub mod schedule;
 pub mod validate;
 
 pub use frames::{FrameRange, FrameRangeError};

@@ -2,21 +2,19 @@
 
 use crate::error::ApiError;
 use crate::jobs::Node;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use corral_core::job::retry_after_secs;
 use corral_core::node_api::{JobSpec, JobView};
 use corral_core::FieldError;
+use corral_http::JsonBody;
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// Largest request body the node reads; a job request is a few hundred bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The node's routes over `node`'s state. Public so tests can drive it in-process.
 pub fn router(node: Node) -> Router {
@@ -27,38 +25,9 @@ pub fn router(node: Node) -> Router {
         .route("/jobs", get(list_jobs))
         .route("/healthz", get(healthz))
         .route("/info", get(info))
-        .fallback(not_found)
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(corral_http::route_not_found)
+        .method_not_allowed_fallback(corral_http::method_not_allowed)
         .with_state(node)
-}
-
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::RouteNotFound(uri.path().chars().take(200).collect())
-}
-
-/// A JSON body read with the node's limits, whose every failure is a problem answer.
-struct JsonBody(Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-            let essence = ct.split(';').next().unwrap_or("").trim();
-            if essence != "application/json" && !essence.ends_with("+json") {
-                return Err(ApiError::UnsupportedMediaType(
-                    essence.chars().take(100).collect(),
-                ));
-            }
-        }
-        let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| ApiError::BodyTooLarge {
-                limit: MAX_BODY_BYTES,
-            })?;
-        Ok(JsonBody(body))
-    }
 }
 
 /// `202 Accepted` with `Location` and `Retry-After` while a job is queued or running,

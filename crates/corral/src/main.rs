@@ -1,6 +1,7 @@
 //! `corral`: one binary whose subcommands start the parts of the farm.
 
 mod node_cmd;
+mod orchestrator_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,6 +22,10 @@ enum Command {
     /// Run a render node: the tutorial's node API over a queue of Blender jobs.
     #[command(after_help = node_cmd::EXAMPLES)]
     Node(node_cmd::NodeArgs),
+    /// Run the orchestrator: the tutorial's /render and /status, the /api/v1 API, the
+    /// scheduler and its SQLite database.
+    #[command(after_help = orchestrator_cmd::EXAMPLES)]
+    Orchestrator(orchestrator_cmd::OrchestratorArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Node(args) => node_cmd::run(args).await,
+            Command::Orchestrator(args) => orchestrator_cmd::run(args).await,
         }
     });
     match result {
@@ -45,6 +51,22 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
     }
 }
 

@@ -51,6 +51,55 @@ pub struct NodeArgs {
     /// On SIGTERM/SIGINT: `cancel` kills running renders at once, `finish` lets them end.
     #[arg(long, env = "CORRAL_ON_SHUTDOWN", default_value = "cancel", value_parser = parse_policy)]
     on_shutdown: ShutdownPolicy,
+    /// Orchestrator to join (`http://HOST:4000`): the node registers and heartbeats there.
+    #[arg(long, env = "CORRAL_ORCHESTRATOR", value_parser = parse_url)]
+    orchestrator: Option<String>,
+    /// URL the orchestrator reaches this node at (default: this host's name and the port
+    /// listened on, or the listen address when it names one).
+    #[arg(long, env = "CORRAL_ADVERTISE", value_parser = parse_url)]
+    advertise: Option<String>,
+}
+
+fn parse_url(s: &str) -> Result<String, String> {
+    corral_core::orchestrator_api::validate_node_url("url", s).map_err(|e| e.message)
+}
+
+/// `http://ADDR` for a specific listen address, `http://HOSTNAME:PORT` for a wildcard one.
+fn default_advertise(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
+        format!("http://{host}:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// How often a node re-announces itself to its orchestrator.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Registers with the orchestrator, then again every [`HEARTBEAT`], so an orchestrator
+/// that restarted or lost its database learns of the node again. Logs only changes.
+async fn register_loop(client: corral_client::OrchestratorClient, advertise: String) {
+    let mut registered = None;
+    loop {
+        let ok = match client.register_node(&advertise).await {
+            Ok(_) => true,
+            Err(e) => {
+                if registered != Some(false) {
+                    tracing::warn!(orchestrator = client.base(), error = %e, "cannot register; will retry");
+                }
+                false
+            }
+        };
+        if ok && registered != Some(true) {
+            tracing::info!(orchestrator = client.base(), advertise = %advertise, "registered with the orchestrator");
+        }
+        registered = Some(ok);
+        tokio::time::sleep(HEARTBEAT).await;
+    }
 }
 
 fn parse_policy(s: &str) -> Result<ShutdownPolicy, String> {
@@ -121,22 +170,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     // The one line on stdout: scripts and tests read the bound address from it.
     println!("corral node listening on http://{addr}");
     let node = Node::new(config);
-    corral_node::serve(node, listener, shutdown_signal()).await?;
-    Ok(())
-}
-
-/// Completes on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for signals; stop the node with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    if let Some(orchestrator) = &args.orchestrator {
+        let advertise = match &args.advertise {
+            Some(url) => url.clone(),
+            None => default_advertise(addr),
+        };
+        let client = corral_client::OrchestratorClient::new(orchestrator)?;
+        tokio::spawn(register_loop(client, advertise));
     }
+    corral_node::serve(node, listener, crate::shutdown_signal()).await?;
+    Ok(())
 }

@@ -1,0 +1,497 @@
+//! The orchestrator's HTTP API types: the tutorial's `/render` and `/status`, and the
+//! native `/api/v1` jobs, tasks, frames, nodes and events.
+
+use crate::chunk::MAX_CHUNK_SIZE;
+use crate::frames::FrameRange;
+use crate::job::JobId;
+use crate::render::{Engine, ImageFormat};
+use crate::validate::{confined_relative_path, parse_json_object, FieldError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /render`, the tutorial's body.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenderRequest {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+/// `POST /render`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderAccepted {
+    #[schema(value_type = String)]
+    pub job_id: JobId,
+}
+
+/// `GET /status/{jobId}`'s body (the tutorial's API, with more to say).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderStatus {
+    #[schema(value_type = String)]
+    pub job_id: JobId,
+    /// `Job still running`, `Job completed`, `Job failed` or `Job cancelled`.
+    pub status: String,
+    pub state: JobState,
+    pub frames_done: u64,
+    pub frames_total: u64,
+    /// Frames that did not render, when the job failed.
+    pub failed_frames: Vec<i64>,
+    pub failure: Option<String>,
+}
+
+/// Where a farm job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Paused,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Paused,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Paused => "paused",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    pub fn status_text(self) -> &'static str {
+        match self {
+            JobState::Queued | JobState::Running | JobState::Paused => "Job still running",
+            JobState::Completed => "Job completed",
+            JobState::Failed => "Job failed",
+            JobState::Cancelled => "Job cancelled",
+        }
+    }
+}
+
+/// Where one task (a chunk of frames) is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for a node slot (again, after a failed attempt or a lost node).
+    Queued,
+    /// Leased to a node.
+    Running,
+    Completed,
+    /// Out of attempts.
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 5] = [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// What a job's state is, given its tasks' states and whether it was paused or cancelled:
+/// failed as soon as one task has failed for good, completed when every task completed,
+/// cancelled when the user cancelled it before either.
+pub fn job_state_from_tasks(tasks: &[TaskState], paused: bool, cancelled: bool) -> JobState {
+    if tasks.contains(&TaskState::Failed) {
+        JobState::Failed
+    } else if !tasks.is_empty() && tasks.iter().all(|t| *t == TaskState::Completed) {
+        JobState::Completed
+    } else if cancelled {
+        JobState::Cancelled
+    } else if paused {
+        JobState::Paused
+    } else if tasks
+        .iter()
+        .any(|t| matches!(t, TaskState::Running | TaskState::Completed))
+    {
+        JobState::Running
+    } else {
+        JobState::Queued
+    }
+}
+
+/// `POST /api/v1/jobs`.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    /// Scene path relative to the nodes' `--scenes` folder; the nodes' `--blend` if absent.
+    pub scene: Option<String>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// Frames per task (default: the orchestrator's `--batch-size`).
+    pub chunk_size: Option<u64>,
+    /// Higher runs first (default 0).
+    pub priority: Option<i64>,
+    pub engine: Option<String>,
+    pub format: Option<String>,
+    /// Output pattern relative to the nodes' output folder; default `{job id}/frame_####`.
+    pub output: Option<String>,
+}
+
+/// A validated submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSubmission {
+    pub scene: Option<String>,
+    pub range: FrameRange,
+    pub chunk_size: u64,
+    pub priority: i64,
+    pub engine: Engine,
+    pub format: Option<ImageFormat>,
+    pub output: Option<String>,
+}
+
+/// Limits the orchestrator applies to submissions.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmitLimits {
+    pub max_frames: u64,
+    pub default_chunk_size: u64,
+}
+
+impl JobSubmission {
+    pub fn from_render_body(body: &[u8], limits: SubmitLimits) -> Result<Self, FieldError> {
+        let req: RenderRequest = parse_json_object(body)?;
+        Self::validate(
+            SubmitJob {
+                from: req.from,
+                to: req.to,
+                ..SubmitJob::default()
+            },
+            limits,
+        )
+    }
+
+    pub fn from_body(body: &[u8], limits: SubmitLimits) -> Result<Self, FieldError> {
+        Self::validate(parse_json_object(body)?, limits)
+    }
+
+    pub fn validate(req: SubmitJob, limits: SubmitLimits) -> Result<Self, FieldError> {
+        let from = req
+            .from
+            .ok_or_else(|| FieldError::new("from", "required: the first frame to render"))?;
+        let to = req
+            .to
+            .ok_or_else(|| FieldError::new("to", "required: the last frame to render"))?;
+        let range =
+            FrameRange::new(from, to).map_err(|e| FieldError::new(e.field(), e.to_string()))?;
+        if range.len() > limits.max_frames {
+            return Err(FieldError::new(
+                "to",
+                format!(
+                    "{} frames requested; at most {} per job",
+                    range.len(),
+                    limits.max_frames
+                ),
+            ));
+        }
+        let chunk_size = req.chunk_size.unwrap_or(limits.default_chunk_size);
+        if !(1..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+            return Err(FieldError::new(
+                "chunk_size",
+                format!("must be between 1 and {MAX_CHUNK_SIZE}"),
+            ));
+        }
+        if let Some(scene) = &req.scene {
+            confined_relative_path("scene", scene)?;
+        }
+        if let Some(output) = &req.output {
+            confined_relative_path("output", output)?;
+        }
+        let engine = match req.engine.as_deref() {
+            None => Engine::default(),
+            Some(e) => e.parse().map_err(|m: String| FieldError::new("engine", m))?,
+        };
+        let format = req
+            .format
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|m: String| FieldError::new("format", m))?;
+        let priority = req.priority.unwrap_or(0);
+        if !(-1000..=1000).contains(&priority) {
+            return Err(FieldError::new("priority", "must be between -1000 and 1000"));
+        }
+        Ok(JobSubmission {
+            scene: req.scene,
+            range,
+            chunk_size,
+            priority,
+            engine,
+            format,
+            output: req.output,
+        })
+    }
+}
+
+/// A job as the native API lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobSummary {
+    #[schema(value_type = String)]
+    pub id: JobId,
+    pub state: JobState,
+    pub status: String,
+    pub scene: Option<String>,
+    pub from: i64,
+    pub to: i64,
+    pub chunk_size: u64,
+    pub priority: i64,
+    #[schema(value_type = String)]
+    pub engine: Engine,
+    #[schema(value_type = Option<String>)]
+    pub format: Option<ImageFormat>,
+    pub output: String,
+    pub frames_total: u64,
+    pub frames_done: u64,
+    pub tasks_total: u64,
+    pub tasks_done: u64,
+    pub failure: Option<String>,
+    pub submitted_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Seconds left at the rate frames have been arriving, while the job runs.
+    pub eta_seconds: Option<u64>,
+}
+
+/// One task of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    pub id: i64,
+    pub index: i64,
+    pub from: i64,
+    pub to: i64,
+    pub state: TaskState,
+    pub attempts: u32,
+    /// Node running it (or that ran it last).
+    pub node: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub failure: Option<String>,
+    pub log_tail: Vec<String>,
+}
+
+/// One frame of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FrameView {
+    pub frame: i64,
+    /// `done` once a node reported it saved, else `pending`.
+    pub state: String,
+    pub node: Option<String>,
+    pub path: Option<String>,
+}
+
+/// `GET /api/v1/jobs/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: JobSummary,
+    pub tasks: Vec<TaskView>,
+    pub frames: Vec<FrameView>,
+}
+
+/// Page of jobs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<JobSummary>,
+    pub total: u64,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// Node liveness as the orchestrator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    Up,
+    Down,
+}
+
+/// A render node known to the orchestrator.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    pub id: String,
+    pub url: String,
+    pub state: NodeState,
+    /// A draining node gets no new tasks; its running ones finish.
+    pub draining: bool,
+    pub slots: u64,
+    pub running_tasks: Vec<i64>,
+    pub hostname: Option<String>,
+    pub blender_version: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/nodes`: a node announcing itself (also its heartbeat).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterNode {
+    /// Where the orchestrator reaches the node, e.g. `http://10.0.0.5:3000`.
+    pub url: Option<String>,
+}
+
+/// Checks a node URL: `http(s)://host[:port]`, nothing after.
+pub fn validate_node_url(field: &str, url: &str) -> Result<String, FieldError> {
+    let trimmed = url.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or_else(|| FieldError::new(field, "must start with http:// or https://"))?;
+    let valid = !rest.is_empty()
+        && rest.len() <= 253
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._:[]".contains(c));
+    if !valid {
+        return Err(FieldError::new(
+            field,
+            "must be http(s)://host[:port] with no path",
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// One change, as sent on `GET /api/v1/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    Job {
+        #[schema(value_type = String)]
+        id: JobId,
+        state: JobState,
+        frames_done: u64,
+        frames_total: u64,
+    },
+    Task {
+        #[schema(value_type = String)]
+        job: JobId,
+        id: i64,
+        state: TaskState,
+        node: Option<String>,
+    },
+    Frame {
+        #[schema(value_type = String)]
+        job: JobId,
+        frame: i64,
+        node: String,
+        path: String,
+    },
+    Node {
+        id: String,
+        url: String,
+        state: NodeState,
+        draining: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: SubmitLimits = SubmitLimits {
+        max_frames: 1000,
+        default_chunk_size: 5,
+    };
+
+    #[test]
+    fn job_state_follows_tasks() {
+        use TaskState::*;
+        let state = |tasks: &[TaskState], paused, cancelled| {
+            job_state_from_tasks(tasks, paused, cancelled)
+        };
+        assert_eq!(state(&[Queued, Queued], false, false), JobState::Queued);
+        assert_eq!(state(&[Completed, Queued], false, false), JobState::Running);
+        assert_eq!(state(&[Running, Queued], false, false), JobState::Running);
+        assert_eq!(state(&[Running, Queued], true, false), JobState::Paused);
+        assert_eq!(state(&[Completed, Completed], true, false), JobState::Completed);
+        assert_eq!(state(&[Completed, Failed, Running], false, false), JobState::Failed);
+        assert_eq!(state(&[Completed, Cancelled], false, true), JobState::Cancelled);
+        assert_eq!(state(&[Failed, Cancelled], false, true), JobState::Failed);
+        assert_eq!(state(&[], false, false), JobState::Queued);
+    }
+
+    #[test]
+    fn render_bodies_take_only_from_and_to() {
+        let s = JobSubmission::from_render_body(br#"{"from":1,"to":20}"#, LIMITS).unwrap();
+        assert_eq!((s.range.len(), s.chunk_size, s.priority), (20, 5, 0));
+        let err = JobSubmission::from_render_body(br#"{"from":1,"to":2,"scene":"a"}"#, LIMITS)
+            .unwrap_err();
+        assert_eq!(err.field, "scene");
+    }
+
+    #[test]
+    fn submissions_are_validated_field_by_field() {
+        let cases = [
+            (r#"{"to":2}"#, "from"),
+            (r#"{"from":1,"to":2,"chunk_size":0}"#, "chunk_size"),
+            (r#"{"from":1,"to":2,"chunk_size":-1}"#, "chunk_size"),
+            (r#"{"from":1,"to":2,"priority":5000}"#, "priority"),
+            (r#"{"from":1,"to":2,"priority":"high"}"#, "priority"),
+            (r#"{"from":1,"to":2000}"#, "to"),
+            (r#"{"from":1,"to":2,"scene":"../a.blend"}"#, "scene"),
+            (r#"{"from":1,"to":2,"output":"/abs"}"#, "output"),
+            (r#"{"from":1,"to":2,"engine":"X"}"#, "engine"),
+        ];
+        for (body, field) in cases {
+            let err = JobSubmission::from_body(body.as_bytes(), LIMITS).unwrap_err();
+            assert_eq!(err.field, field, "{body}");
+        }
+    }
+
+    #[test]
+    fn node_urls() {
+        assert_eq!(
+            validate_node_url("url", "http://node-1:3000/").unwrap(),
+            "http://node-1:3000"
+        );
+        assert!(validate_node_url("url", "http://[::1]:3000").is_ok());
+        assert!(validate_node_url("url", "ftp://x").is_err());
+        assert!(validate_node_url("url", "http://x/path").is_err());
+        assert!(validate_node_url("url", "http://").is_err());
+        assert!(validate_node_url("url", "http://a b").is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! The orchestrator's settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the orchestrator needs to run; `corral orchestrator` builds it from flags.
+#[derive(Debug, Clone)]
+pub struct OrchestratorConfig {
+    /// Folder of the SQLite database.
+    pub data_dir: PathBuf,
+    /// Nodes given on the command line (`--node`); others register themselves.
+    pub static_nodes: Vec<String>,
+    /// Frames per task when a submission names none (the tutorial's BATCH_SIZE).
+    pub batch_size: u64,
+    pub max_frames: u64,
+    /// Most jobs queued, running or paused at once; more are refused with 503.
+    pub max_unfinished_jobs: u64,
+    /// Attempts a task gets before it (and its job) fails.
+    pub max_attempts: u32,
+    /// Failed tasks of one job after which a node gets no more of that job's tasks.
+    pub blocklist_after: u32,
+    /// A node that has not answered a probe for this long is down; its tasks are re-queued.
+    pub node_timeout: Duration,
+    /// How often nodes are probed.
+    pub probe_interval: Duration,
+    /// A running task with no progress for this long is treated as failed.
+    pub stall_timeout: Duration,
+    /// Longest long-poll sent to a node.
+    pub long_poll: Duration,
+}
+
+impl OrchestratorConfig {
+    /// Defaults for everything but the data folder.
+    pub fn new(data_dir: PathBuf) -> Self {
+        OrchestratorConfig {
+            data_dir,
+            static_nodes: Vec::new(),
+            batch_size: 5,
+            max_frames: 100_000,
+            max_unfinished_jobs: 10_000,
+            max_attempts: 3,
+            blocklist_after: 3,
+            node_timeout: Duration::from_secs(8),
+            probe_interval: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(600),
+            long_poll: Duration::from_secs(20),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! `corral orchestrator`: flags and start-up of the farm's orchestrator.
+
+use anyhow::Context;
+use clap::Args;
+use corral_core::orchestrator_api::validate_node_url;
+use corral_orchestrator::{Orchestrator, OrchestratorConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  corral orchestrator --node http://render1:3000 --node http://render2:3000
+  CORRAL_NODES=http://render1:3000,http://render2:3000 corral orchestrator
+  corral orchestrator            # nodes join with `corral node --orchestrator http://HOST:4000`
+  curl -X POST localhost:4000/render -H 'Content-Type: application/json' -d '{\"from\": 1, \"to\": 20}'";
+
+#[derive(Debug, Args)]
+pub struct OrchestratorArgs {
+    /// Address to listen on (port 0 picks a free port, printed at start).
+    #[arg(long, env = "CORRAL_LISTEN", default_value = "0.0.0.0:4000")]
+    listen: SocketAddr,
+    /// A render node's URL; repeat for more. Nodes can also register themselves.
+    #[arg(long = "node", env = "CORRAL_NODES", value_delimiter = ',', value_parser = parse_node_url)]
+    nodes: Vec<String>,
+    /// Folder for the SQLite database.
+    #[arg(long, env = "CORRAL_DATA", default_value = "corral-data/orchestrator")]
+    data: PathBuf,
+    /// Frames per task when a job names no chunk size (the tutorial's BATCH_SIZE).
+    #[arg(long, env = "CORRAL_BATCH_SIZE", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch_size: u64,
+    /// Most frames one job may ask for.
+    #[arg(long, env = "CORRAL_MAX_FRAMES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=2_097_149))]
+    max_frames: u64,
+    /// Most unfinished (queued, running, paused) jobs; more are refused with 503.
+    #[arg(long, env = "CORRAL_MAX_JOBS", default_value_t = 10_000)]
+    max_jobs: u64,
+    /// Attempts a task gets before its job fails.
+    #[arg(long, env = "CORRAL_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_attempts: u32,
+    /// Failed tasks of one job after which a node gets none of that job's tasks.
+    #[arg(long, env = "CORRAL_BLOCKLIST_AFTER", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    blocklist_after: u32,
+    /// Seconds without an answer after which a node is down and its tasks re-queued.
+    #[arg(long, env = "CORRAL_NODE_TIMEOUT", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    node_timeout: u64,
+    /// Seconds a running task may go without progress before it counts as failed.
+    #[arg(long, env = "CORRAL_STALL_TIMEOUT", default_value_t = 600, value_parser = clap::value_parser!(u64).range(5..=604_800))]
+    stall_timeout: u64,
+}
+
+fn parse_node_url(s: &str) -> Result<String, String> {
+    validate_node_url("--node", s).map_err(|e| e.message)
+}
+
+pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create the data folder `{}`", args.data.display()))?;
+    let mut config = OrchestratorConfig::new(args.data.clone());
+    config.static_nodes = args.nodes;
+    config.batch_size = args.batch_size;
+    config.max_frames = args.max_frames;
+    config.max_unfinished_jobs = args.max_jobs;
+    config.max_attempts = args.max_attempts;
+    config.blocklist_after = args.blocklist_after;
+    config.node_timeout = Duration::from_secs(args.node_timeout);
+    config.stall_timeout = Duration::from_secs(args.stall_timeout);
+    let orchestrator = Orchestrator::start(config)
+        .await
+        .with_context(|| format!("cannot open the database in `{}`", args.data.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(data = %args.data.display(), "orchestrator ready");
+    println!("corral orchestrator listening on http://{addr}");
+    corral_orchestrator::serve(orchestrator, listener, crate::shutdown_signal()).await?;
+    Ok(())
+}
