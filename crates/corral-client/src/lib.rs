@@ -76,7 +76,13 @@ impl NodeClient {
 
     pub async fn submit(&self, req: &JobRequest) -> Result<JobView, ClientError> {
         let url = format!("{}/job", self.base);
-        let resp = self.http.post(&url).json(req).timeout(REQUEST_TIMEOUT).send().await;
+        let resp = self
+            .http
+            .post(&url)
+            .json(req)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await;
         decode(&url, resp).await
     }
 
@@ -131,10 +137,13 @@ pub async fn decode<T: DeserializeOwned>(
         source,
     })?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|source| ClientError::Unreachable {
-        url: url.to_string(),
-        source,
-    })?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|source| ClientError::Unreachable {
+            url: url.to_string(),
+            source,
+        })?;
     if status == StatusCode::NOT_FOUND {
         return Err(ClientError::NotFound {
             url: url.to_string(),
@@ -142,8 +151,16 @@ pub async fn decode<T: DeserializeOwned>(
     }
     if status.is_client_error() || status.is_server_error() {
         let problem = serde_json::from_slice::<Problem>(&body).unwrap_or_else(|_| {
-            Problem::new(status.as_u16(), status.canonical_reason().unwrap_or("error"))
-                .with_detail(String::from_utf8_lossy(&body).chars().take(500).collect::<String>())
+            Problem::new(
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("error"),
+            )
+            .with_detail(
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(500)
+                    .collect::<String>(),
+            )
         });
         return Err(ClientError::Status {
             url: url.to_string(),

@@ -244,7 +244,9 @@ impl JobSubmission {
         }
         let engine = match req.engine.as_deref() {
             None => Engine::default(),
-            Some(e) => e.parse().map_err(|m: String| FieldError::new("engine", m))?,
+            Some(e) => e
+                .parse()
+                .map_err(|m: String| FieldError::new("engine", m))?,
         };
         let format = req
             .format
@@ -254,7 +256,10 @@ impl JobSubmission {
             .map_err(|m: String| FieldError::new("format", m))?;
         let priority = req.priority.unwrap_or(0);
         if !(-1000..=1000).contains(&priority) {
-            return Err(FieldError::new("priority", "must be between -1000 and 1000"));
+            return Err(FieldError::new(
+                "priority",
+                "must be between -1000 and 1000",
+            ));
         }
         Ok(JobSubmission {
             scene: req.scene,
@@ -440,16 +445,24 @@ mod tests {
     #[test]
     fn job_state_follows_tasks() {
         use TaskState::*;
-        let state = |tasks: &[TaskState], paused, cancelled| {
-            job_state_from_tasks(tasks, paused, cancelled)
-        };
+        let state =
+            |tasks: &[TaskState], paused, cancelled| job_state_from_tasks(tasks, paused, cancelled);
         assert_eq!(state(&[Queued, Queued], false, false), JobState::Queued);
         assert_eq!(state(&[Completed, Queued], false, false), JobState::Running);
         assert_eq!(state(&[Running, Queued], false, false), JobState::Running);
         assert_eq!(state(&[Running, Queued], true, false), JobState::Paused);
-        assert_eq!(state(&[Completed, Completed], true, false), JobState::Completed);
-        assert_eq!(state(&[Completed, Failed, Running], false, false), JobState::Failed);
-        assert_eq!(state(&[Completed, Cancelled], false, true), JobState::Cancelled);
+        assert_eq!(
+            state(&[Completed, Completed], true, false),
+            JobState::Completed
+        );
+        assert_eq!(
+            state(&[Completed, Failed, Running], false, false),
+            JobState::Failed
+        );
+        assert_eq!(
+            state(&[Completed, Cancelled], false, true),
+            JobState::Cancelled
+        );
         assert_eq!(state(&[Failed, Cancelled], false, true), JobState::Failed);
         assert_eq!(state(&[], false, false), JobState::Queued);
     }

@@ -121,7 +121,10 @@ mod tests {
         let job = JobId::new();
         let mut t = task(1, job, 0, 1, 0);
         t.failed_on = vec!["a".into()];
-        assert_eq!(assign(&[t.clone()], &[node("a", 2), node("b", 1)]), vec![(1, "b".into())]);
+        assert_eq!(
+            assign(&[t.clone()], &[node("a", 2), node("b", 1)]),
+            vec![(1, "b".into())]
+        );
         // With only the node it failed on, the retry still runs there...
         assert_eq!(assign(&[t.clone()], &[node("a", 1)]), vec![(1, "a".into())]);
         // ...unless that node is blocklisted for the job.

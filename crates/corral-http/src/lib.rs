@@ -24,14 +24,11 @@ impl From<FieldError> for ProblemResponse {
 
 impl IntoResponse for ProblemResponse {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.0).unwrap_or_default();
-        let mut response = (
-            status,
-            [(header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE)],
-            body,
-        )
-            .into_response();
+        let mut response =
+            (status, [(header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE)], body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Overload and shutdown are temporary: tell clients when to come back.
             response
@@ -62,14 +59,14 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 ));
             }
         }
-        let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| {
-                ProblemResponse(
-                    Problem::new(413, "Request body too large")
-                        .with_detail(format!("request body is larger than {MAX_BODY_BYTES} bytes")),
-                )
-            })?;
+        let body =
+            axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+                .await
+                .map_err(|_| {
+                    ProblemResponse(Problem::new(413, "Request body too large").with_detail(
+                        format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                    ))
+                })?;
         Ok(JsonBody(body))
     }
 }

@@ -36,7 +36,8 @@ impl IntoResponse for ApiError {
             ApiError::TooManyJobs(_) => Problem::new(503, "Too many jobs").with_detail(detail),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "database error");
-                Problem::new(500, "Internal error").with_detail("the database failed; see the orchestrator's log")
+                Problem::new(500, "Internal error")
+                    .with_detail("the database failed; see the orchestrator's log")
             }
         };
         ProblemResponse(problem).into_response()

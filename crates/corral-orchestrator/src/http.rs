@@ -15,8 +15,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use corral_core::job::retry_after_secs;
 use corral_core::orchestrator_api::{
-    validate_node_url, Event, JobDetail, JobPage, JobState, JobSubmission, JobSummary,
-    NodeState, NodeView, RegisterNode, RenderAccepted, RenderStatus, SubmitJob, SubmitLimits,
+    validate_node_url, Event, JobDetail, JobPage, JobState, JobSubmission, JobSummary, NodeState,
+    NodeView, RegisterNode, RenderAccepted, RenderStatus, SubmitJob, SubmitLimits,
 };
 use corral_core::validate::parse_json_object;
 use corral_core::FieldError;
@@ -29,11 +29,39 @@ use utoipa::OpenApi;
 /// The OpenAPI document of the native API, generated from the same types the handlers use.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Corral orchestrator API", description = "Submit and follow Blender render jobs on a Corral farm."),
-    paths(render, status, submit_job, list_jobs, get_job, cancel_job, requeue_job, pause_job,
-          resume_job, list_nodes, register_node, drain_node, enable_node, remove_node, events),
-    components(schemas(SubmitJob, JobSummary, JobDetail, JobPage, NodeView, RegisterNode,
-                       RenderAccepted, RenderStatus, Event, corral_core::Problem))
+    info(
+        title = "Corral orchestrator API",
+        description = "Submit and follow Blender render jobs on a Corral farm."
+    ),
+    paths(
+        render,
+        status,
+        submit_job,
+        list_jobs,
+        get_job,
+        cancel_job,
+        requeue_job,
+        pause_job,
+        resume_job,
+        list_nodes,
+        register_node,
+        drain_node,
+        enable_node,
+        remove_node,
+        events
+    ),
+    components(schemas(
+        SubmitJob,
+        JobSummary,
+        JobDetail,
+        JobPage,
+        NodeView,
+        RegisterNode,
+        RenderAccepted,
+        RenderStatus,
+        Event,
+        corral_core::Problem
+    ))
 )]
 pub struct ApiDoc;
 
@@ -100,19 +128,30 @@ fn location(path: String) -> HeaderMap {
 #[utoipa::path(post, path = "/render", request_body = inline(corral_core::orchestrator_api::RenderRequest),
     responses((status = 202, description = "Stored; follow the Location", body = RenderAccepted),
               (status = 400, body = corral_core::Problem)))]
-async fn render(State(o): State<Orchestrator>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn render(
+    State(o): State<Orchestrator>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let sub = JobSubmission::from_render_body(&body, limits(&o))?;
     let job = accept(&o, sub).await?;
     let id = job.job_id()?;
     let headers = location(format!("/status/{id}"));
-    Ok((StatusCode::ACCEPTED, headers, Json(RenderAccepted { job_id: id })).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        headers,
+        Json(RenderAccepted { job_id: id }),
+    )
+        .into_response())
 }
 
 /// A job's status (the tutorial's API): 202 while it runs, 200 when it has ended.
 #[utoipa::path(get, path = "/status/{id}", params(("id" = String, Path)),
     responses((status = 200, body = RenderStatus), (status = 202, body = RenderStatus),
               (status = 404, body = corral_core::Problem)))]
-async fn status(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn status(
+    State(o): State<Orchestrator>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let job = find_job(&o, &id).await?;
     let view = views::render_status(o.store(), &job).await?;
     if view.state.is_terminal() {
@@ -125,7 +164,10 @@ async fn status(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result
         .eta_seconds
         .filter(|_| left > 0)
         .map(|eta| eta as f64 / left as f64);
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(left, per_frame)));
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs(left, per_frame)),
+    );
     Ok((StatusCode::ACCEPTED, headers, Json(view)).into_response())
 }
 
@@ -133,7 +175,10 @@ async fn status(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result
 #[utoipa::path(post, path = "/api/v1/jobs", request_body = SubmitJob,
     responses((status = 202, body = JobSummary), (status = 400, body = corral_core::Problem),
               (status = 503, body = corral_core::Problem)))]
-async fn submit_job(State(o): State<Orchestrator>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn submit_job(
+    State(o): State<Orchestrator>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let sub = JobSubmission::from_body(&body, limits(&o))?;
     let job = accept(&o, sub).await?;
     let summary = views::job_summary(o.store(), &job).await?;
@@ -162,9 +207,8 @@ async fn list_jobs(
         .state
         .as_deref()
         .map(|s| {
-            JobState::parse(s).ok_or_else(|| {
-                FieldError::new("state", format!("`{s}` is not a job state"))
-            })
+            JobState::parse(s)
+                .ok_or_else(|| FieldError::new("state", format!("`{s}` is not a job state")))
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(50);
@@ -188,7 +232,10 @@ async fn list_jobs(
 /// A job with its tasks (state, node, attempts, timings, failure, log tail) and frames.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", params(("id" = String, Path)),
     responses((status = 200, body = JobDetail), (status = 404, body = corral_core::Problem)))]
-async fn get_job(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result<Json<JobDetail>, ApiError> {
+async fn get_job(
+    State(o): State<Orchestrator>,
+    Path(id): Path<String>,
+) -> Result<Json<JobDetail>, ApiError> {
     let job = find_job(&o, &id).await?;
     Ok(Json(views::job_detail(o.store(), &job).await?))
 }
@@ -201,7 +248,10 @@ async fn summary_of(o: &Orchestrator, id: &str) -> Result<Json<JobSummary>, ApiE
 /// Cancel a job; its running tasks are killed on their nodes before this answers.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", params(("id" = String, Path)),
     responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem)))]
-async fn cancel_job(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result<Json<JobSummary>, ApiError> {
+async fn cancel_job(
+    State(o): State<Orchestrator>,
+    Path(id): Path<String>,
+) -> Result<Json<JobSummary>, ApiError> {
     let job = find_job(&o, &id).await?;
     o.cancel(&job).await?;
     summary_of(&o, &id).await
@@ -211,7 +261,10 @@ async fn cancel_job(State(o): State<Orchestrator>, Path(id): Path<String>) -> Re
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/requeue", params(("id" = String, Path)),
     responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem),
               (status = 409, body = corral_core::Problem)))]
-async fn requeue_job(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result<Json<JobSummary>, ApiError> {
+async fn requeue_job(
+    State(o): State<Orchestrator>,
+    Path(id): Path<String>,
+) -> Result<Json<JobSummary>, ApiError> {
     let job = find_job(&o, &id).await?;
     let state = job.job_state()?;
     if !matches!(state, JobState::Failed | JobState::Cancelled) {
@@ -228,7 +281,10 @@ async fn requeue_job(State(o): State<Orchestrator>, Path(id): Path<String>) -> R
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/pause", params(("id" = String, Path)),
     responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem),
               (status = 409, body = corral_core::Problem)))]
-async fn pause_job(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result<Json<JobSummary>, ApiError> {
+async fn pause_job(
+    State(o): State<Orchestrator>,
+    Path(id): Path<String>,
+) -> Result<Json<JobSummary>, ApiError> {
     set_paused(&o, &id, true).await
 }
 
@@ -236,15 +292,25 @@ async fn pause_job(State(o): State<Orchestrator>, Path(id): Path<String>) -> Res
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/resume", params(("id" = String, Path)),
     responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem),
               (status = 409, body = corral_core::Problem)))]
-async fn resume_job(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result<Json<JobSummary>, ApiError> {
+async fn resume_job(
+    State(o): State<Orchestrator>,
+    Path(id): Path<String>,
+) -> Result<Json<JobSummary>, ApiError> {
     set_paused(&o, &id, false).await
 }
 
-async fn set_paused(o: &Orchestrator, id: &str, paused: bool) -> Result<Json<JobSummary>, ApiError> {
+async fn set_paused(
+    o: &Orchestrator,
+    id: &str,
+    paused: bool,
+) -> Result<Json<JobSummary>, ApiError> {
     let job = find_job(o, id).await?;
     let state = job.job_state()?;
     if state.is_terminal() {
-        return Err(ApiError::Conflict(format!("job has ended ({})", state.as_str())));
+        return Err(ApiError::Conflict(format!(
+            "job has ended ({})",
+            state.as_str()
+        )));
     }
     o.set_paused(&job, paused).await?;
     summary_of(o, id).await
@@ -255,17 +321,25 @@ async fn set_paused(o: &Orchestrator, id: &str, paused: bool) -> Result<Json<Job
 async fn list_nodes(State(o): State<Orchestrator>) -> Result<Json<Vec<NodeView>>, ApiError> {
     let nodes = o.store().nodes().await?;
     let running = o.store().running_per_node().await?;
-    Ok(Json(nodes.iter().map(|n| views::node_view(n, &running)).collect()))
+    Ok(Json(
+        nodes
+            .iter()
+            .map(|n| views::node_view(n, &running))
+            .collect(),
+    ))
 }
 
 /// A node announces itself (`corral node --orchestrator`), again every few seconds.
 #[utoipa::path(post, path = "/api/v1/nodes", request_body = RegisterNode,
     responses((status = 200, body = NodeView), (status = 400, body = corral_core::Problem)))]
-async fn register_node(State(o): State<Orchestrator>, JsonBody(body): JsonBody) -> Result<Json<NodeView>, ApiError> {
+async fn register_node(
+    State(o): State<Orchestrator>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<NodeView>, ApiError> {
     let req: RegisterNode = parse_json_object(&body)?;
-    let url = req
-        .url
-        .ok_or_else(|| FieldError::new("url", "required: where the orchestrator reaches the node"))?;
+    let url = req.url.ok_or_else(|| {
+        FieldError::new("url", "required: where the orchestrator reaches the node")
+    })?;
     let url = validate_node_url("url", &url)?;
     let node = o.register_node(&url).await?;
     let running = o.store().running_per_node().await?;
@@ -288,7 +362,10 @@ async fn node_answer(o: &Orchestrator, id: &str) -> Result<Json<NodeView>, ApiEr
 /// Drain a node: it gets no new tasks; its running ones finish.
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/drain", params(("id" = String, Path)),
     responses((status = 200, body = NodeView), (status = 404, body = corral_core::Problem)))]
-async fn drain_node(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result<Json<NodeView>, ApiError> {
+async fn drain_node(
+    State(o): State<Orchestrator>,
+    Path(id): Path<String>,
+) -> Result<Json<NodeView>, ApiError> {
     let node = find_node(&o, &id).await?;
     o.set_draining(&node, true).await?;
     node_answer(&o, &id).await
@@ -297,7 +374,10 @@ async fn drain_node(State(o): State<Orchestrator>, Path(id): Path<String>) -> Re
 /// Let a drained node take tasks again.
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/enable", params(("id" = String, Path)),
     responses((status = 200, body = NodeView), (status = 404, body = corral_core::Problem)))]
-async fn enable_node(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result<Json<NodeView>, ApiError> {
+async fn enable_node(
+    State(o): State<Orchestrator>,
+    Path(id): Path<String>,
+) -> Result<Json<NodeView>, ApiError> {
     let node = find_node(&o, &id).await?;
     o.set_draining(&node, false).await?;
     node_answer(&o, &id).await
@@ -306,7 +386,10 @@ async fn enable_node(State(o): State<Orchestrator>, Path(id): Path<String>) -> R
 /// Forget a node; its running tasks are stopped there and re-queued.
 #[utoipa::path(delete, path = "/api/v1/nodes/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = corral_core::Problem)))]
-async fn remove_node(State(o): State<Orchestrator>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove_node(
+    State(o): State<Orchestrator>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let node = find_node(&o, &id).await?;
     o.remove_node(&node).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -315,7 +398,9 @@ async fn remove_node(State(o): State<Orchestrator>, Path(id): Path<String>) -> R
 /// Server-Sent Events: one `data:` JSON [`Event`] per job, task, frame or node change.
 #[utoipa::path(get, path = "/api/v1/events",
     responses((status = 200, description = "text/event-stream of Event", body = Event)))]
-async fn events(State(o): State<Orchestrator>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+async fn events(
+    State(o): State<Orchestrator>,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     let stream = tokio_stream::wrappers::BroadcastStream::new(o.subscribe())
         .filter_map(|event| async move {
             // A lagging client skips what it missed; the next event carries fresh state.
@@ -326,7 +411,11 @@ async fn events(State(o): State<Orchestrator>) -> Sse<impl futures_util::Stream<
                 Event::Frame { .. } => "frame",
                 Event::Node { .. } => "node",
             };
-            SseEvent::default().event(kind).json_data(&event).ok().map(Ok)
+            SseEvent::default()
+                .event(kind)
+                .json_data(&event)
+                .ok()
+                .map(Ok)
         })
         .take_until(o.shutdown_token().cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::default())
@@ -341,11 +430,19 @@ async fn metrics(State(o): State<Orchestrator>) -> Result<Response, ApiError> {
     let jobs = store.count_by_state("jobs").await?;
     let tasks = store.count_by_state("tasks").await?;
     let nodes = store.nodes().await?;
-    let up = nodes.iter().filter(|n| n.node_state() == NodeState::Up).count() as i64;
+    let up = nodes
+        .iter()
+        .filter(|n| n.node_state() == NodeState::Up)
+        .count() as i64;
     let frames = store.count_frames().await?;
-    let body = o.metrics().render(&jobs, &tasks, up, nodes.len() as i64, frames);
+    let body = o
+        .metrics()
+        .render(&jobs, &tasks, up, nodes.len() as i64, frames);
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response())

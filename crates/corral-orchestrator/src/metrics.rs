@@ -46,9 +46,17 @@ impl Metrics {
         let mut registry = Registry::with_prefix("corral");
         registry.register("jobs", "Jobs by state", jobs.clone());
         registry.register("tasks", "Tasks by state", tasks.clone());
-        registry.register("nodes_up", "Render nodes answering probes", nodes_up.clone());
+        registry.register(
+            "nodes_up",
+            "Render nodes answering probes",
+            nodes_up.clone(),
+        );
         registry.register("nodes_known", "Render nodes known", nodes_known.clone());
-        registry.register("frames_rendered", "Frames reported saved by nodes", frames.clone());
+        registry.register(
+            "frames_rendered",
+            "Frames reported saved by nodes",
+            frames.clone(),
+        );
         registry.register(
             "dispatch_seconds",
             "Time for a node to accept a task (POST /job)",
@@ -90,11 +98,19 @@ impl Metrics {
     ) -> String {
         self.jobs.clear();
         for (state, n) in jobs {
-            self.jobs.get_or_create(&StateLabel { state: state.clone() }).set(*n);
+            self.jobs
+                .get_or_create(&StateLabel {
+                    state: state.clone(),
+                })
+                .set(*n);
         }
         self.tasks.clear();
         for (state, n) in tasks {
-            self.tasks.get_or_create(&StateLabel { state: state.clone() }).set(*n);
+            self.tasks
+                .get_or_create(&StateLabel {
+                    state: state.clone(),
+                })
+                .set(*n);
         }
         self.nodes_up.set(nodes_up);
         self.nodes_known.set(nodes_known);

@@ -80,9 +80,15 @@ impl Orchestrator {
             orchestrator.spawn_watcher(lease);
         }
         let o = orchestrator.clone();
-        orchestrator.inner.loops.spawn(async move { o.dispatch_loop().await });
+        orchestrator
+            .inner
+            .loops
+            .spawn(async move { o.dispatch_loop().await });
         let o = orchestrator.clone();
-        orchestrator.inner.loops.spawn(async move { o.health_loop().await });
+        orchestrator
+            .inner
+            .loops
+            .spawn(async move { o.health_loop().await });
         Ok(orchestrator)
     }
 
@@ -292,7 +298,9 @@ impl Orchestrator {
                 touched.insert(*seq);
             }
             let o = self.clone();
-            self.inner.loops.spawn(async move { o.dispatch(lease).await });
+            self.inner
+                .loops
+                .spawn(async move { o.dispatch(lease).await });
         }
         for seq in touched {
             self.after_task_change(seq).await;
@@ -320,7 +328,11 @@ impl Orchestrator {
             Ok(view) => {
                 self.inner.metrics.observe_dispatch(started.elapsed());
                 let id = view.id.to_string();
-                match self.store().set_node_job(lease.task_id, lease.lease, &id).await {
+                match self
+                    .store()
+                    .set_node_job(lease.task_id, lease.lease, &id)
+                    .await
+                {
                     Ok(true) => {
                         lease.node_job_id = Some(id);
                         self.watch(lease).await;
@@ -331,7 +343,9 @@ impl Orchestrator {
                     }
                 }
             }
-            Err(e) if e.is_unreachable() || matches!(e, ClientError::Status { status: 503, .. }) => {
+            Err(e)
+                if e.is_unreachable() || matches!(e, ClientError::Status { status: 503, .. }) =>
+            {
                 // The node's problem, not the task's: another node may take it.
                 tracing::warn!(task = lease.task_id, node = %lease.node_id, error = %e, "dispatch failed; re-queued");
                 if let Ok(true) = self.store().requeue_lease(&lease).await {
@@ -367,7 +381,11 @@ impl Orchestrator {
             if self.inner.shutdown.is_cancelled() {
                 return;
             }
-            match self.store().lease_is_current(lease.task_id, lease.lease).await {
+            match self
+                .store()
+                .lease_is_current(lease.task_id, lease.lease)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {
@@ -423,7 +441,11 @@ impl Orchestrator {
             .iter()
             .map(|o| (o.frame, o.path.clone()))
             .collect();
-        match self.store().record_progress(lease, &frames, progressed).await {
+        match self
+            .store()
+            .record_progress(lease, &frames, progressed)
+            .await
+        {
             Ok(new) => {
                 for (frame, path) in new {
                     self.emit(Event::Frame {
@@ -449,7 +471,8 @@ impl Orchestrator {
                     .filter(|f| !view.outputs.iter().any(|o| o.frame == *f))
                     .count();
                 if missing > 0 {
-                    let reason = format!("node reported completion with {missing} frame(s) missing");
+                    let reason =
+                        format!("node reported completion with {missing} frame(s) missing");
                     return self.task_failed(lease, &reason, &view.log_tail).await;
                 }
                 match self.store().complete_task(lease, &view.log_tail).await {
@@ -464,11 +487,13 @@ impl Orchestrator {
                 self.wake();
             }
             NodeJobState::Failed => {
-                let reason = view
-                    .failure
-                    .unwrap_or_else(|| "Blender failed".to_string());
-                self.task_failed(lease, &format!("on {}: {reason}", lease.node_id), &view.log_tail)
-                    .await;
+                let reason = view.failure.unwrap_or_else(|| "Blender failed".to_string());
+                self.task_failed(
+                    lease,
+                    &format!("on {}: {reason}", lease.node_id),
+                    &view.log_tail,
+                )
+                .await;
             }
             // Cancelled on the node by someone else (or the node shut down): not the
             // task's fault, run it again.
@@ -557,7 +582,12 @@ impl Orchestrator {
             Ok(Ok(info)) => {
                 let was_down = self
                     .store()
-                    .node_seen(&node.id, info.slots as u64, &info.hostname, &info.blender_version)
+                    .node_seen(
+                        &node.id,
+                        info.slots as u64,
+                        &info.hostname,
+                        &info.blender_version,
+                    )
                     .await
                     .unwrap_or(false);
                 let first_contact = self

@@ -212,7 +212,10 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        for (idx, range) in chunk::split(sub.range, sub.chunk_size).into_iter().enumerate() {
+        for (idx, range) in chunk::split(sub.range, sub.chunk_size)
+            .into_iter()
+            .enumerate()
+        {
             sqlx::query(
                 "INSERT INTO tasks (job_seq, idx, frame_from, frame_to, state)
                  VALUES (?, ?, ?, ?, 'queued')",
@@ -258,10 +261,11 @@ impl Store {
         .bind(offset as i64)
         .fetch_all(&self.pool)
         .await?;
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE (?1 IS NULL OR state = ?1)")
-            .bind(state)
-            .fetch_one(&self.pool)
-            .await?;
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE (?1 IS NULL OR state = ?1)")
+                .bind(state)
+                .fetch_one(&self.pool)
+                .await?;
         Ok((rows, total as u64))
     }
 
@@ -277,12 +281,12 @@ impl Store {
     }
 
     pub async fn frames_of(&self, job_seq: i64) -> Result<Vec<FrameRow>> {
-        Ok(
-            sqlx::query_as("SELECT frame, node_id, path FROM frames WHERE job_seq = ? ORDER BY frame")
-                .bind(job_seq)
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(sqlx::query_as(
+            "SELECT frame, node_id, path FROM frames WHERE job_seq = ? ORDER BY frame",
         )
+        .bind(job_seq)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Frames done and the time of the first and last, for progress and ETA.
@@ -327,15 +331,18 @@ impl Store {
             .iter()
             .map(|s| TaskState::parse(s).ok_or_else(|| StoreError::Corrupt(s.clone())))
             .collect::<Result<_>>()?;
-        let new = corral_core::orchestrator_api::job_state_from_tasks(&states, job.paused, job.cancelled);
+        let new =
+            corral_core::orchestrator_api::job_state_from_tasks(&states, job.paused, job.cancelled);
         let old = job.job_state()?;
         let mut stop = Vec::new();
         if new == JobState::Failed && old != JobState::Failed {
             stop = take_back_running(&mut tx, Scope::Job(job_seq), "cancelled").await?;
-            sqlx::query("UPDATE tasks SET state = 'cancelled' WHERE job_seq = ? AND state = 'queued'")
-                .bind(job_seq)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE tasks SET state = 'cancelled' WHERE job_seq = ? AND state = 'queued'",
+            )
+            .bind(job_seq)
+            .execute(&mut *tx)
+            .await?;
         }
         let now = Utc::now();
         let row: JobRow = sqlx::query_as(
@@ -518,9 +525,11 @@ impl Store {
 
     /// Every running lease (for watchers after a restart, and stall checks).
     pub async fn running_leases(&self) -> Result<Vec<Lease>> {
-        Ok(sqlx::query_as(&format!("{LEASE_SELECT} WHERE t.state = 'running'"))
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as(&format!("{LEASE_SELECT} WHERE t.state = 'running'"))
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn lease_is_current(&self, task_id: i64, lease: i64) -> Result<bool> {
@@ -729,9 +738,11 @@ impl Store {
     }
 
     pub async fn nodes(&self) -> Result<Vec<NodeRow>> {
-        Ok(sqlx::query_as("SELECT * FROM nodes ORDER BY registered_at, id")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM nodes ORDER BY registered_at, id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn node(&self, id: &str) -> Result<Option<NodeRow>> {

@@ -111,14 +111,15 @@ pub async fn job_detail(store: &Store, job: &JobRow) -> Result<JobDetail, StoreE
 pub async fn render_status(store: &Store, job: &JobRow) -> Result<RenderStatus, StoreError> {
     let state = job.job_state()?;
     let frames = store.frames_of(job.seq).await?;
-    let failed_frames = if state.is_terminal() && state != corral_core::orchestrator_api::JobState::Completed {
-        let done: std::collections::HashSet<i64> = frames.iter().map(|f| f.frame).collect();
-        (job.frame_from..=job.frame_to)
-            .filter(|f| !done.contains(f))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let failed_frames =
+        if state.is_terminal() && state != corral_core::orchestrator_api::JobState::Completed {
+            let done: std::collections::HashSet<i64> = frames.iter().map(|f| f.frame).collect();
+            (job.frame_from..=job.frame_to)
+                .filter(|f| !done.contains(f))
+                .collect()
+        } else {
+            Vec::new()
+        };
     Ok(RenderStatus {
         job_id: job.job_id()?,
         status: state.status_text().to_string(),
