@@ -376,7 +376,6 @@ impl Orchestrator {
             return;
         };
         let mut since = 0;
-        let mut last_frame = None;
         loop {
             if self.inner.shutdown.is_cancelled() {
                 return;
@@ -400,9 +399,11 @@ impl Orchestrator {
             };
             match answer {
                 Ok(view) => {
+                    // The node bumps a job's version only on progress (a new frame, a
+                    // sample, a saved file, the end), so an unchanged version after a
+                    // long-poll means the render made no progress meanwhile.
+                    let progressed = view.version != since;
                     since = view.version;
-                    let progressed = view.current_frame != last_frame || view.frames_done > 0;
-                    last_frame = view.current_frame;
                     self.record(&lease, &view, progressed).await;
                     if view.state.is_terminal() {
                         self.task_ended(&lease, view).await;
