@@ -351,6 +351,16 @@ impl Orchestrator {
                 if let Ok(true) = self.store().requeue_lease(&lease).await {
                     self.emit_task(&lease, TaskState::Queued).await;
                 }
+                if e.is_unreachable() {
+                    // Down until a probe answers again, so the next round does not pick
+                    // it again at once.
+                    if let Ok(Some(node)) = self.store().node(&lease.node_id).await {
+                        self.node_lost(&node).await;
+                    }
+                } else {
+                    // Busy or shutting down: give it a moment before the next round.
+                    self.pause(Duration::from_secs(1)).await;
+                }
                 self.wake();
             }
             Err(e) => {
