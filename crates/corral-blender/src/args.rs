@@ -115,16 +115,16 @@ mod tests {
     }
 
     #[test]
-    fn format_engine_and_negative_frames() {
+    fn format_engine_and_frame_zero() {
         let mut a = args();
         a.format = Some(ImageFormat::OpenExr);
         a.engine = Engine::Eevee;
-        a.range = FrameRange::new(-3, -1).unwrap();
+        a.range = FrameRange::new(0, 3).unwrap();
         a.threads = 2;
         let argv = strings(a.to_argv().unwrap());
         let joined = argv.join(" ");
         assert!(
-            joined.contains("-E BLENDER_EEVEE -F OPEN_EXR -s -3 -e -1"),
+            joined.contains("-E BLENDER_EEVEE -F OPEN_EXR -s 0 -e 3"),
             "{joined}"
         );
         assert!(joined.ends_with("-t 2 -a"), "{joined}");

@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Lowest frame Blender accepts (`MINAFRAME` in Blender's `DNA_scene_defines.h`).
-pub const MIN_FRAME: i64 = -1_048_574;
+/// Lowest frame Blender renders. A scene's `frame_start` cannot go below 0, and on the
+/// command line `-s -3` does not mean frame -3: Blender reads a leading sign as an offset
+/// from the scene's own start (`-s -3` is "three before the start").
+pub const MIN_FRAME: i64 = 0;
 /// Highest frame Blender accepts (`MAXFRAME`).
 pub const MAX_FRAME: i64 = 1_048_574;
 
@@ -27,7 +29,7 @@ struct RawRange {
 pub enum FrameRangeError {
     #[error("`from` ({from}) is after `to` ({to})")]
     Reversed { from: i64, to: i64 },
-    #[error("frame {frame} is outside Blender's range {MIN_FRAME}..={MAX_FRAME}")]
+    #[error("frame {frame} is outside Blender's render range {MIN_FRAME}..={MAX_FRAME}")]
     OutOfBounds { frame: i64, field: &'static str },
 }
 
@@ -111,9 +113,9 @@ mod tests {
     fn valid_ranges_report_their_length() {
         assert_eq!(FrameRange::new(1, 1).map(|r| r.len()), Ok(1));
         assert_eq!(FrameRange::new(1, 20).map(|r| r.len()), Ok(20));
-        assert_eq!(FrameRange::new(-5, 5).map(|r| r.len()), Ok(11));
+        assert_eq!(FrameRange::new(0, 5).map(|r| r.len()), Ok(6));
         let full = FrameRange::new(MIN_FRAME, MAX_FRAME).map(|r| r.len());
-        assert_eq!(full, Ok(2 * 1_048_574 + 1));
+        assert_eq!(full, Ok(1_048_575));
     }
 
     #[test]
@@ -126,10 +128,9 @@ mod tests {
         assert_eq!(err.field(), "from");
         let err = FrameRange::new(1, MAX_FRAME + 1).unwrap_err();
         assert_eq!(err.field(), "to");
-        assert_eq!(
-            FrameRange::new(MIN_FRAME - 1, 0).unwrap_err().field(),
-            "from"
-        );
+        // Negative frames cannot be rendered (see MIN_FRAME).
+        assert_eq!(FrameRange::new(-3, -1).unwrap_err().field(), "from");
+        assert_eq!(FrameRange::new(-1, 5).unwrap_err().field(), "from");
     }
 
     #[test]

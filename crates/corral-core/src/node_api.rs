@@ -219,6 +219,7 @@ mod tests {
             (r#"{"from": [1], "to": 2}"#, "from"),
             (r#"{"from": 5, "to": 2}"#, "to"),
             (r#"{"from": -2000000, "to": 2}"#, "from"),
+            (r#"{"from": -3, "to": -1}"#, "from"),
             (r#"{"from": 1, "to": 5000}"#, "to"),
             (r#"{"from": 1, "to": 2, "scene": "../x.blend"}"#, "scene"),
             (r#"{"from": 1, "to": 2, "scene": "/etc/passwd"}"#, "scene"),

@@ -34,7 +34,7 @@ pub fn parse_json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, FieldErr
         return Err(FieldError::new("body", "must be a JSON object"));
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let message = inner.to_string();
@@ -55,11 +55,16 @@ pub fn parse_json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, FieldErr
             message
         };
         FieldError { field, message }
-    })
+    })?;
+    // Nothing but whitespace may follow the object.
+    de.end()
+        .map_err(|e| FieldError::new("body", format!("body is not valid JSON: {e}")))?;
+    Ok(value)
 }
 
 fn backticked_name(message: &str) -> Option<String> {
-    if !(message.starts_with("missing field") || message.starts_with("unknown field")) {
+    let named = ["missing field", "unknown field", "duplicate field"];
+    if !named.iter().any(|prefix| message.starts_with(prefix)) {
         return None;
     }
     let start = message.find('`')? + 1;
@@ -67,21 +72,38 @@ fn backticked_name(message: &str) -> Option<String> {
     Some(message[start..start + len].to_string())
 }
 
+/// Longest name of one file or folder on the file systems a farm uses.
+pub const MAX_NAME_BYTES: usize = 255;
+
 /// Checks that `value` is a relative path that stays below the folder it is joined to:
-/// no root, no `..`, no NUL, not empty. Says nothing about whether it exists.
+/// plain names separated by `/`; no root, no `.` or `..`, no backslash (Blender turns `\`
+/// into `/`, so `..\x` would climb out), no control characters (a newline would split
+/// Blender's output lines), no name over 255 bytes. Says nothing about whether it exists.
 pub fn confined_relative_path(field: &str, value: &str) -> Result<(), FieldError> {
     if value.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
     }
-    if value.len() > 1024 || value.contains('\0') {
+    if value.len() > 1024 {
+        return Err(FieldError::new(field, "must be at most 1024 bytes"));
+    }
+    if value.contains('\\') || value.chars().any(char::is_control) {
         return Err(FieldError::new(
             field,
-            "must be at most 1024 bytes and contain no NUL",
+            "must not contain backslashes or control characters",
         ));
     }
     for component in Path::new(value).components() {
         match component {
-            Component::Normal(_) | Component::CurDir => {}
+            Component::Normal(name) if name.len() > MAX_NAME_BYTES => {
+                return Err(FieldError::new(
+                    field,
+                    format!("a name in it is longer than {MAX_NAME_BYTES} bytes"),
+                ));
+            }
+            Component::Normal(_) => {}
+            Component::CurDir => {
+                return Err(FieldError::new(field, "must not contain `.` components"));
+            }
             Component::ParentDir => {
                 return Err(FieldError::new(field, "must not contain `..`"));
             }
@@ -127,6 +149,10 @@ mod tests {
         let err = parse_json_object::<Sample>(b"not json").unwrap_err();
         assert_eq!(err.field, "body");
         assert!(err.message.starts_with("body is not valid JSON"));
+        let err = parse_json_object::<Sample>(br#"{"from":1} trailing"#).unwrap_err();
+        assert_eq!(err.field, "body");
+        let err = parse_json_object::<Sample>(br#"{"from":1,"from":2}"#).unwrap_err();
+        assert_eq!(err.field, "from");
         let err = parse_json_object::<Sample>(b"[1,2]").unwrap_err();
         assert_eq!(err.field, "body");
     }
@@ -134,7 +160,12 @@ mod tests {
     #[test]
     fn confined_paths_reject_escapes() {
         assert!(confined_relative_path("scene", "shots/a.blend").is_ok());
-        assert!(confined_relative_path("scene", "./a.blend").is_ok());
+        assert!(confined_relative_path("scene", "./a.blend").is_err());
+        assert!(confined_relative_path("output", ".").is_err());
+        assert!(confined_relative_path("output", "..\\..\\tmp\\x_####").is_err());
+        assert!(confined_relative_path("output", "nl\nSaved: x").is_err());
+        assert!(confined_relative_path("output", &"a".repeat(256)).is_err());
+        assert!(confined_relative_path("output", &"a".repeat(255)).is_ok());
         assert!(confined_relative_path("scene", "../a.blend").is_err());
         assert!(confined_relative_path("scene", "a/../../b").is_err());
         assert!(confined_relative_path("scene", "/etc/passwd").is_err());

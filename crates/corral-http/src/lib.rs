@@ -71,6 +71,55 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
+/// A path segment naming a resource. An id that is not even valid UTF-8 names nothing, so
+/// it is answered like any unknown id: 404, with a problem body.
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
+    type Rejection = ProblemResponse;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) => Ok(PathId(id)),
+            Err(_) => Err(ProblemResponse(
+                Problem::new(404, "Not found").with_detail("no such id"),
+            )),
+        }
+    }
+}
+
+/// How long a server waits, once its own shutdown work is done, for open connections to
+/// finish before it exits anyway (a client that never completes its request must not keep
+/// a stopped server alive).
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `app` until `shutdown` completes, then lets open requests finish for at most
+/// [`SHUTDOWN_GRACE`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = done_tx.send(());
+    });
+    tokio::select! {
+        result = server => result,
+        () = async {
+            if done_rx.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => Ok(()),
+    }
+}
+
 /// Fallback for unknown routes.
 pub async fn route_not_found(uri: Uri) -> ProblemResponse {
     let path: String = uri.path().chars().take(200).collect();

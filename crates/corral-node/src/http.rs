@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use crate::jobs::Node;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use corral_core::job::retry_after_secs;
 use corral_core::node_api::{JobSpec, JobView};
 use corral_core::FieldError;
-use corral_http::JsonBody;
+use corral_http::{JsonBody, PathId};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -81,6 +81,15 @@ struct WaitParams {
 }
 
 fn wait_params(query: &HashMap<String, String>, max: Duration) -> Result<WaitParams, ApiError> {
+    // A misspelt `wait` would silently turn a long-poll into a plain poll.
+    if let Some(unknown) = query.keys().find(|k| *k != "wait" && *k != "since") {
+        let shown: String = unknown.chars().take(50).collect();
+        return Err(FieldError::new(
+            shown.clone(),
+            format!("unknown query parameter `{shown}`; expected `wait` and `since`"),
+        )
+        .into());
+    }
     let wait = match query.get("wait") {
         None => None,
         Some(raw) => {
@@ -113,7 +122,7 @@ fn wait_params(query: &HashMap<String, String>, max: Duration) -> Result<WaitPar
 
 async fn get_job(
     State(node): State<Node>,
-    Path(key): Path<String>,
+    PathId(key): PathId,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = node.find(&key)?;
@@ -134,10 +143,7 @@ async fn get_job(
     Ok(job_response(view, false))
 }
 
-async fn cancel_job(
-    State(node): State<Node>,
-    Path(key): Path<String>,
-) -> Result<Response, ApiError> {
+async fn cancel_job(State(node): State<Node>, PathId(key): PathId) -> Result<Response, ApiError> {
     let id = node.find(&key)?;
     node.cancel(id);
     // A running job ends when its Blender group is reaped, which takes milliseconds; wait
@@ -149,7 +155,7 @@ async fn cancel_job(
     Ok(job_response(view, false))
 }
 
-async fn job_log(State(node): State<Node>, Path(key): Path<String>) -> Result<Response, ApiError> {
+async fn job_log(State(node): State<Node>, PathId(key): PathId) -> Result<Response, ApiError> {
     let id = node.find(&key)?;
     let path = crate::runner::log_path(&node, id);
     let body = match tokio::fs::File::open(&path).await {

@@ -21,6 +21,10 @@ use tokio_util::task::TaskTracker;
 /// Lines of Blender output kept in memory per job (the whole log is on disk).
 pub const LOG_TAIL_LINES: usize = 40;
 
+/// Longest output pattern path accepted: Blender's limit is 1024 bytes, and the partial
+/// folder (53 bytes), frame digits and extension are added to it.
+const MAX_OUTPUT_PATH_BYTES: usize = 900;
+
 /// A handle to the node's state; cheap to clone.
 #[derive(Clone)]
 pub struct Node {
@@ -33,8 +37,11 @@ struct Shared {
     state: Mutex<Table>,
     /// Bumped after every change to any job; long-polls wait for it to move.
     changes: watch::Sender<u64>,
-    /// Cancelled when the node shuts down; every running job's token is a child of it.
-    shutdown: CancellationToken,
+    /// Cancelled to kill every render (shutdown in cancel mode, or a second signal); every
+    /// job's token is a child of it.
+    cancel_all: CancellationToken,
+    /// Cancelled once no render is left at shutdown; wakes the long-polls.
+    closed: CancellationToken,
     runners: TaskTracker,
 }
 
@@ -53,26 +60,32 @@ struct Table {
 }
 
 impl Table {
-    /// Drops the oldest ended jobs beyond `keep`, so a long-lived node's memory and log
-    /// folder stay bounded. Queued and running jobs are never dropped.
-    fn forget_old_jobs(&mut self, keep: usize) -> Vec<JobId> {
-        let ended = self.jobs.values().filter(|j| j.state.is_terminal()).count();
-        let mut excess = ended.saturating_sub(keep);
-        let mut forgotten = Vec::new();
-        let mut i = 0;
-        while excess > 0 && i < self.order.len() {
-            let id = self.order[i];
-            if self.jobs.get(&id).is_some_and(|j| j.state.is_terminal()) {
-                if let Some(job) = self.jobs.remove(&id) {
-                    self.aliases.remove(&job.alias);
-                }
-                self.order.remove(i);
-                forgotten.push(id);
-                excess -= 1;
-            } else {
-                i += 1;
+    /// Drops the ended jobs that ended longest ago beyond `keep`, so a long-lived node's
+    /// memory and log folder stay bounded. Queued and running jobs are never dropped, nor
+    /// is `except` (the job that just ended: its client has yet to see the end).
+    fn forget_old_jobs(&mut self, keep: usize, except: JobId) -> Vec<JobId> {
+        let mut ended: Vec<(DateTime<Utc>, JobId)> = self
+            .jobs
+            .values()
+            .filter(|j| j.state.is_terminal() && j.id != except)
+            .map(|j| (j.finished_at.unwrap_or(j.submitted_at), j.id))
+            .collect();
+        // `keep` counts `except` too when it has ended.
+        let keep = keep.saturating_sub(1);
+        if ended.len() <= keep {
+            return Vec::new();
+        }
+        ended.sort();
+        let forgotten: Vec<JobId> = ended[..ended.len() - keep]
+            .iter()
+            .map(|(_, id)| *id)
+            .collect();
+        for id in &forgotten {
+            if let Some(job) = self.jobs.remove(id) {
+                self.aliases.remove(&job.alias);
             }
         }
+        self.order.retain(|id| self.jobs.contains_key(id));
         forgotten
     }
 }
@@ -153,7 +166,8 @@ impl Node {
                     ..Table::default()
                 }),
                 changes,
-                shutdown: CancellationToken::new(),
+                cancel_all: CancellationToken::new(),
+                closed: CancellationToken::new(),
                 runners: TaskTracker::new(),
             }),
         }
@@ -176,6 +190,7 @@ impl Node {
     /// free.
     pub fn submit(&self, spec: JobSpec) -> Result<JobView, ApiError> {
         let scene = self.resolve_scene(spec.scene.as_deref())?;
+        self.check_output(&spec.output)?;
         let view = {
             let mut table = self.table();
             if !table.accepting {
@@ -204,7 +219,7 @@ impl Node {
                 finished_at: None,
                 blender_pid: None,
                 version: table.version,
-                cancel: self.inner.shutdown.child_token(),
+                cancel: self.inner.cancel_all.child_token(),
             };
             let id = job.id;
             let view = job.view(self.inner.config.threads);
@@ -259,6 +274,31 @@ impl Node {
             return Err(invalid(format!("`{}` is not a file", path.display())));
         }
         Ok(path)
+    }
+
+    /// Checks that a job's output pattern lands inside `--output` and that the whole path
+    /// Blender writes (with the partial folder, frame digits and extension) stays within
+    /// Blender's 1024-byte path limit, which it would otherwise cut silently.
+    fn check_output(&self, output: &str) -> Result<(), ApiError> {
+        let output_dir = &self.inner.config.output_dir;
+        let full = output_dir.join(output);
+        if !full.starts_with(output_dir) || full.parent().is_none_or(|p| !p.starts_with(output_dir))
+        {
+            return Err(
+                FieldError::new("output", "must stay inside the node's output folder").into(),
+            );
+        }
+        if full.as_os_str().len() > MAX_OUTPUT_PATH_BYTES {
+            return Err(FieldError::new(
+                "output",
+                format!(
+                    "the full output path would be {} bytes; at most {MAX_OUTPUT_PATH_BYTES}",
+                    full.as_os_str().len()
+                ),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// Starts queued jobs while slots are free.
@@ -329,15 +369,20 @@ impl Node {
                 debug_assert!(job.state.is_terminal());
                 job.finished_at = Some(Utc::now());
                 job.current_sample = None;
+                job.blender_pid = None;
                 job.version = version;
             }
-            let forgotten = table.forget_old_jobs(self.inner.config.keep_jobs);
-            for old in forgotten {
-                let _ = std::fs::remove_file(crate::runner::log_path(self, old));
-            }
+            self.forget_old_jobs(&mut table, id);
         }
         self.notify();
         self.pump();
+    }
+
+    /// Forgets the ended jobs beyond `--keep-jobs` (but `just_ended`) and their logs.
+    fn forget_old_jobs(&self, table: &mut Table, just_ended: JobId) {
+        for old in table.forget_old_jobs(self.inner.config.keep_jobs, just_ended) {
+            let _ = std::fs::remove_file(crate::runner::log_path(self, old));
+        }
     }
 
     /// Looks a job up by its UUID or by its tutorial-compatible numeric alias.
@@ -378,14 +423,16 @@ impl Node {
         let mut changes = self.inner.changes.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let view = self.view(id)?;
-            if view.version > since || view.state.is_terminal() {
-                return Some(view);
+            // Every change to any job wakes every waiter: look at the version alone
+            // before building (cloning) a whole view.
+            let (version, ended) = self.with_job(id, |j| (j.version, j.state.is_terminal()))?;
+            if version > since || ended {
+                return self.view(id);
             }
             tokio::select! {
-                changed = changes.changed() => if changed.is_err() { return Some(view) },
-                () = tokio::time::sleep_until(deadline) => return Some(view),
-                () = self.inner.shutdown.cancelled() => return Some(view),
+                changed = changes.changed() => if changed.is_err() { return self.view(id) },
+                () = tokio::time::sleep_until(deadline) => return self.view(id),
+                () = self.inner.closed.cancelled() => return self.view(id),
             }
         }
     }
@@ -412,6 +459,7 @@ impl Node {
                 job.finished_at = Some(Utc::now());
                 true
             });
+            self.forget_old_jobs(&mut self.table(), id);
             tracing::info!(job = %id, "queued job cancelled");
         }
     }
@@ -432,6 +480,12 @@ impl Node {
             formats: ImageFormat::ALL.to_vec(),
             max_frames_per_job: config.max_frames,
         }
+    }
+
+    /// Kills every running render now (a second SIGTERM/SIGINT during a `finish`
+    /// shutdown).
+    pub fn cancel_running(&self) {
+        self.inner.cancel_all.cancel();
     }
 
     pub fn is_accepting(&self) -> bool {
@@ -455,12 +509,13 @@ impl Node {
             self.cancel(id);
         }
         if self.inner.config.on_shutdown == ShutdownPolicy::Cancel {
-            self.inner.shutdown.cancel();
+            self.inner.cancel_all.cancel();
         }
         self.inner.runners.close();
         self.inner.runners.wait().await;
-        // Wake long-polls so the HTTP server's graceful shutdown is not held up by them.
-        self.inner.shutdown.cancel();
+        // Only now, with every end recorded, wake long-polls so they answer the final
+        // state and the HTTP server's graceful shutdown is not held up by them.
+        self.inner.closed.cancel();
         tracing::info!("all renders ended");
     }
 }

@@ -24,14 +24,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(node.clone());
-    let drained = {
-        let node = node.clone();
-        async move {
-            shutdown.await;
-            node.shut_down().await;
-        }
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(drained)
-        .await
+    corral_http::serve(listener, app, async move {
+        shutdown.await;
+        node.shut_down().await;
+    })
+    .await
 }

@@ -7,7 +7,7 @@ use crate::scheduler::Orchestrator;
 use crate::store::JobRow;
 use crate::views;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,7 @@ use corral_core::orchestrator_api::{
 };
 use corral_core::validate::parse_json_object;
 use corral_core::FieldError;
-use corral_http::JsonBody;
+use corral_http::{JsonBody, PathId};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -148,10 +148,7 @@ async fn render(
 #[utoipa::path(get, path = "/status/{id}", params(("id" = String, Path)),
     responses((status = 200, body = RenderStatus), (status = 202, body = RenderStatus),
               (status = 404, body = corral_core::Problem)))]
-async fn status(
-    State(o): State<Orchestrator>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn status(State(o): State<Orchestrator>, PathId(id): PathId) -> Result<Response, ApiError> {
     let job = find_job(&o, &id).await?;
     let view = views::render_status(o.store(), &job).await?;
     if view.state.is_terminal() {
@@ -234,7 +231,7 @@ async fn list_jobs(
     responses((status = 200, body = JobDetail), (status = 404, body = corral_core::Problem)))]
 async fn get_job(
     State(o): State<Orchestrator>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<JobDetail>, ApiError> {
     let job = find_job(&o, &id).await?;
     Ok(Json(views::job_detail(o.store(), &job).await?))
@@ -250,7 +247,7 @@ async fn summary_of(o: &Orchestrator, id: &str) -> Result<Json<JobSummary>, ApiE
     responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem)))]
 async fn cancel_job(
     State(o): State<Orchestrator>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<JobSummary>, ApiError> {
     let job = find_job(&o, &id).await?;
     o.cancel(&job).await?;
@@ -263,7 +260,7 @@ async fn cancel_job(
               (status = 409, body = corral_core::Problem)))]
 async fn requeue_job(
     State(o): State<Orchestrator>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<JobSummary>, ApiError> {
     let job = find_job(&o, &id).await?;
     let state = job.job_state()?;
@@ -283,7 +280,7 @@ async fn requeue_job(
               (status = 409, body = corral_core::Problem)))]
 async fn pause_job(
     State(o): State<Orchestrator>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<JobSummary>, ApiError> {
     set_paused(&o, &id, true).await
 }
@@ -294,7 +291,7 @@ async fn pause_job(
               (status = 409, body = corral_core::Problem)))]
 async fn resume_job(
     State(o): State<Orchestrator>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<JobSummary>, ApiError> {
     set_paused(&o, &id, false).await
 }
@@ -364,7 +361,7 @@ async fn node_answer(o: &Orchestrator, id: &str) -> Result<Json<NodeView>, ApiEr
     responses((status = 200, body = NodeView), (status = 404, body = corral_core::Problem)))]
 async fn drain_node(
     State(o): State<Orchestrator>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<NodeView>, ApiError> {
     let node = find_node(&o, &id).await?;
     o.set_draining(&node, true).await?;
@@ -376,7 +373,7 @@ async fn drain_node(
     responses((status = 200, body = NodeView), (status = 404, body = corral_core::Problem)))]
 async fn enable_node(
     State(o): State<Orchestrator>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<NodeView>, ApiError> {
     let node = find_node(&o, &id).await?;
     o.set_draining(&node, false).await?;
@@ -388,7 +385,7 @@ async fn enable_node(
     responses((status = 204), (status = 404, body = corral_core::Problem)))]
 async fn remove_node(
     State(o): State<Orchestrator>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     let node = find_node(&o, &id).await?;
     o.remove_node(&node).await?;

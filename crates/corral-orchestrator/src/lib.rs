@@ -26,11 +26,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(orchestrator.clone());
-    let stop = orchestrator.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stop.shut_down().await;
-        })
-        .await
+    corral_http::serve(listener, app, async move {
+        shutdown.await;
+        orchestrator.shut_down().await;
+    })
+    .await
 }

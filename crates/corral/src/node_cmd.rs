@@ -43,11 +43,11 @@ pub struct NodeArgs {
     #[arg(long, env = "CORRAL_MAX_FRAMES", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=2_097_149))]
     max_frames: u64,
     /// Most jobs waiting in the queue; more are refused with 503.
-    #[arg(long, env = "CORRAL_MAX_QUEUED", default_value_t = 1000)]
-    max_queued: usize,
+    #[arg(long, env = "CORRAL_MAX_QUEUED", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_queued: u64,
     /// Ended jobs remembered, with their logs; the oldest are forgotten beyond this.
-    #[arg(long, env = "CORRAL_KEEP_JOBS", default_value_t = 1000)]
-    keep_jobs: usize,
+    #[arg(long, env = "CORRAL_KEEP_JOBS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    keep_jobs: u64,
     /// On SIGTERM/SIGINT: `cancel` kills running renders at once, `finish` lets them end.
     #[arg(long, env = "CORRAL_ON_SHUTDOWN", default_value = "cancel", value_parser = parse_policy)]
     on_shutdown: ShutdownPolicy,
@@ -75,6 +75,42 @@ fn default_advertise(addr: SocketAddr) -> String {
     } else {
         format!("http://{addr}")
     }
+}
+
+/// Removes `.corral-partial-*` folders under `output` (at most a few levels deep): they
+/// hold what Blender wrote for jobs that a crash or SIGKILL cut short, never a final frame.
+fn sweep_partial_folders(output: &Path) {
+    fn walk(dir: &Path, depth: u32) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if !kind.is_dir() {
+                continue;
+            }
+            let path = entry.path();
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".corral-partial-")
+            {
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "removed a partial folder left by an earlier run")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove partial folder")
+                    }
+                }
+            } else if depth > 0 {
+                walk(&path, depth - 1);
+            }
+        }
+    }
+    walk(output, 4);
 }
 
 /// How often a node re-announces itself to its orchestrator.
@@ -140,6 +176,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let output_dir = prepare_dir(&args.output, "output")?;
+    sweep_partial_folders(&output_dir);
     let data_dir = prepare_dir(&args.data, "data")?;
     prepare_dir(&data_dir.join("logs"), "log")?;
     let config = NodeConfig {
@@ -152,8 +189,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         slots: usize::from(args.slots),
         threads: args.threads,
         max_frames: args.max_frames,
-        max_queued: args.max_queued,
-        keep_jobs: args.keep_jobs,
+        max_queued: usize::try_from(args.max_queued).unwrap_or(usize::MAX),
+        keep_jobs: usize::try_from(args.keep_jobs).unwrap_or(usize::MAX),
         on_shutdown: args.on_shutdown,
         max_wait: Duration::from_secs(120),
     };
@@ -168,6 +205,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         "node ready"
     );
     // The one line on stdout: scripts and tests read the bound address from it.
+    // Signal handlers first, then the line that tells the world the node is up.
+    let first_signal = crate::shutdown_signal();
     println!("corral node listening on http://{addr}");
     let node = Node::new(config);
     if let Some(orchestrator) = &args.orchestrator {
@@ -178,6 +217,17 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         let client = corral_client::OrchestratorClient::new(orchestrator)?;
         tokio::spawn(register_loop(client, advertise));
     }
-    corral_node::serve(node, listener, crate::shutdown_signal()).await?;
+    // The first signal stops the node gracefully (per --on-shutdown); a second one kills
+    // the renders still running, for an operator who will not wait.
+    let stopping = node.clone();
+    let shutdown = async move {
+        first_signal.await;
+        tokio::spawn(async move {
+            crate::shutdown_signal().await;
+            tracing::warn!("second signal: killing the running renders");
+            stopping.cancel_running();
+        });
+    };
+    corral_node::serve(node, listener, shutdown).await?;
     Ok(())
 }

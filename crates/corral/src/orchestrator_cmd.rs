@@ -73,7 +73,9 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(data = %args.data.display(), "orchestrator ready");
+    // Signal handlers first, then the line that tells the world it is up.
+    let shutdown = crate::shutdown_signal();
     println!("corral orchestrator listening on http://{addr}");
-    corral_orchestrator::serve(orchestrator, listener, crate::shutdown_signal()).await?;
+    corral_orchestrator::serve(orchestrator, listener, shutdown).await?;
     Ok(())
 }

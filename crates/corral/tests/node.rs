@@ -94,6 +94,10 @@ fn renders_frames_and_reports_completion_with_the_tutorial_api() {
     assert_eq!(done["frames_done"], 3);
     assert_eq!(done["exit_code"], 0);
     assert!(done["failure"].is_null());
+    assert!(
+        done["blender_pid"].is_null(),
+        "no Blender pid once it has ended"
+    );
     assert!(done["finished_at"].is_string() && done["started_at"].is_string());
     let outputs = done["outputs"].as_array().unwrap();
     assert_eq!(outputs.len(), 3);
@@ -316,11 +320,21 @@ fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         ("body array", "[1, 2]".into(), "body"),
         ("non-JSON", "from=1&to=2".into(), "body"),
         ("truncated", r#"{"from": 1, "#.into(), "body"),
+        (
+            "trailing garbage",
+            r#"{"from": 1, "to": 2} rm -rf"#.into(),
+            "body",
+        ),
+        (
+            "duplicate key",
+            r#"{"from": 1, "from": 2, "to": 2}"#.into(),
+            "from",
+        ),
         ("empty", "".into(), "body"),
         ("from > to", json!({"from": 5, "to": 2}).to_string(), "to"),
         (
             "below Blender",
-            json!({"from": -1048575, "to": 2}).to_string(),
+            json!({"from": -3, "to": -1}).to_string(),
             "from",
         ),
         (
@@ -388,6 +402,36 @@ fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
             json!({"from": 1, "to": 2, "output": "../../x_####"}).to_string(),
             "output",
         ),
+        (
+            "output backslashes",
+            json!({"from": 1, "to": 2, "output": "..\\..\\..\\tmp\\x_"}).to_string(),
+            "output",
+        ),
+        (
+            "output dot",
+            json!({"from": 1, "to": 2, "output": "."}).to_string(),
+            "output",
+        ),
+        (
+            "output newline",
+            json!({"from": 1, "to": 2, "output": "a\nSaved: x_####"}).to_string(),
+            "output",
+        ),
+        (
+            "output too long",
+            json!({"from": 1, "to": 2, "output": "abcdefgh/".repeat(108) + "x_####"}).to_string(),
+            "output",
+        ),
+        (
+            "output long name",
+            json!({"from": 1, "to": 2, "output": "x".repeat(300)}).to_string(),
+            "output",
+        ),
+        (
+            "negative frames",
+            json!({"from": -3, "to": -3}).to_string(),
+            "from",
+        ),
     ];
     let http = client();
     for (what, body, field) in &cases {
@@ -440,6 +484,7 @@ fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         "not-a-job",
         "01a2202f-24a9-70e4-8413-dcefffffc63e",
         "-1",
+        "%FF",
     ] {
         for (method, path) in [
             ("GET", format!("/job/{key}")),
@@ -451,8 +496,9 @@ fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
                 .send()
                 .unwrap();
             assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{method} {path}");
+            assert_eq!(resp.headers()["content-type"], "application/problem+json");
             let problem: Value = resp.json().unwrap();
-            assert_eq!(problem["title"], "Job not found", "{method} {path}");
+            assert_eq!(problem["status"], 404, "{method} {path}");
         }
     }
     let resp = http.get(format!("{}/nope", node.url)).send().unwrap();
@@ -478,6 +524,7 @@ fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         "wait=1e9",
         "wait=NaN",
         "since=x&wait=1",
+        "wiat=30",
     ] {
         let (status, problem) = get_json(&format!("{}/job/{id}?{query}", node.url));
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
@@ -769,4 +816,37 @@ fn the_tutorial_orchestrator_logic_drives_nodes_to_completion() {
             48,
         );
     }
+}
+
+#[test]
+fn a_second_signal_kills_renders_a_finish_shutdown_waits_for() {
+    let slow = scene(Scene::Slow);
+    let mut node =
+        NodeProcess::start(&["--blend", slow.to_str().unwrap(), "--on-shutdown", "finish"]);
+    let (_, blender_pid) = start_slow_job(&node);
+    nix::sys::signal::kill(node.pid(), Signal::SIGTERM).unwrap();
+    // The first signal lets the render go on...
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(process_alive(blender_pid), "finish mode killed the render");
+    // ...the second one does not.
+    let status = node
+        .signal_and_wait(Signal::SIGTERM, Duration::from_secs(10))
+        .expect("node did not exit after a second SIGTERM");
+    assert!(status.success());
+    assert!(!process_alive(blender_pid));
+}
+
+#[test]
+fn a_client_stuck_mid_request_does_not_keep_a_stopped_node_alive() {
+    use std::io::Write;
+    let mut node = small_node(&[]);
+    let addr = node.url.trim_start_matches("http://").to_string();
+    let mut stuck = std::net::TcpStream::connect(addr).unwrap();
+    stuck
+        .write_all(b"GET /jobs HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let status = node
+        .signal_and_wait(Signal::SIGTERM, Duration::from_secs(15))
+        .expect("node kept running for a client that never finished its request");
+    assert!(status.success(), "{status:?}\n{}", node.stderr());
 }
