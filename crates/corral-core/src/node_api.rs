@@ -4,7 +4,7 @@
 use crate::frames::FrameRange;
 use crate::job::{JobId, JobState};
 use crate::render::{Engine, ImageFormat};
-use crate::validate::{confined_relative_path, parse_json_object, FieldError};
+use crate::validate::{confined_relative_path, output_pattern, parse_json_object, FieldError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -98,13 +98,7 @@ impl JobSpec {
             }
         }
         let output = req.output.unwrap_or_else(|| DEFAULT_OUTPUT_PATTERN.into());
-        confined_relative_path("output", &output)?;
-        if output.ends_with('/') {
-            return Err(FieldError::new(
-                "output",
-                "must end with a file name pattern such as `frame_####`",
-            ));
-        }
+        output_pattern("output", &output)?;
         Ok(JobSpec {
             range,
             scene: req.scene,

@@ -5,7 +5,7 @@ use crate::chunk::MAX_CHUNK_SIZE;
 use crate::frames::FrameRange;
 use crate::job::JobId;
 use crate::render::{Engine, ImageFormat};
-use crate::validate::{confined_relative_path, parse_json_object, FieldError};
+use crate::validate::{confined_relative_path, output_pattern, parse_json_object, FieldError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -240,7 +240,7 @@ impl JobSubmission {
             confined_relative_path("scene", scene)?;
         }
         if let Some(output) = &req.output {
-            confined_relative_path("output", output)?;
+            output_pattern("output", output)?;
         }
         let engine = match req.engine.as_deref() {
             None => Engine::default(),
@@ -487,6 +487,7 @@ mod tests {
             (r#"{"from":1,"to":2000}"#, "to"),
             (r#"{"from":1,"to":2,"scene":"../a.blend"}"#, "scene"),
             (r#"{"from":1,"to":2,"output":"/abs"}"#, "output"),
+            (r#"{"from":1,"to":2,"output":"shots/"}"#, "output"),
             (r#"{"from":1,"to":2,"engine":"X"}"#, "engine"),
         ];
         for (body, field) in cases {

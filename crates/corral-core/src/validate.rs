@@ -115,6 +115,19 @@ pub fn confined_relative_path(field: &str, value: &str) -> Result<(), FieldError
     Ok(())
 }
 
+/// Checks an output pattern (`shots/a/frame_####`): a confined relative path whose last
+/// part is a file name, since Blender writes `PATTERN` + frame number + extension.
+pub fn output_pattern(field: &str, value: &str) -> Result<(), FieldError> {
+    confined_relative_path(field, value)?;
+    if value.ends_with('/') {
+        return Err(FieldError::new(
+            field,
+            "must end with a file name pattern such as `frame_####`",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,6 +213,9 @@ async fn list_jobs(
         return Err(FieldError::new("limit", "must be between 1 and 500").into());
     }
     let offset = q.offset.unwrap_or(0);
+    if offset > i64::MAX as u64 {
+        return Err(FieldError::new("offset", format!("must be at most {}", i64::MAX)).into());
+    }
     let (rows, total) = o.store().list_jobs(state, offset, limit).await?;
     let mut jobs = Vec::with_capacity(rows.len());
     for row in &rows {
