@@ -168,12 +168,15 @@ impl Orchestrator {
         Ok(n)
     }
 
-    /// Adds (or refreshes) a node and probes it at once.
+    /// Adds a node (or hears its heartbeat). A node that is new or down is probed at once,
+    /// so it gets work without waiting for the next health round.
     pub async fn register_node(&self, url: &str) -> Result<NodeRow, StoreError> {
         let node = self.store().upsert_node(url).await?;
-        let o = self.clone();
-        let probe = node.clone();
-        self.inner.loops.spawn(async move { o.probe(probe).await });
+        if node.node_state() == NodeState::Down {
+            let o = self.clone();
+            let probe = node.clone();
+            self.inner.loops.spawn(async move { o.probe(probe).await });
+        }
         Ok(node)
     }
 
