@@ -1,11 +1,17 @@
 //! Typed HTTP clients for Corral's APIs: [`NodeClient`] for a render node (used by the
-//! orchestrator and tests). Errors separate "could not reach it" from "it said no", because
-//! the orchestrator treats the first as a node problem and the second as a task problem.
+//! orchestrator and tests) and [`OrchestratorClient`] for an orchestrator's `/api/v1` (used
+//! by nodes to register and by the `corral` command line). Errors separate "could not reach
+//! it" from "it said no", because the orchestrator treats the first as a node problem and
+//! the second as a task problem, and the command line explains them differently.
 
 use corral_core::node_api::{JobRequest, JobView, NodeInfo};
+use corral_core::orchestrator_api::{
+    JobDetail, JobPage, JobState, JobSummary, NodeView, SubmitJob,
+};
 use corral_core::Problem;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +187,24 @@ pub struct OrchestratorClient {
     base: String,
 }
 
+/// What `corral up` announces at [`LOCAL_FARM_PATH`] besides the orchestrator's API: the
+/// folders its in-process nodes use, so `corral submit` can name a scene relative to the
+/// scenes folder and say where frames land. A farm of separate machines has no such route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalFarm {
+    /// Canonical folder per-job scenes are confined to (the nodes' `scenes_root`).
+    pub scenes: String,
+    /// Canonical folder the nodes write frames under.
+    pub output: String,
+    /// Render nodes in the local farm.
+    pub nodes: u32,
+    /// Blender threads per node (0: every core).
+    pub threads: u32,
+}
+
+/// Where `corral up` serves [`LocalFarm`].
+pub const LOCAL_FARM_PATH: &str = "/api/v1/local-farm";
+
 impl OrchestratorClient {
     pub fn new(base: &str) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
@@ -188,7 +212,9 @@ impl OrchestratorClient {
             .build()
             .map_err(|_| ClientError::BadUrl(base.to_string()))?;
         let base = base.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
+        if !(base.starts_with("http://") || base.starts_with("https://"))
+            || reqwest::Url::parse(&base).is_err()
+        {
             return Err(ClientError::BadUrl(base));
         }
         Ok(OrchestratorClient { http, base })
@@ -198,22 +224,143 @@ impl OrchestratorClient {
         &self.base
     }
 
-    /// Announces a render node reachable at `node_url` (also its heartbeat).
-    pub async fn register_node(
-        &self,
-        node_url: &str,
-    ) -> Result<corral_core::orchestrator_api::NodeView, ClientError> {
-        let url = format!("{}/api/v1/nodes", self.base);
-        let body = corral_core::orchestrator_api::RegisterNode {
-            url: Some(node_url.to_string()),
-        };
+    /// `base` + `/api/v1/...` + `segments`, each segment percent-encoded, so an id typed by
+    /// a user (`../metrics`, `a?b`) stays one path segment and names nothing.
+    fn url(&self, path: &str, segments: &[&str]) -> Result<reqwest::Url, ClientError> {
+        let mut url = reqwest::Url::parse(&format!("{}{path}", self.base))
+            .map_err(|_| ClientError::BadUrl(self.base.clone()))?;
+        url.path_segments_mut()
+            .map_err(|()| ClientError::BadUrl(self.base.clone()))?
+            .extend(segments);
+        Ok(url)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: reqwest::Url) -> Result<T, ClientError> {
         let resp = self
             .http
-            .post(&url)
-            .json(&body)
+            .get(url.clone())
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await;
-        decode(&url, resp).await
+        decode(url.as_str(), resp).await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        url: reqwest::Url,
+        body: Option<&(impl Serialize + ?Sized)>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let mut req = self.http.post(url.clone()).timeout(timeout);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        decode(url.as_str(), req.send().await).await
+    }
+
+    /// Announces a render node reachable at `node_url` (also its heartbeat).
+    pub async fn register_node(&self, node_url: &str) -> Result<NodeView, ClientError> {
+        let url = self.url("/api/v1/nodes", &[])?;
+        let body = corral_core::orchestrator_api::RegisterNode {
+            url: Some(node_url.to_string()),
+        };
+        self.post(url, Some(&body), REQUEST_TIMEOUT).await
+    }
+
+    /// Submits a job; the answer comes once it is stored.
+    pub async fn submit(&self, job: &SubmitJob) -> Result<JobSummary, ClientError> {
+        let url = self.url("/api/v1/jobs", &[])?;
+        self.post(url, Some(job), REQUEST_TIMEOUT).await
+    }
+
+    /// A page of jobs, newest first, optionally only those in `state`.
+    pub async fn jobs(
+        &self,
+        state: Option<JobState>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<JobPage, ClientError> {
+        let mut url = self.url("/api/v1/jobs", &[])?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(state) = state {
+                query.append_pair("state", state.as_str());
+            }
+            query
+                .append_pair("offset", &offset.to_string())
+                .append_pair("limit", &limit.to_string());
+        }
+        self.get(url).await
+    }
+
+    /// A job with its tasks and frames. An unknown id is [`ClientError::NotFound`].
+    pub async fn job(&self, id: &str) -> Result<JobDetail, ClientError> {
+        self.get(self.url("/api/v1/jobs", &[id])?).await
+    }
+
+    /// Cancels a job; answers once its running tasks were stopped on their nodes.
+    pub async fn cancel(&self, id: &str) -> Result<JobSummary, ClientError> {
+        self.job_action(id, "cancel").await
+    }
+
+    /// Puts a failed or cancelled job's unfinished tasks back in the queue.
+    pub async fn requeue(&self, id: &str) -> Result<JobSummary, ClientError> {
+        self.job_action(id, "requeue").await
+    }
+
+    pub async fn pause(&self, id: &str) -> Result<JobSummary, ClientError> {
+        self.job_action(id, "pause").await
+    }
+
+    pub async fn resume(&self, id: &str) -> Result<JobSummary, ClientError> {
+        self.job_action(id, "resume").await
+    }
+
+    async fn job_action(&self, id: &str, action: &str) -> Result<JobSummary, ClientError> {
+        let url = self.url("/api/v1/jobs", &[id, action])?;
+        // A cancel waits for nodes to kill their Blender processes: allow for slow nodes.
+        self.post(url, None::<&()>, REQUEST_TIMEOUT * 6).await
+    }
+
+    /// Every render node the orchestrator knows.
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
+        self.get(self.url("/api/v1/nodes", &[])?).await
+    }
+
+    /// The local farm's folders when the server is `corral up`; `None` for any other
+    /// orchestrator (the route does not exist there).
+    pub async fn local_farm(&self) -> Result<Option<LocalFarm>, ClientError> {
+        match self.get(self.url(LOCAL_FARM_PATH, &[])?).await {
+            Ok(farm) => Ok(Some(farm)),
+            Err(ClientError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_stay_one_path_segment() {
+        let client = OrchestratorClient::new("http://127.0.0.1:4000/").unwrap();
+        let url = client.url("/api/v1/jobs", &["../../metrics"]).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:4000/api/v1/jobs/..%2F..%2Fmetrics"
+        );
+        let url = client.url("/api/v1/jobs", &["a?b#c", "cancel"]).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:4000/api/v1/jobs/a%3Fb%23c/cancel"
+        );
+    }
+
+    #[test]
+    fn bad_bases_are_refused() {
+        assert!(OrchestratorClient::new("localhost:4000").is_err());
+        assert!(OrchestratorClient::new("http://").is_err());
+        assert!(OrchestratorClient::new("http://h:4000").is_ok());
     }
 }

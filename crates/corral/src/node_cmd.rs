@@ -13,6 +13,11 @@ Examples:
   corral node --scenes /srv/scenes --output /srv/frames --slots 2 --threads 1
   curl -X POST localhost:3000/job -H 'Content-Type: application/json' -d '{\"from\": 1, \"to\": 20}'";
 
+/// Defaults shared by `corral node`'s flags and `corral up`'s in-process nodes.
+const DEFAULT_MAX_FRAMES: u64 = 10_000;
+const DEFAULT_MAX_QUEUED: u64 = 1000;
+const DEFAULT_KEEP_JOBS: u64 = 1000;
+
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// Address to listen on (port 0 picks a free port, printed at start).
@@ -40,13 +45,13 @@ pub struct NodeArgs {
     #[arg(long, env = "CORRAL_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1024))]
     threads: u32,
     /// Most frames one job may ask for.
-    #[arg(long, env = "CORRAL_MAX_FRAMES", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=2_097_149))]
+    #[arg(long, env = "CORRAL_MAX_FRAMES", default_value_t = DEFAULT_MAX_FRAMES, value_parser = clap::value_parser!(u64).range(1..=2_097_149))]
     max_frames: u64,
     /// Most jobs waiting in the queue; more are refused with 503.
-    #[arg(long, env = "CORRAL_MAX_QUEUED", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "CORRAL_MAX_QUEUED", default_value_t = DEFAULT_MAX_QUEUED, value_parser = clap::value_parser!(u64).range(1..))]
     max_queued: u64,
     /// Ended jobs remembered, with their logs; the oldest are forgotten beyond this.
-    #[arg(long, env = "CORRAL_KEEP_JOBS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "CORRAL_KEEP_JOBS", default_value_t = DEFAULT_KEEP_JOBS, value_parser = clap::value_parser!(u64).range(1..))]
     keep_jobs: u64,
     /// On SIGTERM/SIGINT: `cancel` kills running renders at once, `finish` lets them end.
     #[arg(long, env = "CORRAL_ON_SHUTDOWN", default_value = "cancel", value_parser = parse_policy)]
@@ -58,6 +63,29 @@ pub struct NodeArgs {
     /// listened on, or the listen address when it names one).
     #[arg(long, env = "CORRAL_ADVERTISE", value_parser = parse_url)]
     advertise: Option<String>,
+}
+
+impl NodeArgs {
+    /// A node of `corral up`'s local farm: what `corral node --listen 127.0.0.1:0 --scenes
+    /// SCENES --output OUTPUT --data DATA --threads THREADS` would run, with one slot.
+    pub fn local(scenes: PathBuf, output: PathBuf, data: PathBuf, threads: u32) -> Self {
+        NodeArgs {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            blender: PathBuf::from("blender"),
+            blend: None,
+            scenes: Some(scenes),
+            output,
+            data,
+            slots: 1,
+            threads,
+            max_frames: DEFAULT_MAX_FRAMES,
+            max_queued: DEFAULT_MAX_QUEUED,
+            keep_jobs: DEFAULT_KEEP_JOBS,
+            on_shutdown: ShutdownPolicy::Cancel,
+            orchestrator: None,
+            advertise: None,
+        }
+    }
 }
 
 fn parse_url(s: &str) -> Result<String, String> {
@@ -147,15 +175,19 @@ fn parse_policy(s: &str) -> Result<ShutdownPolicy, String> {
 }
 
 /// Creates `dir` if needed and returns its canonical path.
-fn prepare_dir(dir: &Path, what: &str) -> anyhow::Result<PathBuf> {
+pub fn prepare_dir(dir: &Path, what: &str) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the {what} folder `{}`", dir.display()))?;
     dir.canonicalize()
         .with_context(|| format!("cannot open the {what} folder `{}`", dir.display()))
 }
 
-pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let blender = corral_blender::probe_blender(&args.blender, Duration::from_secs(60)).await?;
+/// Checks the folders and files `args` name, creates the output and data folders, removes
+/// partial folders an earlier run left, and returns the node's configuration.
+pub fn resolve_config(
+    args: &NodeArgs,
+    blender: corral_blender::BlenderInfo,
+) -> anyhow::Result<NodeConfig> {
     let scenes_root = match &args.scenes {
         Some(dir) if !dir.is_dir() => bail!("--scenes `{}` is not a folder", dir.display()),
         Some(dir) => Some(
@@ -179,7 +211,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     sweep_partial_folders(&output_dir);
     let data_dir = prepare_dir(&args.data, "data")?;
     prepare_dir(&data_dir.join("logs"), "log")?;
-    let config = NodeConfig {
+    Ok(NodeConfig {
         blender: blender.path,
         blender_version: blender.version,
         default_scene,
@@ -193,7 +225,12 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         keep_jobs: usize::try_from(args.keep_jobs).unwrap_or(usize::MAX),
         on_shutdown: args.on_shutdown,
         max_wait: Duration::from_secs(120),
-    };
+    })
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let blender = corral_blender::probe_blender(&args.blender, Duration::from_secs(60)).await?;
+    let config = resolve_config(&args, blender)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -24,6 +24,9 @@ pub enum Scene {
     Slow,
     /// Denoising on: Debian's Blender (no OpenImageDenoise) prints an `Error:` line.
     Denoise,
+    /// 64x48, 4 samples, frames 5-9: a range no default would guess, to see it read from
+    /// the file.
+    Range,
 }
 
 impl Scene {
@@ -32,6 +35,7 @@ impl Scene {
             Scene::Small => "small",
             Scene::Slow => "slow",
             Scene::Denoise => "denoise",
+            Scene::Range => "range",
         }
     }
 
@@ -40,6 +44,7 @@ impl Scene {
             Scene::Small => vec!["--samples", "4", "--start", "1", "--end", "20"],
             Scene::Slow => vec!["--samples", "4000", "--start", "1", "--end", "500"],
             Scene::Denoise => vec!["--samples", "4", "--denoise"],
+            Scene::Range => vec!["--samples", "4", "--start", "5", "--end", "9"],
         }
     }
 }
