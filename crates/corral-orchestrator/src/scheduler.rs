@@ -228,12 +228,26 @@ impl Orchestrator {
     /// One round: fail jobs no node may run, then lease queued tasks to free slots.
     async fn dispatch_round(&self) -> Result<(), StoreError> {
         let store = self.store();
-        let queued = store.queued_tasks(1000).await?;
+        let nodes = store.nodes().await?;
+        let running = store.running_per_node().await?;
+        let free_slots: usize = nodes
+            .iter()
+            .filter(|n| n.node_state() == NodeState::Up && !n.draining)
+            .map(|n| {
+                (n.slots.max(0) as usize).saturating_sub(running.get(&n.id).map_or(0, Vec::len))
+            })
+            .sum();
+        // Most rounds (woken by every task's end) find the farm full: skip the queue then.
+        // Otherwise look at a window of the queue's head: enough candidates to fill every
+        // free slot even when some are blocklisted on some nodes.
+        if free_slots == 0 {
+            return Ok(());
+        }
+        let window = (free_slots as u64 * 16).clamp(64, 1000);
+        let queued = store.queued_tasks(window).await?;
         if queued.is_empty() {
             return Ok(());
         }
-        let nodes = store.nodes().await?;
-        let running = store.running_per_node().await?;
         let mut blocked: HashMap<i64, HashSet<String>> = HashMap::new();
         let mut blocked_by_id: HashMap<String, HashSet<JobId>> = HashMap::new();
         for (job_seq, job_id, node_id) in store.blocklist(self.config().blocklist_after).await? {

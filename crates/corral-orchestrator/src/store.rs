@@ -173,9 +173,12 @@ impl Store {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk before the 202 that reports it goes out, even if
-            // the machine loses power (NORMAL would only survive a process crash).
-            .synchronous(SqliteSynchronous::Full)
+            // NORMAL survives a crash of this process (kill -9) but may lose the last
+            // commits if the machine loses power; that is fine for progress (a task whose
+            // record is lost is rendered again) and saves an fsync per write, which bounds
+            // how many tasks a second the farm can schedule. Accepting a job is FULL: see
+            // `insert_job`.
+            .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         // One connection: SQLite runs one writer at a time anyway, and a single connection
@@ -191,10 +194,31 @@ impl Store {
 
     // ---- jobs ----------------------------------------------------------------------
 
-    /// Stores a job and its tasks in one transaction.
+    /// Stores a job and its tasks in one transaction, synced to disk before it returns (a
+    /// `202` promises the job survives even a power loss).
     pub async fn insert_job(&self, id: JobId, sub: &JobSubmission, output: &str) -> Result<JobRow> {
         let now = Utc::now();
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        // The pool has one connection, so this setting covers exactly this transaction.
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        let job = Self::insert_job_tx(&mut conn, id, sub, output, now).await;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+        job
+    }
+
+    async fn insert_job_tx(
+        conn: &mut sqlx::SqliteConnection,
+        id: JobId,
+        sub: &JobSubmission,
+        output: &str,
+        now: DateTime<Utc>,
+    ) -> Result<JobRow> {
+        use sqlx::Connection;
+        let mut tx = conn.begin().await?;
         let job: JobRow = sqlx::query_as(
             "INSERT INTO jobs (id, scene, frame_from, frame_to, chunk_size, priority, engine,
                 format, output, state, submitted_at)
