@@ -105,9 +105,35 @@ impl std::fmt::Display for FrameRange {
     }
 }
 
+/// `1-3, 7, 9-10`: a sorted list of frames written as runs, for messages.
+pub fn frame_list(frames: &[i64]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut iter = frames.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    parts.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_lists_collapse_runs() {
+        assert_eq!(frame_list(&[1, 2, 3, 7, 9, 10]), "1-3, 7, 9-10");
+        assert_eq!(frame_list(&[4]), "4");
+        assert_eq!(frame_list(&[]), "");
+    }
 
     #[test]
     fn valid_ranges_report_their_length() {

@@ -4,7 +4,7 @@
 use crate::frames::FrameRange;
 use crate::job::{JobId, JobState};
 use crate::render::{Engine, ImageFormat};
-use crate::validate::{confined_relative_path, output_pattern, parse_json_object, FieldError};
+use crate::validate::{output_pattern, parse_json_object, render_fields, FieldError, RenderFields};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -57,38 +57,18 @@ impl JobSpec {
     }
 
     pub fn validate(req: JobRequest, max_frames: u64) -> Result<JobSpec, FieldError> {
-        let from = req
-            .from
-            .ok_or_else(|| FieldError::new("from", "required: the first frame to render"))?;
-        let to = req
-            .to
-            .ok_or_else(|| FieldError::new("to", "required: the last frame to render"))?;
-        let range =
-            FrameRange::new(from, to).map_err(|e| FieldError::new(e.field(), e.to_string()))?;
-        if range.len() > max_frames {
-            return Err(FieldError::new(
-                "to",
-                format!(
-                    "{} frames requested; this node accepts at most {max_frames} per job",
-                    range.len()
-                ),
-            ));
-        }
-        if let Some(scene) = &req.scene {
-            confined_relative_path("scene", scene)?;
-        }
-        let engine = match req.engine.as_deref() {
-            None => Engine::default(),
-            Some(e) => e
-                .parse()
-                .map_err(|m: String| FieldError::new("engine", m))?,
-        };
-        let format = req
-            .format
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|m: String| FieldError::new("format", m))?;
+        let RenderFields {
+            range,
+            engine,
+            format,
+        } = render_fields(
+            req.from,
+            req.to,
+            max_frames,
+            req.scene.as_deref(),
+            req.engine.as_deref(),
+            req.format.as_deref(),
+        )?;
         if let Some(t) = req.threads {
             if t > MAX_THREADS {
                 return Err(FieldError::new(

@@ -5,7 +5,7 @@ use crate::chunk::MAX_CHUNK_SIZE;
 use crate::frames::FrameRange;
 use crate::job::JobId;
 use crate::render::{Engine, ImageFormat};
-use crate::validate::{confined_relative_path, output_pattern, parse_json_object, FieldError};
+use crate::validate::{output_pattern, parse_json_object, render_fields, FieldError, RenderFields};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -211,24 +211,18 @@ impl JobSubmission {
     }
 
     pub fn validate(req: SubmitJob, limits: SubmitLimits) -> Result<Self, FieldError> {
-        let from = req
-            .from
-            .ok_or_else(|| FieldError::new("from", "required: the first frame to render"))?;
-        let to = req
-            .to
-            .ok_or_else(|| FieldError::new("to", "required: the last frame to render"))?;
-        let range =
-            FrameRange::new(from, to).map_err(|e| FieldError::new(e.field(), e.to_string()))?;
-        if range.len() > limits.max_frames {
-            return Err(FieldError::new(
-                "to",
-                format!(
-                    "{} frames requested; at most {} per job",
-                    range.len(),
-                    limits.max_frames
-                ),
-            ));
-        }
+        let RenderFields {
+            range,
+            engine,
+            format,
+        } = render_fields(
+            req.from,
+            req.to,
+            limits.max_frames,
+            req.scene.as_deref(),
+            req.engine.as_deref(),
+            req.format.as_deref(),
+        )?;
         let chunk_size = req.chunk_size.unwrap_or(limits.default_chunk_size);
         if !(1..=MAX_CHUNK_SIZE).contains(&chunk_size) {
             return Err(FieldError::new(
@@ -236,24 +230,9 @@ impl JobSubmission {
                 format!("must be between 1 and {MAX_CHUNK_SIZE}"),
             ));
         }
-        if let Some(scene) = &req.scene {
-            confined_relative_path("scene", scene)?;
-        }
         if let Some(output) = &req.output {
             output_pattern("output", output)?;
         }
-        let engine = match req.engine.as_deref() {
-            None => Engine::default(),
-            Some(e) => e
-                .parse()
-                .map_err(|m: String| FieldError::new("engine", m))?,
-        };
-        let format = req
-            .format
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|m: String| FieldError::new("format", m))?;
         let priority = req.priority.unwrap_or(0);
         if !(-1000..=1000).contains(&priority) {
             return Err(FieldError::new(

@@ -72,6 +72,58 @@ fn backticked_name(message: &str) -> Option<String> {
     Some(message[start..start + len].to_string())
 }
 
+/// The fields every render request shares (a node's `POST /job`, an orchestrator's
+/// submission), checked the same way for both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderFields {
+    pub range: crate::FrameRange,
+    pub engine: crate::Engine,
+    pub format: Option<crate::ImageFormat>,
+}
+
+/// Checks `from`/`to` (required, a frame range of at most `max_frames` frames), `scene` (a
+/// confined relative path), `engine` and `format` (Blender's names).
+pub fn render_fields(
+    from: Option<i64>,
+    to: Option<i64>,
+    max_frames: u64,
+    scene: Option<&str>,
+    engine: Option<&str>,
+    format: Option<&str>,
+) -> Result<RenderFields, FieldError> {
+    let from =
+        from.ok_or_else(|| FieldError::new("from", "required: the first frame to render"))?;
+    let to = to.ok_or_else(|| FieldError::new("to", "required: the last frame to render"))?;
+    let range =
+        crate::FrameRange::new(from, to).map_err(|e| FieldError::new(e.field(), e.to_string()))?;
+    if range.len() > max_frames {
+        return Err(FieldError::new(
+            "to",
+            format!(
+                "{} frames requested; at most {max_frames} per job",
+                range.len()
+            ),
+        ));
+    }
+    if let Some(scene) = scene {
+        confined_relative_path("scene", scene)?;
+    }
+    let engine = engine
+        .map(str::parse)
+        .transpose()
+        .map_err(|m: String| FieldError::new("engine", m))?
+        .unwrap_or_default();
+    let format = format
+        .map(str::parse)
+        .transpose()
+        .map_err(|m: String| FieldError::new("format", m))?;
+    Ok(RenderFields {
+        range,
+        engine,
+        format,
+    })
+}
+
 /// Longest name of one file or folder on the file systems a farm uses.
 pub const MAX_NAME_BYTES: usize = 255;
 

@@ -111,7 +111,7 @@ impl End {
                 Some(err) => format!("Blender reported an error: {err}"),
                 None if !self.missing.is_empty() => format!(
                     "Blender exited 0 but wrote no file for frame(s) {}",
-                    frame_list(&self.missing)
+                    corral_core::frames::frame_list(&self.missing)
                 ),
                 None => return (JobState::Completed, None),
             },
@@ -277,25 +277,6 @@ fn signal_name(sig: i32) -> String {
         .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
-/// `1-3, 7, 9-10` for a sorted list of frames.
-fn frame_list(frames: &[i64]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut iter = frames.iter().copied().peekable();
-    while let Some(start) = iter.next() {
-        let mut end = start;
-        while iter.peek() == Some(&(end + 1)) {
-            end += 1;
-            iter.next();
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-    }
-    parts.join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,13 +326,6 @@ mod tests {
             end(ExitOutcome::Cancelled, None, &[1]).0,
             JobState::Cancelled
         );
-    }
-
-    #[test]
-    fn frame_lists_collapse_runs() {
-        assert_eq!(frame_list(&[1, 2, 3, 7, 9, 10]), "1-3, 7, 9-10");
-        assert_eq!(frame_list(&[4]), "4");
-        assert_eq!(frame_list(&[]), "");
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! or which frames failed and why.
 
 use crate::client_cmds::explain;
-use crate::table::{clock, duration, frame_ranges, plural};
+use crate::table::{clock, duration, plural};
 use anyhow::bail;
 use corral_client::OrchestratorClient;
+use corral_core::frames::frame_list;
 use corral_core::orchestrator_api::{JobDetail, JobState, NodeState, TaskState};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeSet;
@@ -305,7 +306,7 @@ pub fn report_end(job: &JobDetail) -> ExitCode {
             eprintln!(
                 "  not rendered: frame{} {} ({} of {})",
                 plural(missing.len() as u64),
-                frame_ranges(&missing),
+                frame_list(&missing),
                 missing.len(),
                 s.frames_total
             );

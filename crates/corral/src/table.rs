@@ -153,25 +153,6 @@ pub fn between(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
     (to - from).to_std().unwrap_or_default()
 }
 
-/// `1-5, 8, 11-20`: a sorted frame list as ranges.
-pub fn frame_ranges(frames: &[i64]) -> String {
-    let mut parts = Vec::new();
-    let mut iter = frames.iter().copied().peekable();
-    while let Some(start) = iter.next() {
-        let mut end = start;
-        while iter.peek() == Some(&(end + 1)) {
-            end += 1;
-            iter.next();
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-    }
-    parts.join(", ")
-}
-
 /// `s` when `n` is not one.
 pub fn plural(n: u64) -> &'static str {
     if n == 1 {
@@ -205,12 +186,6 @@ mod tests {
             "{narrow}"
         );
         assert!(narrow.contains("…/to/scene.blend"), "{narrow}");
-    }
-
-    #[test]
-    fn frame_lists() {
-        assert_eq!(frame_ranges(&[1, 2, 3, 5, 7, 8]), "1-3, 5, 7-8");
-        assert_eq!(frame_ranges(&[]), "");
     }
 
     #[test]
