@@ -4,14 +4,16 @@ CARGO ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR like cargo does).
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: test deps build release
+.PHONY: test deps build release demo images docker-test
 
-## test: install what the tests need, then formatting, clippy (warnings denied), every test
+## test: install what the tests need, then formatting, clippy (warnings denied), every test,
+## and the Docker end-to-end test (SKIPPED, loudly, when no Docker engine answers)
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) test --workspace --locked
 	bash tests/tutorial/run.sh $(TARGET_DIR)/debug/corral
+	python3 tests/docker/e2e.py
 
 ## deps: Blender, Node.js with express and axios, curl, iproute2 (apt-get when root)
 deps:
@@ -21,6 +23,22 @@ deps:
 build:
 	$(CARGO) build -p corral --locked
 
+## demo: the first command: installs Blender if missing, builds, starts `corral up`, renders a
+## generated animation with a progress bar, and prints where the frames are (target/demo/)
+demo:
+	CARGO="$(CARGO)" bash scripts/demo.sh
+
 ## release: optimised build at target/release/corral
 release:
 	$(CARGO) build -p corral --release --locked
+
+## images: the Docker images corral-node and corral-orchestrator (README, "Docker"); without
+## BASE_IMAGE their Debian bases are made locally with debootstrap (root), with
+## BASE_IMAGE=debian:bookworm-slim they are built FROM a registry's image
+images: release
+	bash docker/build-images.sh $(TARGET_DIR)/release/corral
+
+## docker-test: the Docker end-to-end test (builds the images, runs a compose farm of three
+## nodes through node loss, a partition and an orchestrator restart); SKIPPED without Docker
+docker-test:
+	python3 tests/docker/e2e.py

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Corral's tests need when it is missing: Blender (Debian's package), and for
 # the tutorial drop-in test Node.js with express and axios (Debian's packages, since the npm
-# registry may be out of reach), curl, iproute2 and util-linux's unshare.
+# registry may be out of reach), curl, iproute2 and util-linux's unshare; and where a Docker
+# engine is installed, what the Docker end-to-end test needs: debootstrap (the images' base
+# is made locally) and Compose (Debian's docker-compose, when `docker compose` is missing).
 # As root it uses apt-get; otherwise it prints one line naming what is missing and fails.
 set -euo pipefail
 
@@ -15,6 +17,12 @@ if ! command -v node >/dev/null; then
     missing+=(nodejs node-express node-axios)
 elif ! node -e "require('express'); require('axios')" >/dev/null 2>&1; then
     missing+=(node-express node-axios)
+fi
+if command -v docker >/dev/null; then
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
+        missing+=(docker-compose)
+    fi
 fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then
