@@ -182,12 +182,7 @@ impl Orchestrator {
 
     pub async fn set_draining(&self, node: &NodeRow, draining: bool) -> Result<(), StoreError> {
         self.store().set_draining(&node.id, draining).await?;
-        self.emit(Event::Node {
-            id: node.id.clone(),
-            url: node.url.clone(),
-            state: node.node_state(),
-            draining,
-        });
+        self.emit_node(node, node.node_state(), draining);
         self.wake();
         Ok(())
     }
@@ -200,12 +195,7 @@ impl Orchestrator {
         for job in jobs {
             self.after_task_change(job).await;
         }
-        self.emit(Event::Node {
-            id: node.id.clone(),
-            url: node.url.clone(),
-            state: NodeState::Down,
-            draining: node.draining,
-        });
+        self.emit_node(node, NodeState::Down, node.draining);
         self.wake();
         Ok(())
     }
@@ -627,12 +617,7 @@ impl Orchestrator {
                 if was_down || first_contact {
                     tracing::info!(node = %node.id, slots = info.slots, "node up");
                     self.reconcile(&node, &client).await;
-                    self.emit(Event::Node {
-                        id: node.id.clone(),
-                        url: node.url.clone(),
-                        state: NodeState::Up,
-                        draining: node.draining,
-                    });
+                    self.emit_node(&node, NodeState::Up, node.draining);
                     self.wake();
                 }
             }
@@ -662,12 +647,7 @@ impl Orchestrator {
             }
             Err(e) => tracing::warn!(error = %e, "could not re-queue tasks"),
         }
-        self.emit(Event::Node {
-            id: node.id.clone(),
-            url: node.url.clone(),
-            state: NodeState::Down,
-            draining: node.draining,
-        });
+        self.emit_node(node, NodeState::Down, node.draining);
         self.wake();
     }
 
@@ -739,6 +719,15 @@ impl Orchestrator {
             state,
             frames_done: done,
             frames_total: (job.frame_to - job.frame_from + 1) as u64,
+        });
+    }
+
+    fn emit_node(&self, node: &NodeRow, state: NodeState, draining: bool) {
+        self.emit(Event::Node {
+            id: node.id.clone(),
+            url: node.url.clone(),
+            state,
+            draining,
         });
     }
 
