@@ -376,12 +376,18 @@ def check_non_root_processes(container):
     return procs
 
 
+def job_with_a_running_task(frames, chunk):
+    """Submits frames 1..`frames` in chunks of `chunk` and waits until one task renders;
+    returns the job id, that task, its node and the node's container."""
+    job_id = submit(1, frames, chunk)
+    task = wait_for("a task rendering on a node", lambda: running_task(job_id), 120, interval=0.2)
+    node = node_by_id(task["node"])
+    return job_id, task, node, container_of(node)
+
+
 def kill_node():
     with step("docker kill a node mid-job; the job completes") as s:
-        job_id = submit(1, 60, 10)
-        task = wait_for("a task rendering on a node", lambda: running_task(job_id), 120, interval=0.2)
-        node = node_by_id(task["node"])
-        container = container_of(node)
+        job_id, task, node, container = job_with_a_running_task(60, 10)
         procs = check_non_root_processes(container)
         check(any("blender" in p[1] for p in procs), f"no Blender running in {container}: {procs}")
         docker("kill", container)
@@ -403,10 +409,7 @@ def kill_node():
 
 def partition_node():
     with step("network partition of a node mid-job; chunk re-run elsewhere, job completes") as s:
-        job_id = submit(1, 60, 15)
-        task = wait_for("a task rendering on a node", lambda: running_task(job_id), 120, interval=0.2)
-        node = node_by_id(task["node"])
-        container = container_of(node)
+        job_id, task, node, container = job_with_a_running_task(60, 15)
         docker("network", "disconnect", NETWORK, container)
         t0 = time.monotonic()
         log(f"disconnected {container} from {NETWORK} while it rendered frames {task['from']}-{task['to']}")
