@@ -36,6 +36,17 @@ pub enum ClientError {
     /// The answer was not what the API promises.
     #[error("{url} sent an answer that is not valid JSON for this API: {message}")]
     Decode { url: String, message: String },
+    /// The answer was larger than the caller allows; reading stopped at the limit.
+    #[error("{url} sent an answer larger than {limit} bytes; it was not read")]
+    TooLarge { url: String, limit: usize },
+    /// The server answered with a redirect, which Corral never follows: a node or farm
+    /// that sends one elsewhere is not the server it claims to be.
+    #[error("{url} answered {status} (a redirect to {location}); redirects are not followed")]
+    Redirect {
+        url: String,
+        status: u16,
+        location: String,
+    },
     #[error("invalid server address `{0}`")]
     BadUrl(String),
 }
@@ -57,17 +68,38 @@ pub struct NodeClient {
 /// How long a plain request may take; long-polls add their wait on top.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Largest answer read from a render node. A node's answers are a job view (a log tail of
+/// bounded lines and one output path per saved frame of a chunk), a job list or its info;
+/// anything larger is a broken or hostile node, and reading it would let the node choose
+/// how much of the orchestrator's memory it takes.
+pub const MAX_NODE_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest answer the command line reads from an orchestrator.
+pub const MAX_ORCHESTRATOR_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// The one way Corral builds an HTTP client: short connect timeout, and redirects never
+/// followed (a redirect from a node would make the orchestrator send a task, and echo the
+/// answer of, any address the node names).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        // Building fails only when the TLS backend cannot initialise, which is a broken
+        // installation, not an input: the default client has the same policy but for
+        // timeouts, so fall back to it rather than fail every request.
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
 impl NodeClient {
     /// A client for the node at `base` (e.g. `http://10.0.0.5:3000`).
     pub fn new(base: &str) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|_| ClientError::BadUrl(base.to_string()))?;
-        Self::with_http(http, base)
+        Self::with_http(http_client(), base)
     }
 
-    /// Shares one connection pool between many node clients.
+    /// Shares one connection pool between many node clients (build it with
+    /// [`http_client`], so redirects are not followed).
     pub fn with_http(http: reqwest::Client, base: &str) -> Result<Self, ClientError> {
         let base = base.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -89,13 +121,13 @@ impl NodeClient {
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await;
-        decode(&url, resp).await
+        decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 
     pub async fn job(&self, id: &str) -> Result<JobView, ClientError> {
         let url = format!("{}/job/{id}", self.base);
         let resp = self.http.get(&url).timeout(REQUEST_TIMEOUT).send().await;
-        decode(&url, resp).await
+        decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 
     /// Long-polls job `id` until its version passes `since` or `wait` runs out.
@@ -111,45 +143,54 @@ impl NodeClient {
             .timeout(wait + REQUEST_TIMEOUT)
             .send()
             .await;
-        decode(&url, resp).await
+        decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 
     pub async fn cancel(&self, id: &str) -> Result<JobView, ClientError> {
         let url = format!("{}/job/{id}", self.base);
         let resp = self.http.delete(&url).timeout(REQUEST_TIMEOUT).send().await;
-        decode(&url, resp).await
+        decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 
     pub async fn jobs(&self) -> Result<Vec<JobView>, ClientError> {
         let url = format!("{}/jobs", self.base);
         let resp = self.http.get(&url).timeout(REQUEST_TIMEOUT).send().await;
-        decode(&url, resp).await
+        decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 
     pub async fn info(&self) -> Result<NodeInfo, ClientError> {
         let url = format!("{}/info", self.base);
         let resp = self.http.get(&url).timeout(REQUEST_TIMEOUT).send().await;
-        decode(&url, resp).await
+        decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 }
 
-/// Turns a response into `T`, or into the error that says what went wrong.
+/// Turns a response into `T`, or into the error that says what went wrong. At most
+/// `limit` bytes of the body are read: a larger answer is [`ClientError::TooLarge`], found
+/// from its `Content-Length` before reading or by counting while it streams.
 pub async fn decode<T: DeserializeOwned>(
     url: &str,
     resp: Result<reqwest::Response, reqwest::Error>,
+    limit: usize,
 ) -> Result<T, ClientError> {
     let resp = resp.map_err(|source| ClientError::Unreachable {
         url: url.to_string(),
         source,
     })?;
     let status = resp.status();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|source| ClientError::Unreachable {
+    if status.is_redirection() {
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map_or_else(|| "nowhere".to_string(), |l| l.chars().take(200).collect());
+        return Err(ClientError::Redirect {
             url: url.to_string(),
-            source,
-        })?;
+            status: status.as_u16(),
+            location,
+        });
+    }
+    let body = read_limited(url, resp, limit).await?;
     if status == StatusCode::NOT_FOUND {
         return Err(ClientError::NotFound {
             url: url.to_string(),
@@ -180,6 +221,38 @@ pub async fn decode<T: DeserializeOwned>(
     })
 }
 
+/// Reads a response body, stopping (and dropping the connection) past `limit` bytes.
+async fn read_limited(
+    url: &str,
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ClientError> {
+    let too_large = || ClientError::TooLarge {
+        url: url.to_string(),
+        limit,
+    };
+    if resp.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    loop {
+        let chunk = resp
+            .chunk()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.to_string(),
+                source,
+            })?;
+        let Some(chunk) = chunk else {
+            return Ok(body);
+        };
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
 /// A client for an orchestrator's native API (`/api/v1`).
 #[derive(Debug, Clone)]
 pub struct OrchestratorClient {
@@ -207,10 +280,7 @@ pub const LOCAL_FARM_PATH: &str = "/api/v1/local-farm";
 
 impl OrchestratorClient {
     pub fn new(base: &str) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|_| ClientError::BadUrl(base.to_string()))?;
+        let http = http_client();
         let base = base.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://"))
             || reqwest::Url::parse(&base).is_err()
@@ -242,7 +312,7 @@ impl OrchestratorClient {
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await;
-        decode(url.as_str(), resp).await
+        decode(url.as_str(), resp, MAX_ORCHESTRATOR_ANSWER_BYTES).await
     }
 
     async fn post<T: DeserializeOwned>(
@@ -255,7 +325,12 @@ impl OrchestratorClient {
         if let Some(body) = body {
             req = req.json(body);
         }
-        decode(url.as_str(), req.send().await).await
+        decode(
+            url.as_str(),
+            req.send().await,
+            MAX_ORCHESTRATOR_ANSWER_BYTES,
+        )
+        .await
     }
 
     /// Announces a render node reachable at `node_url` (also its heartbeat).

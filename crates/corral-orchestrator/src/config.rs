@@ -10,6 +10,10 @@ pub struct OrchestratorConfig {
     pub data_dir: PathBuf,
     /// Nodes given on the command line (`--node`); others register themselves.
     pub static_nodes: Vec<String>,
+    /// `corral up`: the static nodes are this farm's only loopback nodes, so loopback nodes
+    /// left in the database by an earlier run (their ports are gone) are forgotten at
+    /// start, before the dispatcher can lease them anything.
+    pub forget_other_loopback_nodes: bool,
     /// Frames per task when a submission names none (the tutorial's BATCH_SIZE).
     pub batch_size: u64,
     pub max_frames: u64,
@@ -35,6 +39,7 @@ impl OrchestratorConfig {
         OrchestratorConfig {
             data_dir,
             static_nodes: Vec::new(),
+            forget_other_loopback_nodes: false,
             batch_size: 5,
             max_frames: 100_000,
             max_unfinished_jobs: 10_000,

@@ -42,6 +42,26 @@ struct Inner {
     loops: TaskTracker,
     /// Nodes reconciled since start (their stray jobs stopped).
     reconciled: Mutex<HashSet<String>>,
+    /// `(task, lease)` pairs a dispatch or watch of this process follows right now. A
+    /// running lease missing here has nobody to end it, and reconciliation adopts it.
+    followed: Arc<Mutex<HashSet<(i64, i64)>>>,
+    /// Held by a dispatch round while it leases, and by reconciliation while it looks for
+    /// unfollowed leases, so a lease just committed is never mistaken for an abandoned one.
+    leasing: tokio::sync::Mutex<()>,
+}
+
+/// Marks a lease as followed for as long as it lives.
+struct Following {
+    set: Arc<Mutex<HashSet<(i64, i64)>>>,
+    key: (i64, i64),
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.key);
+        }
+    }
 }
 
 impl Orchestrator {
@@ -52,15 +72,20 @@ impl Orchestrator {
         for url in &config.static_nodes {
             store.upsert_node(url).await?;
         }
+        if config.forget_other_loopback_nodes {
+            for node in store.nodes().await? {
+                let loopback = node.url.starts_with("http://127.0.0.1:");
+                if loopback && !config.static_nodes.contains(&node.url) {
+                    tracing::info!(node = %node.id, "forgetting a node of an earlier run");
+                    store.remove_node(&node.id).await?;
+                }
+            }
+        }
         let requeued = store.requeue_unconfirmed().await?;
         if requeued > 0 {
             tracing::info!(requeued, "re-queued tasks whose dispatch was cut short");
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| StoreError::Corrupt(format!("http client: {e}")))?;
+        let http = corral_client::http_client();
         let (events, _) = broadcast::channel(1024);
         let orchestrator = Orchestrator {
             inner: Arc::new(Inner {
@@ -73,11 +98,14 @@ impl Orchestrator {
                 shutdown: CancellationToken::new(),
                 loops: TaskTracker::new(),
                 reconciled: Mutex::new(HashSet::new()),
+                followed: Arc::new(Mutex::new(HashSet::new())),
+                leasing: tokio::sync::Mutex::new(()),
             }),
         };
         for lease in orchestrator.store().running_leases().await? {
             tracing::info!(task = lease.task_id, node = %lease.node_id, "resuming watch");
-            orchestrator.spawn_watcher(lease);
+            let following = orchestrator.follow(&lease);
+            orchestrator.spawn_watcher(lease, following);
         }
         let o = orchestrator.clone();
         orchestrator
@@ -189,8 +217,9 @@ impl Orchestrator {
 
     /// Forgets a node; its running tasks go back to the queue and are stopped there.
     pub async fn remove_node(&self, node: &NodeRow) -> Result<(), StoreError> {
-        let (stop, jobs) = self.store().requeue_node_tasks(&node.id).await?;
-        self.store().remove_node(&node.id).await?;
+        let Some((stop, jobs)) = self.store().remove_node(&node.id).await? else {
+            return Ok(());
+        };
         self.stop_node_jobs(stop).await;
         for job in jobs {
             self.after_task_change(job).await;
@@ -217,6 +246,7 @@ impl Orchestrator {
 
     /// One round: fail jobs no node may run, then lease queued tasks to free slots.
     async fn dispatch_round(&self) -> Result<(), StoreError> {
+        let _leasing = self.inner.leasing.lock().await;
         let store = self.store();
         let nodes = store.nodes().await?;
         let running = store.running_per_node().await?;
@@ -299,15 +329,17 @@ impl Orchestrator {
             let Some(lease) = store.lease_task(task_id, &node_id).await? else {
                 continue;
             };
+            let following = self.follow(&lease);
             tracing::info!(task = task_id, node = %node_id, frames = %format!("{}-{}", lease.frame_from, lease.frame_to), "dispatching");
             self.emit_task(&lease, TaskState::Running).await;
             if let Some(seq) = job_seqs.get(&task_id) {
                 touched.insert(*seq);
             }
             let o = self.clone();
-            self.inner
-                .loops
-                .spawn(async move { o.dispatch(lease).await });
+            self.inner.loops.spawn(async move {
+                let _following = following;
+                o.dispatch(lease).await
+            });
         }
         for seq in touched {
             self.after_task_change(seq).await;
@@ -377,9 +409,66 @@ impl Orchestrator {
         }
     }
 
-    fn spawn_watcher(&self, lease: Lease) {
+    fn spawn_watcher(&self, lease: Lease, following: Following) {
         let o = self.clone();
-        self.inner.loops.spawn(async move { o.watch(lease).await });
+        self.inner.loops.spawn(async move {
+            let _following = following;
+            o.watch(lease).await
+        });
+    }
+
+    /// Records that this process follows `lease` until the returned guard is dropped.
+    fn follow(&self, lease: &Lease) -> Following {
+        let key = (lease.task_id, lease.lease);
+        if let Ok(mut set) = self.inner.followed.lock() {
+            set.insert(key);
+        }
+        Following {
+            set: self.inner.followed.clone(),
+            key,
+        }
+    }
+
+    /// Keeps "every task is queued, running on a known node under a watcher, or ended":
+    /// takes back tasks whose node is no longer known, watches running leases nobody
+    /// follows (their node job is known), and re-queues those whose dispatch nobody is
+    /// carrying out (it may never have reached the node).
+    async fn reconcile_leases(&self) -> Result<(), StoreError> {
+        let _leasing = self.inner.leasing.lock().await;
+        let orphaned = self.store().requeue_orphaned().await?;
+        let mut jobs: HashSet<i64> = orphaned.iter().copied().collect();
+        if !orphaned.is_empty() {
+            tracing::warn!(
+                tasks = orphaned.len(),
+                "re-queued tasks running on nodes that are no longer known"
+            );
+        }
+        for lease in self.store().running_leases().await? {
+            let followed = self
+                .inner
+                .followed
+                .lock()
+                .is_ok_and(|set| set.contains(&(lease.task_id, lease.lease)));
+            if followed {
+                continue;
+            }
+            if lease.node_job_id.is_some() {
+                tracing::warn!(task = lease.task_id, node = %lease.node_id, "adopting a running task nobody watched");
+                let following = self.follow(&lease);
+                self.spawn_watcher(lease, following);
+            } else if self.store().requeue_lease(&lease).await? {
+                tracing::warn!(task = lease.task_id, node = %lease.node_id, "re-queued a task whose dispatch nobody carried out");
+                self.emit_task(&lease, TaskState::Queued).await;
+                jobs.insert(lease.job_seq);
+            }
+        }
+        for job in &jobs {
+            self.after_task_change(*job).await;
+        }
+        if !jobs.is_empty() {
+            self.wake();
+        }
+        Ok(())
     }
 
     // ---- watcher -------------------------------------------------------------------
@@ -579,6 +668,9 @@ impl Orchestrator {
             if let Ok(nodes) = self.store().nodes().await {
                 let probes = nodes.into_iter().map(|n| self.clone().probe(n));
                 futures_util::future::join_all(probes).await;
+            }
+            if let Err(e) = self.reconcile_leases().await {
+                tracing::warn!(error = %e, "lease reconciliation failed");
             }
             self.fail_stalled().await;
             tokio::select! {

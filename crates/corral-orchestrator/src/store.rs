@@ -507,17 +507,20 @@ impl Store {
         Ok(map)
     }
 
-    /// Leases a queued task to a node. `None` if the task is no longer queued.
+    /// Leases a queued task to a node. `None`, and nothing changed, if the task is no
+    /// longer queued or the node is no longer known, up and taking work: a node removed
+    /// between a dispatch round's read and this write must not receive a task nobody will
+    /// ever dispatch or watch.
     pub async fn lease_task(&self, task_id: i64, node_id: &str) -> Result<Option<Lease>> {
         let mut tx = self.pool.begin().await?;
         let now = Utc::now();
         let updated = sqlx::query(
-            "UPDATE tasks SET state = 'running', node_id = ?, node_job_id = NULL,
-                lease = lease + 1, started_at = ?, finished_at = NULL, progress_at = ?
-             WHERE id = ? AND state = 'queued'",
+            "UPDATE tasks SET state = 'running', node_id = ?1, node_job_id = NULL,
+                lease = lease + 1, started_at = ?2, finished_at = NULL, progress_at = ?2
+             WHERE id = ?3 AND state = 'queued'
+               AND EXISTS (SELECT 1 FROM nodes WHERE id = ?1 AND state = 'up' AND draining = 0)",
         )
         .bind(node_id)
-        .bind(now)
         .bind(now)
         .bind(task_id)
         .execute(&mut *tx)
@@ -706,6 +709,20 @@ impl Store {
         Ok((stop, jobs))
     }
 
+    /// Takes back every running task whose node is no longer known (forgotten while the
+    /// task ran, or by a database written by an older version); returns the jobs affected.
+    /// Such a task has no node to be watched on, so nothing else would ever end it.
+    pub async fn requeue_orphaned(&self) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE tasks SET state = 'queued', node_job_id = NULL, lease = lease + 1
+             WHERE state = 'running'
+               AND (node_id IS NULL OR node_id NOT IN (SELECT id FROM nodes))
+             RETURNING job_seq",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Running leases whose node has reported nothing since `before`.
     pub async fn stalled_leases(&self, before: DateTime<Utc>) -> Result<Vec<Lease>> {
         Ok(sqlx::query_as(&format!(
@@ -825,13 +842,28 @@ impl Store {
         Ok(n == 1)
     }
 
-    pub async fn remove_node(&self, id: &str) -> Result<bool> {
+    /// Forgets a node and takes back its running tasks in one transaction, so no task
+    /// is ever left running on a node that is not known. Returns the node jobs that may
+    /// still run there and the jobs affected; `None` if the node was not known.
+    pub async fn remove_node(&self, id: &str) -> Result<Option<(Vec<NodeJob>, Vec<i64>)>> {
+        let mut tx = self.pool.begin().await?;
+        let jobs: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT job_seq FROM tasks WHERE node_id = ? AND state = 'running'",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let stop = take_back_running(&mut tx, Scope::Node(id), "queued").await?;
         let n = sqlx::query("DELETE FROM nodes WHERE id = ?")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
-        Ok(n == 1)
+        if n == 0 {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some((stop, jobs)))
     }
 
     // ---- metrics -------------------------------------------------------------------

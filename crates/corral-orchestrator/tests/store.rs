@@ -27,6 +27,18 @@ async fn job(store: &Store, body: &str) -> (JobId, i64) {
     (id, row.seq)
 }
 
+/// A node that registered and answered its first probe (so it may take tasks).
+async fn node_up(store: &Store, name: &str) {
+    store
+        .upsert_node(&format!("http://{name}:3000"))
+        .await
+        .unwrap();
+    store
+        .node_seen(&format!("{name}:3000"), 1, name, "3.4.1")
+        .await
+        .unwrap();
+}
+
 async fn tasks(store: &Store, seq: i64) -> Vec<TaskRow> {
     store.tasks_of(seq).await.unwrap()
 }
@@ -53,8 +65,8 @@ async fn a_job_is_split_into_queued_tasks_and_survives_reopening() {
 #[tokio::test]
 async fn leases_fence_out_stale_writers() {
     let (store, _dir) = store().await;
-    store.upsert_node("http://a:3000").await.unwrap();
-    store.upsert_node("http://b:3000").await.unwrap();
+    node_up(&store, "a").await;
+    node_up(&store, "b").await;
     let (_, seq) = job(&store, r#"{"from":1,"to":2,"chunk_size":2}"#).await;
     let task = tasks(&store, seq).await[0].id;
     let first = store.lease_task(task, "a:3000").await.unwrap().unwrap();
@@ -100,7 +112,7 @@ async fn leases_fence_out_stale_writers() {
 #[tokio::test]
 async fn attempts_run_out_and_fail_the_job_and_its_other_tasks() {
     let (store, _dir) = store().await;
-    store.upsert_node("http://a:3000").await.unwrap();
+    node_up(&store, "a").await;
     let (id, seq) = job(&store, r#"{"from":1,"to":10,"chunk_size":5}"#).await;
     let [first, second] = [
         tasks(&store, seq).await[0].id,
@@ -156,7 +168,7 @@ async fn attempts_run_out_and_fail_the_job_and_its_other_tasks() {
 #[tokio::test]
 async fn cancelling_takes_back_running_tasks_and_drops_queued_ones() {
     let (store, _dir) = store().await;
-    store.upsert_node("http://a:3000").await.unwrap();
+    node_up(&store, "a").await;
     let (_, seq) = job(&store, r#"{"from":1,"to":10,"chunk_size":5}"#).await;
     let task = tasks(&store, seq).await[0].id;
     let lease = store.lease_task(task, "a:3000").await.unwrap().unwrap();
@@ -194,7 +206,7 @@ async fn queue_order_is_priority_then_submission_and_skips_paused_jobs() {
 #[tokio::test]
 async fn unconfirmed_dispatches_are_requeued_on_restart() {
     let (store, _dir) = store().await;
-    store.upsert_node("http://a:3000").await.unwrap();
+    node_up(&store, "a").await;
     let (_, seq) = job(&store, r#"{"from":1,"to":10,"chunk_size":5}"#).await;
     let t = tasks(&store, seq).await;
     let confirmed = store.lease_task(t[0].id, "a:3000").await.unwrap().unwrap();
@@ -207,4 +219,72 @@ async fn unconfirmed_dispatches_are_requeued_on_restart() {
     let leases = store.running_leases().await.unwrap();
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].node_job_id.as_deref(), Some("job-1"));
+}
+
+/// Hardening defect 1: a node removed between a dispatch round's read and its lease must
+/// not receive the task, and the task must stay queued (before the fix it was left
+/// `running` on a node nobody knew, forever).
+#[tokio::test]
+async fn a_task_is_never_leased_to_a_node_that_is_gone_down_or_draining() {
+    let (store, _dir) = store().await;
+    store.upsert_node("http://a:3000").await.unwrap();
+    let (_, seq) = job(&store, r#"{"from":1,"to":2,"chunk_size":2}"#).await;
+    let task = tasks(&store, seq).await[0].id;
+    // New nodes are down until a probe answers: nothing is leased to them.
+    assert!(store.lease_task(task, "a:3000").await.unwrap().is_none());
+    store.node_seen("a:3000", 1, "a", "3.4.1").await.unwrap();
+    store.set_draining("a:3000", true).await.unwrap();
+    assert!(store.lease_task(task, "a:3000").await.unwrap().is_none());
+    store.set_draining("a:3000", false).await.unwrap();
+    store.remove_node("a:3000").await.unwrap();
+    assert!(store.lease_task(task, "a:3000").await.unwrap().is_none());
+    assert!(store
+        .lease_task(task, "never-known:1")
+        .await
+        .unwrap()
+        .is_none());
+    let t = &tasks(&store, seq).await[0];
+    assert_eq!((t.state.as_str(), t.node_id.as_deref()), ("queued", None));
+    assert!(store.running_leases().await.unwrap().is_empty());
+}
+
+/// Removing a node takes its running tasks back in the same transaction, and a running
+/// task whose node row is missing anyway (an older database) is found and re-queued.
+#[tokio::test]
+async fn removing_a_node_requeues_its_tasks_and_orphans_are_found() {
+    let (store, dir) = store().await;
+    store.upsert_node("http://a:3000").await.unwrap();
+    store.node_seen("a:3000", 2, "a", "3.4.1").await.unwrap();
+    let (_, seq) = job(&store, r#"{"from":1,"to":10,"chunk_size":5}"#).await;
+    let t = tasks(&store, seq).await;
+    let lease = store.lease_task(t[0].id, "a:3000").await.unwrap().unwrap();
+    store
+        .set_node_job(t[0].id, lease.lease, "job-1")
+        .await
+        .unwrap();
+    let (stop, jobs) = store.remove_node("a:3000").await.unwrap().unwrap();
+    assert_eq!((stop.len(), jobs), (1, vec![seq]));
+    assert_eq!(tasks(&store, seq).await[0].state, "queued");
+    assert!(store.remove_node("a:3000").await.unwrap().is_none());
+
+    // Simulate what older versions left behind: a task running on a node row that is gone.
+    store.upsert_node("http://b:3000").await.unwrap();
+    store.node_seen("b:3000", 2, "b", "3.4.1").await.unwrap();
+    let lease = store.lease_task(t[1].id, "b:3000").await.unwrap().unwrap();
+    drop(store);
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.path().join("corral.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("DELETE FROM nodes WHERE id = 'b:3000'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let store = Store::open(&dir.path().join("corral.db")).await.unwrap();
+    assert_eq!(store.requeue_orphaned().await.unwrap(), [seq]);
+    let t = &tasks(&store, seq).await[1];
+    assert_eq!(t.state, "queued");
+    assert!(t.lease > lease.lease, "the orphan's lease is fenced off");
+    assert!(store.requeue_orphaned().await.unwrap().is_empty());
 }

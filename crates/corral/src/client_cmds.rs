@@ -130,6 +130,15 @@ pub fn explain(e: ClientError, server: &str) -> anyhow::Error {
         ClientError::BadUrl(url) => {
             anyhow!("`{url}` is not a server address; expected http://HOST:PORT")
         }
+        ClientError::TooLarge { limit, .. } => anyhow!(
+            "{server} sent an answer larger than {} MiB, which was not read; is it a Corral server?",
+            limit / (1024 * 1024)
+        ),
+        ClientError::Redirect {
+            status, location, ..
+        } => anyhow!(
+            "{server} answered {status}, a redirect to {location}; redirects are not followed: give --server the farm's own address"
+        ),
     }
 }
 

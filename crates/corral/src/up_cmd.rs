@@ -125,6 +125,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let orchestrator_data = node_cmd::prepare_dir(&data.join("orchestrator"), "database")?;
     let mut config = OrchestratorConfig::new(orchestrator_data.clone());
     config.static_nodes = urls.clone();
+    config.forget_other_loopback_nodes = true;
     config.batch_size = args.batch_size;
     let orchestrator = Orchestrator::start(config).await.with_context(|| {
         format!(
@@ -132,7 +133,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             orchestrator_data.display()
         )
     })?;
-    forget_earlier_local_nodes(&orchestrator, &urls).await;
 
     let farm = LocalFarm {
         scenes: scenes.display().to_string(),
@@ -192,28 +192,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "Farm stopped; no render left running. Jobs not finished resume at the next `corral up`."
     );
     Ok(())
-}
-
-/// Removes loopback nodes left in the database by an earlier `corral up`: their ports are
-/// gone and new nodes took their place; their tasks go back to the queue at once instead
-/// of after the node timeout. Nodes on other machines that joined this farm stay (they
-/// re-register on their own).
-async fn forget_earlier_local_nodes(orchestrator: &Orchestrator, ours: &[String]) {
-    let known = match orchestrator.store().nodes().await {
-        Ok(known) => known,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list earlier nodes");
-            return;
-        }
-    };
-    for node in known {
-        let stale = node.url.starts_with("http://127.0.0.1:") && !ours.contains(&node.url);
-        if stale {
-            if let Err(e) = orchestrator.remove_node(&node).await {
-                tracing::warn!(node = %node.id, error = %e, "cannot forget an earlier local node");
-            }
-        }
-    }
 }
 
 #[allow(clippy::too_many_arguments)]

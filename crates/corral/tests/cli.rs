@@ -27,11 +27,20 @@ impl Up {
             .prefix("corral-up-")
             .tempdir()
             .expect("temp dir");
+        Up::start_in(dir, nodes)
+    }
+
+    /// Starts `corral up` on the folders of `dir`, which may hold an earlier run's data.
+    fn start_in(dir: tempfile::TempDir, nodes: u32) -> Up {
         std::fs::create_dir_all(dir.path().join("scenes")).expect("scenes folder");
         // stdout goes to a file, not a pipe: a pipe nobody drains would block or break the
-        // farm's later prints.
+        // farm's later prints. stderr is appended to, so an earlier run's log stays.
         let stdout = std::fs::File::create(dir.path().join("up.stdout")).expect("stdout file");
-        let stderr = std::fs::File::create(dir.path().join("up.stderr")).expect("stderr file");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("up.stderr"))
+            .expect("stderr file");
         let mut child = Command::new(CORRAL)
             .args(["up", "--listen", "127.0.0.1:0", "--threads", "1", "--nodes"])
             .arg(nodes.to_string())
@@ -430,6 +439,66 @@ fn ctrl_c_of_up_stops_every_blender() {
         left.is_empty(),
         "Blender left behind: {left:?}\n{}",
         up.logs()
+    );
+}
+
+/// Hardening defect 1: `kill -9` of `corral up` mid-job and a restart on the same data.
+/// The restarted farm forgets the earlier run's nodes before it dispatches anything, so
+/// no task is leased to a node that no longer exists, and the job finishes (before the
+/// fix it stayed half done until the 600 s stall timeout).
+#[test]
+fn a_killed_up_restarted_on_its_data_finishes_the_job() {
+    let mut up = Up::start(2);
+    up.add_scene(Scene::Small, "small.blend");
+    let out = up.run(&[
+        "submit",
+        "small.blend",
+        "--frames",
+        "1-20",
+        "--batch-size",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let started = eventually(Duration::from_secs(60), || {
+        up.json(&["status", &id])["frames_done"].as_u64() >= Some(1)
+    });
+    assert!(started, "no frame rendered:\n{}", up.logs());
+    let _ = up.child.kill();
+    let _ = up.child.wait();
+    // Blender dies with its parent (parent-death signal), even on SIGKILL.
+    let gone = eventually(Duration::from_secs(10), || {
+        blender_processes_under(up.dir.path()).is_empty()
+    });
+    assert!(gone, "Blender outlived a SIGKILLed corral up");
+    let dir = std::mem::replace(&mut up.dir, tempfile::tempdir().expect("temp dir"));
+    drop(up);
+    let up = Up::start_in(dir, 2);
+    let done = eventually(Duration::from_secs(90), || {
+        up.json(&["status", &id])["state"] == "completed"
+    });
+    let status = up.json(&["status", &id]);
+    let tasks: Vec<String> = status["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| format!("{} on {}", t["state"], t["node"]))
+        .collect();
+    assert!(
+        done,
+        "job did not finish after the restart: {}, tasks {tasks:?}\n{}",
+        status["state"],
+        up.logs()
+    );
+    for frame in 1..=20 {
+        let path = up.dir.path().join(format!("out/{id}/frame_{frame:04}.png"));
+        assert_png(&path, 64, 48);
+    }
+    let nodes = up.json(&["nodes"]);
+    assert_eq!(
+        nodes.as_array().map(Vec::len),
+        Some(2),
+        "the earlier run's nodes are forgotten: {nodes}"
     );
 }
 
