@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what Corral's tests need when it is missing: Blender (Debian's package), and for
+# Installs what Corral's tests need when it is missing: Blender (Debian's package), PostgreSQL
+# (the store's tests start a server of their own with initdb and pg_ctl), and for
 # the tutorial drop-in test Node.js with express and axios (Debian's packages, since the npm
 # registry may be out of reach), curl, iproute2 and util-linux's unshare; and where a Docker
 # engine is installed, what the Docker end-to-end test needs: debootstrap (the images' base
@@ -13,6 +14,8 @@ command -v blender >/dev/null || missing+=(blender)
 command -v curl >/dev/null || missing+=(curl)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v unshare >/dev/null || missing+=(util-linux)
+# The store's tests run on a real PostgreSQL server the tests start themselves.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if ! command -v node >/dev/null; then
     missing+=(nodejs node-express node-axios)
 elif ! node -e "require('express'); require('axios')" >/dev/null 2>&1; then

@@ -6,7 +6,8 @@
 
 use corral_core::node_api::{JobRequest, JobView, NodeInfo};
 use corral_core::orchestrator_api::{
-    JobDetail, JobPage, JobState, JobSummary, NodeView, SubmitJob,
+    FramePage, FrameView, JobDetail, JobPage, JobState, JobSummary, NodeView, SubmitJob, TaskPage,
+    TaskView,
 };
 use corral_core::Problem;
 use reqwest::StatusCode;
@@ -275,6 +276,16 @@ pub struct LocalFarm {
     pub threads: u32,
 }
 
+/// A job with every task and frame (the API pages them; [`OrchestratorClient::full_job`]
+/// reads every page).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FullJob {
+    #[serde(flatten)]
+    pub job: JobSummary,
+    pub tasks: Vec<TaskView>,
+    pub frames: Vec<FrameView>,
+}
+
 /// Where `corral up` serves [`LocalFarm`].
 pub const LOCAL_FARM_PATH: &str = "/api/v1/local-farm";
 
@@ -371,6 +382,55 @@ impl OrchestratorClient {
     /// A job with its tasks and frames. An unknown id is [`ClientError::NotFound`].
     pub async fn job(&self, id: &str) -> Result<JobDetail, ClientError> {
         self.get(self.url("/api/v1/jobs", &[id])?).await
+    }
+
+    /// A page of a job's tasks.
+    pub async fn tasks(&self, id: &str, offset: u64, limit: u64) -> Result<TaskPage, ClientError> {
+        let mut url = self.url("/api/v1/jobs", &[id, "tasks"])?;
+        url.query_pairs_mut()
+            .append_pair("offset", &offset.to_string())
+            .append_pair("limit", &limit.to_string());
+        self.get(url).await
+    }
+
+    /// A page of a job's frames, from its first frame + `offset`.
+    pub async fn frames(
+        &self,
+        id: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<FramePage, ClientError> {
+        let mut url = self.url("/api/v1/jobs", &[id, "frames"])?;
+        url.query_pairs_mut()
+            .append_pair("offset", &offset.to_string())
+            .append_pair("limit", &limit.to_string());
+        self.get(url).await
+    }
+
+    /// A job with every task and frame, read page by page.
+    pub async fn full_job(&self, id: &str) -> Result<FullJob, ClientError> {
+        let detail = self.job(id).await?;
+        let mut tasks = detail.tasks;
+        while (tasks.len() as u64) < detail.job.tasks_total {
+            let page = self.tasks(id, tasks.len() as u64, 500).await?;
+            if page.tasks.is_empty() {
+                break;
+            }
+            tasks.extend(page.tasks);
+        }
+        let mut frames = Vec::new();
+        while (frames.len() as u64) < detail.job.frames_total {
+            let page = self.frames(id, frames.len() as u64, 5000).await?;
+            if page.frames.is_empty() {
+                break;
+            }
+            frames.extend(page.frames);
+        }
+        Ok(FullJob {
+            job: detail.job,
+            tasks,
+            frames,
+        })
     }
 
     /// Cancels a job; answers once its running tasks were stopped on their nodes.

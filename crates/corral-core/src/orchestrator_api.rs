@@ -3,6 +3,7 @@
 
 use crate::chunk::MAX_CHUNK_SIZE;
 use crate::frames::FrameRange;
+use crate::ids::{NodeId, TaskId};
 use crate::job::JobId;
 use crate::render::{Engine, ImageFormat};
 use crate::validate::{output_pattern, parse_json_object, render_fields, FieldError, RenderFields};
@@ -37,9 +38,43 @@ pub struct RenderStatus {
     pub state: JobState,
     pub frames_done: u64,
     pub frames_total: u64,
-    /// Frames that did not render, when the job failed.
-    pub failed_frames: Vec<i64>,
+    /// Frames of the tasks that failed for good (not those cancelled), as runs.
+    pub failed_frames: Vec<FrameSpan>,
     pub failure: Option<String>,
+}
+
+/// A run of frames, `from` to `to` inclusive: frame lists are sent as runs, so a list's
+/// size follows its gaps, not its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FrameSpan {
+    pub from: i64,
+    pub to: i64,
+}
+
+impl FrameSpan {
+    /// Sorted frames as runs (`[1, 2, 3, 7]` is `1-3, 7-7`).
+    pub fn runs(frames: impl IntoIterator<Item = i64>) -> Vec<FrameSpan> {
+        let mut spans: Vec<FrameSpan> = Vec::new();
+        for frame in frames {
+            match spans.last_mut() {
+                Some(last) if frame == last.to + 1 => last.to = frame,
+                Some(last) if frame <= last.to => {}
+                _ => spans.push(FrameSpan {
+                    from: frame,
+                    to: frame,
+                }),
+            }
+        }
+        spans
+    }
+
+    pub fn len(&self) -> u64 {
+        (self.to - self.from + 1).max(0) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.to < self.from
+    }
 }
 
 /// Where a farm job is in its life.
@@ -96,10 +131,12 @@ impl JobState {
     }
 }
 
-/// Where one task (a chunk of frames) is in its life.
+/// Where one task (a chunk of frames) is in its life, as the API names it (the lifecycle's
+/// [`crate::lifecycle::TaskState`] carries each state's data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum TaskState {
+#[schema(as = TaskState)]
+pub enum TaskStateKind {
     /// Waiting for a node slot (again, after a failed attempt or a lost node).
     Queued,
     /// Leased to a node.
@@ -110,49 +147,27 @@ pub enum TaskState {
     Cancelled,
 }
 
-impl TaskState {
-    pub const ALL: [TaskState; 5] = [
-        TaskState::Queued,
-        TaskState::Running,
-        TaskState::Completed,
-        TaskState::Failed,
-        TaskState::Cancelled,
+impl TaskStateKind {
+    pub const ALL: [TaskStateKind; 5] = [
+        TaskStateKind::Queued,
+        TaskStateKind::Running,
+        TaskStateKind::Completed,
+        TaskStateKind::Failed,
+        TaskStateKind::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            TaskState::Queued => "queued",
-            TaskState::Running => "running",
-            TaskState::Completed => "completed",
-            TaskState::Failed => "failed",
-            TaskState::Cancelled => "cancelled",
+            TaskStateKind::Queued => "queued",
+            TaskStateKind::Running => "running",
+            TaskStateKind::Completed => "completed",
+            TaskStateKind::Failed => "failed",
+            TaskStateKind::Cancelled => "cancelled",
         }
     }
 
-    pub fn parse(s: &str) -> Option<TaskState> {
-        TaskState::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-}
-
-/// What a job's state is, given its tasks' states and whether it was paused or cancelled:
-/// failed as soon as one task has failed for good, completed when every task completed,
-/// cancelled when the user cancelled it before either.
-pub fn job_state_from_tasks(tasks: &[TaskState], paused: bool, cancelled: bool) -> JobState {
-    if tasks.contains(&TaskState::Failed) {
-        JobState::Failed
-    } else if !tasks.is_empty() && tasks.iter().all(|t| *t == TaskState::Completed) {
-        JobState::Completed
-    } else if cancelled {
-        JobState::Cancelled
-    } else if paused {
-        JobState::Paused
-    } else if tasks
-        .iter()
-        .any(|t| matches!(t, TaskState::Running | TaskState::Completed))
-    {
-        JobState::Running
-    } else {
-        JobState::Queued
+    pub fn parse(s: &str) -> Option<TaskStateKind> {
+        TaskStateKind::ALL.into_iter().find(|st| st.as_str() == s)
     }
 }
 
@@ -233,13 +248,7 @@ impl JobSubmission {
         if let Some(output) = &req.output {
             output_pattern("output", output)?;
         }
-        let priority = req.priority.unwrap_or(0);
-        if !(-1000..=1000).contains(&priority) {
-            return Err(FieldError::new(
-                "priority",
-                "must be between -1000 and 1000",
-            ));
-        }
+        let priority = priority(req.priority.unwrap_or(0))?;
         Ok(JobSubmission {
             scene: req.scene,
             range,
@@ -249,6 +258,36 @@ impl JobSubmission {
             format,
             output: req.output,
         })
+    }
+}
+
+/// Job priorities run from -1000 to 1000; higher runs first.
+fn priority(p: i64) -> Result<i64, FieldError> {
+    if !(-1000..=1000).contains(&p) {
+        return Err(FieldError::new(
+            "priority",
+            "must be between -1000 and 1000",
+        ));
+    }
+    Ok(p)
+}
+
+/// `POST /api/v1/jobs/{id}/priority`.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPriority {
+    /// Higher runs first, -1000 to 1000.
+    pub priority: Option<i64>,
+}
+
+impl SetPriority {
+    /// The validated priority of a `POST .../priority` body.
+    pub fn from_body(body: &[u8]) -> Result<i64, FieldError> {
+        let req: SetPriority = parse_json_object(body)?;
+        priority(
+            req.priority
+                .ok_or_else(|| FieldError::new("priority", "required"))?,
+        )
     }
 }
 
@@ -273,6 +312,8 @@ pub struct JobSummary {
     pub frames_done: u64,
     pub tasks_total: u64,
     pub tasks_done: u64,
+    pub tasks_running: u64,
+    pub tasks_failed: u64,
     pub failure: Option<String>,
     pub submitted_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -284,14 +325,16 @@ pub struct JobSummary {
 /// One task of a job.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TaskView {
-    pub id: i64,
-    pub index: i64,
+    #[schema(value_type = i64)]
+    pub id: TaskId,
+    pub index: u32,
     pub from: i64,
     pub to: i64,
-    pub state: TaskState,
+    pub state: TaskStateKind,
     pub attempts: u32,
     /// Node running it (or that ran it last).
-    pub node: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub node: Option<NodeId>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub failure: Option<String>,
@@ -304,17 +347,40 @@ pub struct FrameView {
     pub frame: i64,
     /// `done` once a node reported it saved, else `pending`.
     pub state: String,
-    pub node: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub node: Option<NodeId>,
     pub path: Option<String>,
 }
 
-/// `GET /api/v1/jobs/{id}`.
+/// Most tasks `GET /api/v1/jobs/{id}` includes; the rest are paged with
+/// `GET /api/v1/jobs/{id}/tasks`.
+pub const DETAIL_TASKS: u64 = 100;
+
+/// `GET /api/v1/jobs/{id}`: the summary and the first [`DETAIL_TASKS`] tasks.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobDetail {
     #[serde(flatten)]
     pub job: JobSummary,
+    /// The job's first tasks, in order; `tasks_total` says how many there are.
     pub tasks: Vec<TaskView>,
+}
+
+/// `GET /api/v1/jobs/{id}/tasks`: a page of a job's tasks, in order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskView>,
+    pub total: u64,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// `GET /api/v1/jobs/{id}/frames`: a page of a job's frames, in order, from `from + offset`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FramePage {
     pub frames: Vec<FrameView>,
+    pub total: u64,
+    pub offset: u64,
+    pub limit: u64,
 }
 
 /// Page of jobs.
@@ -337,15 +403,22 @@ pub enum NodeState {
 /// A render node known to the orchestrator.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NodeView {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: NodeId,
     pub url: String,
     pub state: NodeState,
     /// A draining node gets no new tasks; its running ones finish.
     pub draining: bool,
     pub slots: u64,
-    pub running_tasks: Vec<i64>,
+    #[schema(value_type = Vec<i64>)]
+    pub running_tasks: Vec<TaskId>,
     pub hostname: Option<String>,
     pub blender_version: Option<String>,
+    /// CPU cores and memory the node reported.
+    pub cores: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    /// Frames this node saved that the farm counted.
+    pub frames_rendered: u64,
     pub last_seen: Option<DateTime<Utc>>,
     pub registered_at: DateTime<Utc>,
 }
@@ -380,7 +453,7 @@ pub fn validate_node_url(field: &str, url: &str) -> Result<String, FieldError> {
 }
 
 /// One change, as sent on `GET /api/v1/events`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     Job {
@@ -393,19 +466,23 @@ pub enum Event {
     Task {
         #[schema(value_type = String)]
         job: JobId,
-        id: i64,
-        state: TaskState,
-        node: Option<String>,
+        #[schema(value_type = i64)]
+        id: TaskId,
+        state: TaskStateKind,
+        #[schema(value_type = Option<String>)]
+        node: Option<NodeId>,
     },
     Frame {
         #[schema(value_type = String)]
         job: JobId,
         frame: i64,
-        node: String,
+        #[schema(value_type = String)]
+        node: NodeId,
         path: String,
     },
     Node {
-        id: String,
+        #[schema(value_type = String)]
+        id: NodeId,
         url: String,
         state: NodeState,
         draining: bool,
@@ -422,28 +499,12 @@ mod tests {
     };
 
     #[test]
-    fn job_state_follows_tasks() {
-        use TaskState::*;
-        let state =
-            |tasks: &[TaskState], paused, cancelled| job_state_from_tasks(tasks, paused, cancelled);
-        assert_eq!(state(&[Queued, Queued], false, false), JobState::Queued);
-        assert_eq!(state(&[Completed, Queued], false, false), JobState::Running);
-        assert_eq!(state(&[Running, Queued], false, false), JobState::Running);
-        assert_eq!(state(&[Running, Queued], true, false), JobState::Paused);
-        assert_eq!(
-            state(&[Completed, Completed], true, false),
-            JobState::Completed
-        );
-        assert_eq!(
-            state(&[Completed, Failed, Running], false, false),
-            JobState::Failed
-        );
-        assert_eq!(
-            state(&[Completed, Cancelled], false, true),
-            JobState::Cancelled
-        );
-        assert_eq!(state(&[Failed, Cancelled], false, true), JobState::Failed);
-        assert_eq!(state(&[], false, false), JobState::Queued);
+    fn frames_become_runs() {
+        let spans = FrameSpan::runs([1, 2, 3, 7, 9, 10]);
+        let pairs: Vec<_> = spans.iter().map(|s| (s.from, s.to)).collect();
+        assert_eq!(pairs, [(1, 3), (7, 7), (9, 10)]);
+        assert_eq!(spans[0].len(), 3);
+        assert!(FrameSpan::runs([]).is_empty());
     }
 
     #[test]

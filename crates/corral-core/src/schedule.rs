@@ -6,28 +6,29 @@
 //! node that finishes sooner asks for (gets) more work, and a node that joins gets work on
 //! the next round.
 
+use crate::ids::{NodeId, TaskId};
 use crate::job::JobId;
 use std::collections::HashSet;
 
 /// A task waiting for a slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedTask {
-    pub task_id: i64,
+    pub task_id: TaskId,
     pub job_id: JobId,
     /// Higher runs first.
     pub priority: i64,
     /// Job submission order (lower is older).
     pub job_seq: i64,
     /// Position of the task in its job.
-    pub index: i64,
+    pub index: u32,
     /// Nodes this task already failed on; another node is preferred for the retry.
-    pub failed_on: Vec<String>,
+    pub failed_on: Vec<NodeId>,
 }
 
 /// A node that can take work now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSlots {
-    pub node_id: String,
+    pub node_id: NodeId,
     pub free: usize,
     /// Jobs this node failed too often for; it gets none of their tasks.
     pub blocked_jobs: HashSet<JobId>,
@@ -37,7 +38,7 @@ pub struct NodeSlots {
 /// first), then job submission, then position in the job; each to an allowed node with a
 /// free slot, preferring one the task has not failed on, then the one with most free
 /// slots (spreading work), then the first listed.
-pub fn assign(tasks: &[QueuedTask], nodes: &[NodeSlots]) -> Vec<(i64, String)> {
+pub fn assign(tasks: &[QueuedTask], nodes: &[NodeSlots]) -> Vec<(TaskId, NodeId)> {
     let mut order: Vec<&QueuedTask> = tasks.iter().collect();
     order.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.job_seq, t.index));
     let mut free: Vec<usize> = nodes.iter().map(|n| n.free).collect();
@@ -69,9 +70,9 @@ pub fn assign(tasks: &[QueuedTask], nodes: &[NodeSlots]) -> Vec<(i64, String)> {
 mod tests {
     use super::*;
 
-    fn task(task_id: i64, job: JobId, priority: i64, job_seq: i64, index: i64) -> QueuedTask {
+    fn task(task_id: i64, job: JobId, priority: i64, job_seq: i64, index: u32) -> QueuedTask {
         QueuedTask {
-            task_id,
+            task_id: TaskId(task_id),
             job_id: job,
             priority,
             job_seq,
@@ -82,7 +83,7 @@ mod tests {
 
     fn node(id: &str, free: usize) -> NodeSlots {
         NodeSlots {
-            node_id: id.into(),
+            node_id: NodeId::new(id),
             free,
             blocked_jobs: HashSet::new(),
         }
@@ -91,11 +92,11 @@ mod tests {
     #[test]
     fn only_free_slots_get_work() {
         let job = JobId::new();
-        let tasks: Vec<_> = (0..5).map(|i| task(i, job, 0, 1, i)).collect();
+        let tasks: Vec<_> = (0..5).map(|i| task(i, job, 0, 1, i as u32)).collect();
         let got = assign(&tasks, &[node("a", 1), node("b", 0), node("c", 2)]);
         assert_eq!(got.len(), 3);
-        assert_eq!(got.iter().filter(|(_, n)| n == "a").count(), 1);
-        assert_eq!(got.iter().filter(|(_, n)| n == "c").count(), 2);
+        assert_eq!(got.iter().filter(|(_, n)| n.as_str() == "a").count(), 1);
+        assert_eq!(got.iter().filter(|(_, n)| n.as_str() == "c").count(), 2);
         assert!(assign(&tasks, &[node("a", 0)]).is_empty());
         assert!(assign(&[], &[node("a", 3)]).is_empty());
     }
@@ -111,7 +112,7 @@ mod tests {
         ];
         let got: Vec<i64> = assign(&tasks, &[node("a", 3)])
             .into_iter()
-            .map(|(t, _)| t)
+            .map(|(t, _)| t.0)
             .collect();
         assert_eq!(got, vec![4, 2, 1]);
     }
@@ -120,13 +121,16 @@ mod tests {
     fn retries_prefer_another_node_and_blocklists_hold() {
         let job = JobId::new();
         let mut t = task(1, job, 0, 1, 0);
-        t.failed_on = vec!["a".into()];
+        t.failed_on = vec![NodeId::new("a")];
         assert_eq!(
             assign(&[t.clone()], &[node("a", 2), node("b", 1)]),
-            vec![(1, "b".into())]
+            vec![(TaskId(1), NodeId::new("b"))]
         );
         // With only the node it failed on, the retry still runs there...
-        assert_eq!(assign(&[t.clone()], &[node("a", 1)]), vec![(1, "a".into())]);
+        assert_eq!(
+            assign(&[t.clone()], &[node("a", 1)]),
+            vec![(TaskId(1), NodeId::new("a"))]
+        );
         // ...unless that node is blocklisted for the job.
         let mut blocked = node("a", 1);
         blocked.blocked_jobs.insert(job);
@@ -136,8 +140,11 @@ mod tests {
     #[test]
     fn work_spreads_over_nodes_with_most_free_slots() {
         let job = JobId::new();
-        let tasks: Vec<_> = (0..2).map(|i| task(i, job, 0, 1, i)).collect();
+        let tasks: Vec<_> = (0..2).map(|i| task(i, job, 0, 1, i as u32)).collect();
         let got = assign(&tasks, &[node("a", 1), node("b", 1)]);
-        assert_eq!(got, vec![(0, "a".into()), (1, "b".into())]);
+        assert_eq!(
+            got,
+            vec![(TaskId(0), NodeId::new("a")), (TaskId(1), NodeId::new("b"))]
+        );
     }
 }

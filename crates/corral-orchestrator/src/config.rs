@@ -1,13 +1,18 @@
 //! The orchestrator's settings.
 
+use crate::store::DatabaseUrl;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything the orchestrator needs to run; `corral orchestrator` builds it from flags.
 #[derive(Debug, Clone)]
 pub struct OrchestratorConfig {
-    /// Folder of the SQLite database.
+    /// Folder of the orchestrator's files (the SQLite database by default).
     pub data_dir: PathBuf,
+    /// The database: SQLite in `data_dir` unless `--database` names another.
+    pub database: DatabaseUrl,
+    /// This orchestrator's API as others reach it (recorded with its heartbeat).
+    pub advertise_url: Option<String>,
     /// Nodes given on the command line (`--node`); others register themselves.
     pub static_nodes: Vec<String>,
     /// `corral up`: the static nodes are this farm's only loopback nodes, so loopback nodes
@@ -37,7 +42,9 @@ impl OrchestratorConfig {
     /// Defaults for everything but the data folder.
     pub fn new(data_dir: PathBuf) -> Self {
         OrchestratorConfig {
+            database: DatabaseUrl::in_data_dir(&data_dir),
             data_dir,
+            advertise_url: None,
             static_nodes: Vec::new(),
             forget_other_loopback_nodes: false,
             batch_size: 5,

@@ -34,6 +34,8 @@ impl IntoResponse for ApiError {
             ApiError::NodeNotFound(_) => Problem::new(404, "Node not found").with_detail(detail),
             ApiError::Conflict(_) => Problem::new(409, "Conflict").with_detail(detail),
             ApiError::TooManyJobs(_) => Problem::new(503, "Too many jobs").with_detail(detail),
+            ApiError::Store(StoreError::Unavailable(_)) => Problem::new(503, "Unavailable")
+                .with_detail("the database is unavailable; try again in a few seconds"),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "database error");
                 Problem::new(500, "Internal error")

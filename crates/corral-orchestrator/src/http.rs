@@ -1,10 +1,12 @@
 //! The orchestrator's HTTP API: the tutorial's `/render` and `/status/{id}`, the native
 //! `/api/v1` (documented by the OpenAPI document it serves), `/metrics`, `/healthz`,
-//! `/readyz`.
+//! `/readyz`. Handlers parse input into typed values and hand them to the orchestrator;
+//! the rules about what may be done to a job live in the domain
+//! ([`corral_core::lifecycle::check_job_command`]).
 
 use crate::error::ApiError;
-use crate::scheduler::Orchestrator;
-use crate::store::JobRow;
+use crate::orchestrator::Orchestrator;
+use crate::store::{Admission, JobOutcome, JobRecord, NodeRecord};
 use crate::views;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -14,17 +16,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use corral_core::job::retry_after_secs;
+use corral_core::lifecycle::JobCommand;
 use corral_core::orchestrator_api::{
-    validate_node_url, Event, JobDetail, JobPage, JobState, JobSubmission, JobSummary, NodeState,
-    NodeView, RegisterNode, RenderAccepted, RenderStatus, SubmitJob, SubmitLimits,
+    validate_node_url, Event, FramePage, JobDetail, JobPage, JobState, JobSubmission, JobSummary,
+    NodeView, RegisterNode, RenderAccepted, RenderStatus, SetPriority, SubmitJob, SubmitLimits,
+    TaskPage,
 };
 use corral_core::validate::parse_json_object;
-use corral_core::FieldError;
+use corral_core::{FieldError, JobId, NodeId};
 use corral_http::{JsonBody, PathId};
 use futures_util::StreamExt;
-use serde::Deserialize;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use utoipa::OpenApi;
+
+/// Most items one page holds.
+const MAX_PAGE: u64 = 500;
+/// Most frames one page of frames holds.
+const MAX_FRAME_PAGE: u64 = 5000;
 
 /// The OpenAPI document of the native API, generated from the same types the handlers use.
 #[derive(OpenApi)]
@@ -39,10 +48,13 @@ use utoipa::OpenApi;
         submit_job,
         list_jobs,
         get_job,
+        job_tasks,
+        job_frames,
         cancel_job,
         requeue_job,
         pause_job,
         resume_job,
+        prioritize_job,
         list_nodes,
         register_node,
         drain_node,
@@ -52,9 +64,12 @@ use utoipa::OpenApi;
     ),
     components(schemas(
         SubmitJob,
+        SetPriority,
         JobSummary,
         JobDetail,
         JobPage,
+        TaskPage,
+        FramePage,
         NodeView,
         RegisterNode,
         RenderAccepted,
@@ -72,10 +87,13 @@ pub fn router(o: Orchestrator) -> Router {
         .route("/status/{id}", get(status))
         .route("/api/v1/jobs", post(submit_job).get(list_jobs))
         .route("/api/v1/jobs/{id}", get(get_job))
+        .route("/api/v1/jobs/{id}/tasks", get(job_tasks))
+        .route("/api/v1/jobs/{id}/frames", get(job_frames))
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/api/v1/jobs/{id}/requeue", post(requeue_job))
         .route("/api/v1/jobs/{id}/pause", post(pause_job))
         .route("/api/v1/jobs/{id}/resume", post(resume_job))
+        .route("/api/v1/jobs/{id}/priority", post(prioritize_job))
         .route("/api/v1/nodes", get(list_nodes).post(register_node))
         .route("/api/v1/nodes/{id}", axum::routing::delete(remove_node))
         .route("/api/v1/nodes/{id}/drain", post(drain_node))
@@ -97,23 +115,18 @@ fn limits(o: &Orchestrator) -> SubmitLimits {
     }
 }
 
-async fn accept(o: &Orchestrator, sub: JobSubmission) -> Result<JobRow, ApiError> {
-    let unfinished = o.store().count_unfinished_jobs().await?;
-    if unfinished >= o.config().max_unfinished_jobs {
-        return Err(ApiError::TooManyJobs(unfinished));
+async fn accept(o: &Orchestrator, sub: JobSubmission) -> Result<JobRecord, ApiError> {
+    match o.submit(sub).await? {
+        Admission::Accepted(job) => Ok(*job),
+        Admission::Full(unfinished) => Err(ApiError::TooManyJobs(unfinished)),
     }
-    Ok(o.submit(sub).await?)
 }
 
-async fn find_job(o: &Orchestrator, id: &str) -> Result<JobRow, ApiError> {
+async fn find_job(o: &Orchestrator, id: &str) -> Result<JobRecord, ApiError> {
     // Ids are UUIDs; anything else cannot be a job (and is not looked up).
-    if id.parse::<corral_core::JobId>().is_err() {
-        return Err(ApiError::JobNotFound(id.chars().take(64).collect()));
-    }
-    o.store()
-        .job(id)
-        .await?
-        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))
+    let not_found = || ApiError::JobNotFound(id.chars().take(64).collect());
+    let job_id: JobId = id.parse().map_err(|_| not_found())?;
+    o.store().job(job_id).await?.ok_or_else(not_found)
 }
 
 fn location(path: String) -> HeaderMap {
@@ -124,17 +137,67 @@ fn location(path: String) -> HeaderMap {
     headers
 }
 
+/// Query parameters, each checked against the names a route takes; a bad one is refused
+/// naming itself.
+struct QueryParams(HashMap<String, String>);
+
+impl QueryParams {
+    fn parse(
+        query: Result<Query<HashMap<String, String>>, QueryRejection>,
+        allowed: &[&str],
+    ) -> Result<QueryParams, FieldError> {
+        let Query(params) = query.map_err(|e| FieldError::new("query", e.body_text()))?;
+        if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
+            let shown: String = unknown.chars().take(50).collect();
+            return Err(FieldError::new(
+                shown,
+                format!(
+                    "unknown query parameter; this route takes {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        Ok(QueryParams(params))
+    }
+
+    fn number(&self, name: &str, default: u64, max: u64) -> Result<u64, FieldError> {
+        let Some(raw) = self.0.get(name) else {
+            return Ok(default);
+        };
+        let n: u64 = raw
+            .parse()
+            .map_err(|_| FieldError::new(name, "must be a whole number"))?;
+        if n > max {
+            return Err(FieldError::new(name, format!("must be at most {max}")));
+        }
+        Ok(n)
+    }
+
+    /// `offset` (default 0) and `limit` (default `default`, 1 to `max`).
+    fn page(&self, default: u64, max: u64) -> Result<(u64, u64), FieldError> {
+        let offset = self.number("offset", 0, i64::MAX as u64)?;
+        let limit = self.number("limit", default, max)?;
+        if limit == 0 {
+            return Err(FieldError::new(
+                "limit",
+                format!("must be between 1 and {max}"),
+            ));
+        }
+        Ok((offset, limit))
+    }
+}
+
 /// Submit frames `from`..`to` of the nodes' default scene (the tutorial's API).
 #[utoipa::path(post, path = "/render", request_body = inline(corral_core::orchestrator_api::RenderRequest),
     responses((status = 202, description = "Stored; follow the Location", body = RenderAccepted),
-              (status = 400, body = corral_core::Problem)))]
+              (status = 400, body = corral_core::Problem), (status = 503, body = corral_core::Problem)))]
 async fn render(
     State(o): State<Orchestrator>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let sub = JobSubmission::from_render_body(&body, limits(&o))?;
     let job = accept(&o, sub).await?;
-    let id = job.job_id()?;
+    let id = job.id();
     let headers = location(format!("/status/{id}"));
     Ok((
         StatusCode::ACCEPTED,
@@ -155,7 +218,7 @@ async fn status(State(o): State<Orchestrator>, PathId(id): PathId) -> Result<Res
         return Ok((StatusCode::OK, Json(view)).into_response());
     }
     let mut headers = location(format!("/status/{id}"));
-    let summary = views::job_summary(o.store(), &job).await?;
+    let summary = views::job_summary(&job);
     let left = summary.frames_total.saturating_sub(summary.frames_done);
     let per_frame = summary
         .eta_seconds
@@ -178,17 +241,13 @@ async fn submit_job(
 ) -> Result<Response, ApiError> {
     let sub = JobSubmission::from_body(&body, limits(&o))?;
     let job = accept(&o, sub).await?;
-    let summary = views::job_summary(o.store(), &job).await?;
-    let headers = location(format!("/api/v1/jobs/{}", job.id));
-    Ok((StatusCode::ACCEPTED, headers, Json(summary)).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    state: Option<String>,
-    offset: Option<u64>,
-    limit: Option<u64>,
+    let headers = location(format!("/api/v1/jobs/{}", job.id()));
+    Ok((
+        StatusCode::ACCEPTED,
+        headers,
+        Json(views::job_summary(&job)),
+    )
+        .into_response())
 }
 
 /// Jobs, newest first; `state` filters, `offset`/`limit` page (limit ≤ 500).
@@ -197,39 +256,30 @@ struct ListQuery {
     responses((status = 200, body = JobPage), (status = 400, body = corral_core::Problem)))]
 async fn list_jobs(
     State(o): State<Orchestrator>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<JobPage>, ApiError> {
-    let Query(q) = query.map_err(|e| FieldError::new("query", e.body_text()))?;
-    let state = q
-        .state
-        .as_deref()
-        .map(|s| {
-            JobState::parse(s)
-                .ok_or_else(|| FieldError::new("state", format!("`{s}` is not a job state")))
-        })
-        .transpose()?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(FieldError::new("limit", "must be between 1 and 500").into());
-    }
-    let offset = q.offset.unwrap_or(0);
-    if offset > i64::MAX as u64 {
-        return Err(FieldError::new("offset", format!("must be at most {}", i64::MAX)).into());
-    }
-    let (rows, total) = o.store().list_jobs(state, offset, limit).await?;
-    let mut jobs = Vec::with_capacity(rows.len());
-    for row in &rows {
-        jobs.push(views::job_summary(o.store(), row).await?);
-    }
+    let q = QueryParams::parse(query, &["state", "offset", "limit"])?;
+    let state =
+        q.0.get("state")
+            .map(|s| {
+                JobState::parse(s).ok_or_else(|| {
+                    let shown: String = s.chars().take(50).collect();
+                    FieldError::new("state", format!("`{shown}` is not a job state"))
+                })
+            })
+            .transpose()?;
+    let (offset, limit) = q.page(50, MAX_PAGE)?;
+    let (jobs, total) = o.store().jobs(state, offset, limit).await?;
     Ok(Json(JobPage {
-        jobs,
+        jobs: jobs.iter().map(views::job_summary).collect(),
         total,
         offset,
         limit,
     }))
 }
 
-/// A job with its tasks (state, node, attempts, timings, failure, log tail) and frames.
+/// A job's summary with its first tasks (state, node, attempts, timings, failure, log
+/// tail); page through the rest with `/tasks`, and its frames with `/frames`.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", params(("id" = String, Path)),
     responses((status = 200, body = JobDetail), (status = 404, body = corral_core::Problem)))]
 async fn get_job(
@@ -240,24 +290,72 @@ async fn get_job(
     Ok(Json(views::job_detail(o.store(), &job).await?))
 }
 
-async fn summary_of(o: &Orchestrator, id: &str) -> Result<Json<JobSummary>, ApiError> {
-    let job = find_job(o, id).await?;
-    Ok(Json(views::job_summary(o.store(), &job).await?))
+/// A page of a job's tasks, in order (`offset`, `limit` ≤ 500).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks",
+    params(("id" = String, Path), ("offset" = Option<u64>, Query), ("limit" = Option<u64>, Query)),
+    responses((status = 200, body = TaskPage), (status = 400, body = corral_core::Problem),
+              (status = 404, body = corral_core::Problem)))]
+async fn job_tasks(
+    State(o): State<Orchestrator>,
+    PathId(id): PathId,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<TaskPage>, ApiError> {
+    let (offset, limit) = QueryParams::parse(query, &["offset", "limit"])?.page(100, MAX_PAGE)?;
+    let job = find_job(&o, &id).await?;
+    let tasks = o.store().tasks(job.id(), offset, limit).await?;
+    Ok(Json(TaskPage {
+        tasks: tasks.iter().map(views::task_view).collect(),
+        total: job.life.tally.total(),
+        offset,
+        limit,
+    }))
 }
 
-/// Cancel a job; its running tasks are killed on their nodes before this answers.
+/// A page of a job's frames, in order from its first (`offset`, `limit` ≤ 5000): each
+/// done (with its node and path) or pending.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/frames",
+    params(("id" = String, Path), ("offset" = Option<u64>, Query), ("limit" = Option<u64>, Query)),
+    responses((status = 200, body = FramePage), (status = 400, body = corral_core::Problem),
+              (status = 404, body = corral_core::Problem)))]
+async fn job_frames(
+    State(o): State<Orchestrator>,
+    PathId(id): PathId,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<FramePage>, ApiError> {
+    let (offset, limit) =
+        QueryParams::parse(query, &["offset", "limit"])?.page(1000, MAX_FRAME_PAGE)?;
+    let job = find_job(&o, &id).await?;
+    Ok(Json(
+        views::frame_page(o.store(), &job, offset, limit).await?,
+    ))
+}
+
+async fn command(
+    o: &Orchestrator,
+    id: &str,
+    command: JobCommand,
+) -> Result<Json<JobSummary>, ApiError> {
+    let job = find_job(o, id).await?;
+    match o.job_command(job.id(), command).await? {
+        JobOutcome::Done { job, .. } => Ok(Json(views::job_summary(&job))),
+        JobOutcome::Refused(refusal) => Err(ApiError::Conflict(refusal.to_string())),
+        JobOutcome::Unknown => Err(ApiError::JobNotFound(id.chars().take(64).collect())),
+    }
+}
+
+/// Cancel a job that has not ended; its running tasks are killed on their nodes before
+/// this answers.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", params(("id" = String, Path)),
-    responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem)))]
+    responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem),
+              (status = 409, body = corral_core::Problem)))]
 async fn cancel_job(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
 ) -> Result<Json<JobSummary>, ApiError> {
-    let job = find_job(&o, &id).await?;
-    o.cancel(&job).await?;
-    summary_of(&o, &id).await
+    command(&o, &id, JobCommand::Cancel).await
 }
 
-/// Put a failed job's unfinished tasks back in the queue with fresh attempts.
+/// Put a failed or cancelled job's unfinished tasks back in the queue with fresh attempts.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/requeue", params(("id" = String, Path)),
     responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem),
               (status = 409, body = corral_core::Problem)))]
@@ -265,16 +363,7 @@ async fn requeue_job(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
 ) -> Result<Json<JobSummary>, ApiError> {
-    let job = find_job(&o, &id).await?;
-    let state = job.job_state()?;
-    if !matches!(state, JobState::Failed | JobState::Cancelled) {
-        return Err(ApiError::Conflict(format!(
-            "job is {}; only failed or cancelled jobs can be re-queued",
-            state.as_str()
-        )));
-    }
-    o.requeue(&job).await?;
-    summary_of(&o, &id).await
+    command(&o, &id, JobCommand::Requeue).await
 }
 
 /// Pause a job: no new tasks start; running ones finish.
@@ -285,7 +374,7 @@ async fn pause_job(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
 ) -> Result<Json<JobSummary>, ApiError> {
-    set_paused(&o, &id, true).await
+    command(&o, &id, JobCommand::Pause).await
 }
 
 /// Resume a paused job.
@@ -296,37 +385,28 @@ async fn resume_job(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
 ) -> Result<Json<JobSummary>, ApiError> {
-    set_paused(&o, &id, false).await
+    command(&o, &id, JobCommand::Resume).await
 }
 
-async fn set_paused(
-    o: &Orchestrator,
-    id: &str,
-    paused: bool,
+/// Change a job's priority (higher runs first; -1000 to 1000).
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/priority", params(("id" = String, Path)),
+    request_body = SetPriority,
+    responses((status = 200, body = JobSummary), (status = 400, body = corral_core::Problem),
+              (status = 404, body = corral_core::Problem), (status = 409, body = corral_core::Problem)))]
+async fn prioritize_job(
+    State(o): State<Orchestrator>,
+    PathId(id): PathId,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<JobSummary>, ApiError> {
-    let job = find_job(o, id).await?;
-    let state = job.job_state()?;
-    if state.is_terminal() {
-        return Err(ApiError::Conflict(format!(
-            "job has ended ({})",
-            state.as_str()
-        )));
-    }
-    o.set_paused(&job, paused).await?;
-    summary_of(o, id).await
+    let priority = SetPriority::from_body(&body)?;
+    command(&o, &id, JobCommand::Prioritize(priority)).await
 }
 
 /// Render nodes: state, slots, running tasks, last seen, Blender version.
 #[utoipa::path(get, path = "/api/v1/nodes", responses((status = 200, body = Vec<NodeView>)))]
 async fn list_nodes(State(o): State<Orchestrator>) -> Result<Json<Vec<NodeView>>, ApiError> {
     let nodes = o.store().nodes().await?;
-    let running = o.store().running_per_node().await?;
-    Ok(Json(
-        nodes
-            .iter()
-            .map(|n| views::node_view(n, &running))
-            .collect(),
-    ))
+    Ok(Json(nodes.iter().map(views::node_view).collect()))
 }
 
 /// A node announces itself (`corral node --orchestrator`), again every few seconds.
@@ -342,21 +422,27 @@ async fn register_node(
     })?;
     let url = validate_node_url("url", &url)?;
     let node = o.register_node(&url).await?;
-    let running = o.store().running_per_node().await?;
-    Ok(Json(views::node_view(&node, &running)))
+    Ok(Json(views::node_view(&node)))
 }
 
-async fn find_node(o: &Orchestrator, id: &str) -> Result<crate::store::NodeRow, ApiError> {
+async fn find_node(o: &Orchestrator, id: &str) -> Result<NodeRecord, ApiError> {
     o.store()
-        .node(id)
+        .node(&NodeId::new(id))
         .await?
         .ok_or_else(|| ApiError::NodeNotFound(id.chars().take(100).collect()))
 }
 
-async fn node_answer(o: &Orchestrator, id: &str) -> Result<Json<NodeView>, ApiError> {
+async fn set_draining(
+    o: &Orchestrator,
+    id: &str,
+    draining: bool,
+) -> Result<Json<NodeView>, ApiError> {
     let node = find_node(o, id).await?;
-    let running = o.store().running_per_node().await?;
-    Ok(Json(views::node_view(&node, &running)))
+    let node = o
+        .set_draining(&node.id, draining)
+        .await?
+        .ok_or_else(|| ApiError::NodeNotFound(id.chars().take(100).collect()))?;
+    Ok(Json(views::node_view(&node)))
 }
 
 /// Drain a node: it gets no new tasks; its running ones finish.
@@ -366,9 +452,7 @@ async fn drain_node(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
 ) -> Result<Json<NodeView>, ApiError> {
-    let node = find_node(&o, &id).await?;
-    o.set_draining(&node, true).await?;
-    node_answer(&o, &id).await
+    set_draining(&o, &id, true).await
 }
 
 /// Let a drained node take tasks again.
@@ -378,9 +462,7 @@ async fn enable_node(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
 ) -> Result<Json<NodeView>, ApiError> {
-    let node = find_node(&o, &id).await?;
-    o.set_draining(&node, false).await?;
-    node_answer(&o, &id).await
+    set_draining(&o, &id, false).await
 }
 
 /// Forget a node; its running tasks are stopped there and re-queued.
@@ -391,11 +473,14 @@ async fn remove_node(
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     let node = find_node(&o, &id).await?;
-    o.remove_node(&node).await?;
+    if !o.remove_node(&node.id).await? {
+        return Err(ApiError::NodeNotFound(id.chars().take(100).collect()));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Server-Sent Events: one `data:` JSON [`Event`] per job, task, frame or node change.
+/// Server-Sent Events: one `data:` JSON [`Event`] per job, task, frame or node change,
+/// whichever orchestrator made it.
 #[utoipa::path(get, path = "/api/v1/events",
     responses((status = 200, description = "text/event-stream of Event", body = Event)))]
 async fn events(
@@ -426,18 +511,8 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 }
 
 async fn metrics(State(o): State<Orchestrator>) -> Result<Response, ApiError> {
-    let store = o.store();
-    let jobs = store.count_by_state("jobs").await?;
-    let tasks = store.count_by_state("tasks").await?;
-    let nodes = store.nodes().await?;
-    let up = nodes
-        .iter()
-        .filter(|n| n.node_state() == NodeState::Up)
-        .count() as i64;
-    let frames = store.count_frames().await?;
-    let body = o
-        .metrics()
-        .render(&jobs, &tasks, up, nodes.len() as i64, frames);
+    let counts = o.store().counts().await?;
+    let body = o.metrics().render(&counts);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -455,7 +530,12 @@ async fn healthz() -> Json<serde_json::Value> {
 /// Ready when the database answers.
 async fn readyz(State(o): State<Orchestrator>) -> Response {
     match o.store().ping().await {
-        Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Ok(()) => Json(serde_json::json!({
+            "status": "ready",
+            "orchestrator": o.id(),
+            "dispatching": o.is_leader(),
+        }))
+        .into_response(),
         Err(e) => corral_http::ProblemResponse(
             corral_core::Problem::new(503, "Not ready").with_detail(e.to_string()),
         )

@@ -1,19 +1,23 @@
 //! Corral's orchestrator: accepts jobs (the tutorial's `/render` and the native `/api/v1`),
-//! stores them in SQLite before answering, splits them into tasks, leases tasks to render
-//! nodes with free slots, follows each task by long-polling its node, and re-queues work
-//! from nodes that fail or vanish.
+//! stores them (SQLite, or PostgreSQL shared by several orchestrators) before answering,
+//! splits them into tasks, leases tasks to render nodes with free slots, follows each task
+//! by long-polling its node, and re-queues work from nodes (or orchestrators) that fail or
+//! vanish.
 
 mod config;
 mod error;
+pub mod gateway;
 mod http;
 mod metrics;
-mod scheduler;
+mod orchestrator;
 pub mod store;
 mod views;
+mod workers;
 
 pub use config::OrchestratorConfig;
 pub use http::{router, ApiDoc};
-pub use scheduler::Orchestrator;
+pub use orchestrator::Orchestrator;
+pub use store::DatabaseUrl;
 
 use std::future::Future;
 use tokio::net::TcpListener;

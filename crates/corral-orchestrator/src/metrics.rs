@@ -1,6 +1,9 @@
 //! `/metrics` in Prometheus text format: latencies observed as they happen, counts of jobs,
-//! tasks, nodes and frames read from the database at scrape time.
+//! tasks, nodes and frames read from the database at scrape time (from the jobs' tallies,
+//! so a scrape costs the same however many tasks the farm holds).
 
+use crate::store::Counts;
+use corral_core::orchestrator_api::{JobState, TaskStateKind};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -88,33 +91,28 @@ impl Metrics {
     }
 
     /// Sets the gauges from fresh counts and renders everything.
-    pub fn render(
-        &self,
-        jobs: &[(String, i64)],
-        tasks: &[(String, i64)],
-        nodes_up: i64,
-        nodes_known: i64,
-        frames: i64,
-    ) -> String {
+    pub fn render(&self, counts: &Counts) -> String {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.jobs.clear();
-        for (state, n) in jobs {
+        for state in JobState::ALL {
+            let count = counts.jobs.get(&state).copied().unwrap_or(0);
             self.jobs
                 .get_or_create(&StateLabel {
-                    state: state.clone(),
+                    state: state.as_str().to_string(),
                 })
-                .set(*n);
+                .set(n(count));
         }
         self.tasks.clear();
-        for (state, n) in tasks {
+        for (state, count) in TaskStateKind::ALL.iter().zip(counts.tasks) {
             self.tasks
                 .get_or_create(&StateLabel {
-                    state: state.clone(),
+                    state: state.as_str().to_string(),
                 })
-                .set(*n);
+                .set(n(count));
         }
-        self.nodes_up.set(nodes_up);
-        self.nodes_known.set(nodes_known);
-        self.frames.set(frames);
+        self.nodes_up.set(n(counts.nodes_up));
+        self.nodes_known.set(n(counts.nodes_known));
+        self.frames.set(n(counts.frames_done));
         let mut out = String::new();
         if let Ok(registry) = self.registry.lock() {
             let _ = encode(&mut out, &registry);

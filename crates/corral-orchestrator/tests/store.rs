@@ -1,290 +1,802 @@
-//! The store on a real SQLite file: leases, attempts, blocklists, take-backs, job states,
-//! and that everything survives reopening the file.
+//! The store suite: one set of tests run against both databases, on real servers (a SQLite
+//! file, and a PostgreSQL server the test starts with initdb and pg_ctl): jobs and their
+//! tasks, leases fencing out stale writers, attempts and blocklists, job commands and their
+//! rules, the queue's order, nodes that are gone, orphans, adoption, the dispatcher's lease,
+//! events reaching a second store on the same database, and (SQLite) the upgrade from
+//! schema version 1.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use corral_core::orchestrator_api::{JobState, JobSubmission, SubmitLimits, TaskState};
-use corral_core::JobId;
-use corral_orchestrator::store::{Store, TaskRow};
+use chrono::Utc;
+use corral_core::lifecycle::{Command, JobCommand, Refusal, TaskState};
+use corral_core::node_api::NodeInfo;
+use corral_core::orchestrator_api::{
+    Event, FrameSpan, JobState, JobSubmission, NodeState, SubmitLimits, TaskStateKind,
+};
+use corral_core::{JobId, LeaseId, NodeId, NodeJobId, OrchestratorId, TaskId};
+use corral_orchestrator::store::{
+    Admission, Applied, DatabaseUrl, Fence, JobOutcome, NewJob, Note, RunningFilter, SavedFrame,
+    SqlStore, Store, TaskRecord,
+};
+use corral_testkit::PgServer;
+use sqlx::Connection;
+use std::sync::Arc;
+use std::time::Duration;
 
 const LIMITS: SubmitLimits = SubmitLimits {
     max_frames: 1000,
     default_chunk_size: 5,
 };
 
-async fn store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    (
-        Store::open(&dir.path().join("corral.db")).await.unwrap(),
-        dir,
-    )
+/// A database for one test: a SQLite file or a database on a PostgreSQL server of its own.
+struct Db {
+    url: DatabaseUrl,
+    _dir: Option<tempfile::TempDir>,
+    _server: Option<PgServer>,
 }
 
-async fn job(store: &Store, body: &str) -> (JobId, i64) {
+impl Db {
+    fn sqlite() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        Db {
+            url: DatabaseUrl::Sqlite(dir.path().join("corral.db")),
+            _dir: Some(dir),
+            _server: None,
+        }
+    }
+
+    fn postgres() -> Db {
+        let server = PgServer::start();
+        Db {
+            url: DatabaseUrl::Postgres(server.database()),
+            _dir: None,
+            _server: Some(server),
+        }
+    }
+
+    /// A store on this database (a second call is a second orchestrator's store).
+    async fn open(&self) -> Arc<SqlStore> {
+        SqlStore::open(&self.url).await.unwrap()
+    }
+
+    /// Runs SQL outside the store, as an older version or an operator would.
+    async fn exec(&self, sql: &str) {
+        sqlx::any::install_default_drivers();
+        let url = match &self.url {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => url.clone(),
+        };
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// Runs a test against SQLite and against PostgreSQL.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(&super::Db::sqlite()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(&super::Db::postgres()).await;
+            }
+        }
+    };
+}
+
+async fn submit(store: &dyn Store, body: &str) -> JobId {
     let sub = JobSubmission::from_body(body.as_bytes(), LIMITS).unwrap();
     let id = JobId::new();
-    let row = store.insert_job(id, &sub, "out/f_####").await.unwrap();
-    (id, row.seq)
+    let job = NewJob {
+        id,
+        submission: sub,
+        output: "out/f_####".into(),
+    };
+    match store.insert_job(job, 100).await.unwrap() {
+        Admission::Accepted(job) => assert_eq!(job.id(), id),
+        Admission::Full(n) => panic!("refused with {n} unfinished"),
+    }
+    id
 }
 
-/// A node that registered and answered its first probe (so it may take tasks).
-async fn node_up(store: &Store, name: &str) {
-    store
+fn info(slots: usize) -> NodeInfo {
+    NodeInfo {
+        hostname: "host".into(),
+        cores: 2,
+        memory_bytes: Some(1 << 30),
+        blender_version: "3.4.1".into(),
+        corral_version: "test".into(),
+        slots,
+        running: 0,
+        queued: 0,
+        engines: vec![],
+        formats: vec![],
+        max_frames_per_job: 1000,
+    }
+}
+
+/// A node that registered and answered its first probe, with `slots` slots.
+async fn node_up(store: &dyn Store, name: &str, slots: usize) -> NodeId {
+    let node = store
         .upsert_node(&format!("http://{name}:3000"))
         .await
         .unwrap();
+    assert_eq!(node.state, NodeState::Down, "new nodes wait for a probe");
+    assert!(store.node_seen(&node.id, &info(slots)).await.unwrap());
+    node.id
+}
+
+async fn tasks(store: &dyn Store, job: JobId) -> Vec<TaskRecord> {
+    store.tasks(job, 0, 1000).await.unwrap()
+}
+
+fn kinds(tasks: &[TaskRecord]) -> Vec<TaskStateKind> {
+    tasks.iter().map(|t| t.task.state.kind()).collect()
+}
+
+async fn leader(store: &dyn Store, me: &str) -> Fence {
     store
-        .node_seen(&format!("{name}:3000"), 1, name, "3.4.1")
+        .lead(&OrchestratorId::new(me), Duration::from_secs(30))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("leadership")
 }
 
-async fn tasks(store: &Store, seq: i64) -> Vec<TaskRow> {
-    store.tasks_of(seq).await.unwrap()
+/// Leases one task to one node under `fence`; its lease.
+async fn lease(store: &dyn Store, fence: &Fence, task: TaskId, node: &NodeId) -> Option<LeaseId> {
+    let leased = store.lease(&[(task, node.clone())], fence).await.unwrap();
+    leased.first().map(|t| t.lease)
 }
 
-#[tokio::test]
-async fn a_job_is_split_into_queued_tasks_and_survives_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("corral.db");
+async fn dispatched(store: &dyn Store, task: TaskId, lease: LeaseId, node_job: &str) {
+    let cmd = Command::Dispatched {
+        lease,
+        node_job: NodeJobId::new(node_job),
+    };
+    assert!(store
+        .apply(task, cmd, Note::default())
+        .await
+        .unwrap()
+        .is_applied());
+}
+
+fn frames(list: &[i64]) -> Note {
+    Note {
+        frames: list
+            .iter()
+            .map(|f| SavedFrame {
+                frame: *f,
+                path: format!("/out/f_{f:04}.png"),
+            })
+            .collect(),
+        log_tail: None,
+    }
+}
+
+async fn a_job_is_split_into_queued_tasks_and_survives_reopening(db: &Db) {
     let id = {
-        let store = Store::open(&path).await.unwrap();
-        let (id, seq) = job(&store, r#"{"from":1,"to":12}"#).await;
-        let t = tasks(&store, seq).await;
-        let ranges: Vec<_> = t.iter().map(|t| (t.frame_from, t.frame_to)).collect();
+        let store = db.open().await;
+        let id = submit(store.as_ref(), r#"{"from":1,"to":12}"#).await;
+        let t = tasks(store.as_ref(), id).await;
+        let ranges: Vec<_> = t
+            .iter()
+            .map(|t| (t.task.range.from(), t.task.range.to()))
+            .collect();
         assert_eq!(ranges, [(1, 5), (6, 10), (11, 12)]);
-        assert!(t.iter().all(|t| t.state == "queued"));
+        assert!(t.iter().all(|t| t.task.state == TaskState::Queued));
         id
     };
-    let store = Store::open(&path).await.unwrap();
-    let row = store.job(&id.to_string()).await.unwrap().unwrap();
-    assert_eq!(row.job_state().unwrap(), JobState::Queued);
-    assert_eq!(tasks(&store, row.seq).await.len(), 3);
+    let store = db.open().await;
+    let job = store.job(id).await.unwrap().unwrap();
+    assert_eq!(job.state(), JobState::Queued);
+    assert_eq!(job.life.tally.queued, 3);
+    assert_eq!(job.life.frames_total, 12);
+    assert_eq!(tasks(store.as_ref(), id).await.len(), 3);
+    let (page, total) = store.jobs(Some(JobState::Queued), 0, 10).await.unwrap();
+    assert_eq!((page.len(), total), (1, 1));
 }
+both!(a_job_is_split_into_queued_tasks_and_survives_reopening);
 
-#[tokio::test]
-async fn leases_fence_out_stale_writers() {
-    let (store, _dir) = store().await;
-    node_up(&store, "a").await;
-    node_up(&store, "b").await;
-    let (_, seq) = job(&store, r#"{"from":1,"to":2,"chunk_size":2}"#).await;
-    let task = tasks(&store, seq).await[0].id;
-    let first = store.lease_task(task, "a:3000").await.unwrap().unwrap();
+async fn leases_fence_out_stale_writers(db: &Db) {
+    let store = db.open().await;
+    let store = store.as_ref();
+    let fence = leader(store, "o1").await;
+    let a = node_up(store, "a", 1).await;
+    let b = node_up(store, "b", 1).await;
+    let job = submit(store, r#"{"from":1,"to":2,"chunk_size":2}"#).await;
+    let task = tasks(store, job).await[0].task.id;
+    let first = lease(store, &fence, task, &a).await.expect("leased to a");
     assert!(
-        store.lease_task(task, "b:3000").await.unwrap().is_none(),
+        lease(store, &fence, task, &b).await.is_none(),
         "leased twice"
     );
+    dispatched(store, task, first, "job-a").await;
+    // Node a is lost: the task goes back to the queue (atomically with the node going
+    // down) and then to node b.
+    let changes = store.node_lost(&a).await.unwrap().expect("a was up");
+    assert_eq!(changes.len(), 1);
+    let stop = changes[0]
+        .stop
+        .clone()
+        .expect("a's render is to be stopped");
+    assert_eq!(
+        (stop.url.as_str(), stop.node_job.as_str()),
+        ("http://a:3000", "job-a")
+    );
+    assert!(store.node_lost(&a).await.unwrap().is_none(), "already down");
+    let second = lease(store, &fence, task, &b).await.expect("leased to b");
+    assert!(second > first);
+    // Node a's late reports change nothing, frames included.
+    for cmd in [
+        Command::Progress {
+            lease: first,
+            new_frames: 0,
+        },
+        Command::Complete { lease: first },
+        Command::Fail {
+            lease: first,
+            reason: "late".into(),
+            max_attempts: 3,
+        },
+    ] {
+        let applied = store.apply(task, cmd, frames(&[1])).await.unwrap();
+        assert!(
+            matches!(applied, Applied::Refused(Refusal::Stale { .. })),
+            "{applied:?}"
+        );
+    }
+    assert_eq!(store.job(job).await.unwrap().unwrap().life.frames_done, 0);
+    // Node b's reports count.
+    dispatched(store, task, second, "job-b").await;
+    let progress = Command::Progress {
+        lease: second,
+        new_frames: 0,
+    };
     assert!(store
-        .set_node_job(task, first.lease, "job-a")
+        .apply(task, progress.clone(), frames(&[1]))
         .await
-        .unwrap());
-    // Node a is lost: the task goes back to the queue and to node b.
-    let (stop, jobs) = store.requeue_node_tasks("a:3000").await.unwrap();
-    assert_eq!(jobs, [seq]);
-    assert_eq!(stop.len(), 1);
-    assert_eq!(stop[0].node_job_id, "job-a");
-    let second = store.lease_task(task, "b:3000").await.unwrap().unwrap();
-    assert!(second.lease > first.lease);
-    // Node a's late report changes nothing.
-    assert!(!store.lease_is_current(task, first.lease).await.unwrap());
-    let frames = vec![(1, "/out/f_0001.png".to_string())];
+        .unwrap()
+        .is_applied());
+    // The same frame again is not counted twice.
     assert!(store
-        .record_progress(&first, &frames, true)
+        .apply(task, progress, frames(&[1]))
+        .await
+        .unwrap()
+        .is_applied());
+    let done = store
+        .apply(task, Command::Complete { lease: second }, frames(&[2]))
+        .await
+        .unwrap();
+    assert!(done.is_applied());
+    let job = store.job(job).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state(), job.life.frames_done),
+        (JobState::Completed, 2)
+    );
+    let t = &tasks(store, job.id()).await[0];
+    assert_eq!(
+        (t.task.state.kind(), t.task.attempts),
+        (TaskStateKind::Completed, 0)
+    );
+    let frames = store.frames(job.id(), job.range).await.unwrap();
+    assert_eq!(frames.len(), 2);
+    assert!(frames.iter().all(|f| f.node == b));
+    let nodes = store.nodes().await.unwrap();
+    let b_rec = nodes.iter().find(|n| n.id == b).unwrap();
+    assert_eq!(b_rec.frames_rendered, 2);
+}
+both!(leases_fence_out_stale_writers);
+
+async fn attempts_run_out_and_fail_the_job_and_its_other_tasks(db: &Db) {
+    let store = db.open().await;
+    let store = store.as_ref();
+    let fence = leader(store, "o1").await;
+    let a = node_up(store, "a", 2).await;
+    let id = submit(store, r#"{"from":1,"to":10,"chunk_size":5}"#).await;
+    let t = tasks(store, id).await;
+    let (first, second) = (t[0].task.id, t[1].task.id);
+    let running = lease(store, &fence, second, &a).await.unwrap();
+    dispatched(store, second, running, "job-2").await;
+    for attempt in 1..=3 {
+        let l = lease(store, &fence, first, &a).await.unwrap();
+        let cmd = Command::Fail {
+            lease: l,
+            reason: "Blender exited with code 1".into(),
+            max_attempts: 3,
+        };
+        let note = Note {
+            frames: vec![],
+            log_tail: Some(vec!["Error: x".into()]),
+        };
+        let applied = store.apply(first, cmd, note).await.unwrap();
+        let Applied::Changed(changes) = applied else {
+            panic!("attempt {attempt} not applied");
+        };
+        let expected = if attempt < 3 {
+            TaskStateKind::Queued
+        } else {
+            TaskStateKind::Failed
+        };
+        assert_eq!(changes[0].task.state.kind(), expected, "attempt {attempt}");
+        if attempt == 3 {
+            // The job failed: its other (running) task is cancelled and stopped.
+            assert_eq!(changes.len(), 2);
+            assert_eq!(changes[1].task.id, second);
+            assert_eq!(changes[1].task.state.kind(), TaskStateKind::Cancelled);
+            assert!(changes[1].stop.is_some());
+        }
+    }
+    assert_eq!(store.blocklist(3).await.unwrap(), [], "the job has ended");
+    let job = store.job(id).await.unwrap().unwrap();
+    assert_eq!(job.state(), JobState::Failed);
+    assert_eq!(
+        job.life.failure.as_deref(),
+        Some("Blender exited with code 1")
+    );
+    assert_eq!(
+        kinds(&tasks(store, id).await),
+        [TaskStateKind::Failed, TaskStateKind::Cancelled]
+    );
+    let failed = &tasks(store, id).await[0];
+    assert_eq!(failed.log_tail, ["Error: x"]);
+    assert_eq!(
+        store.failed_frames(id).await.unwrap(),
+        [FrameSpan { from: 1, to: 5 }],
+        "only the failed task's frames, not the cancelled one's"
+    );
+    // Re-queue gives fresh attempts and a clean blocklist.
+    let JobOutcome::Done { job, changes } =
+        store.job_command(id, JobCommand::Requeue).await.unwrap()
+    else {
+        panic!("requeue refused");
+    };
+    assert_eq!(changes.len(), 2);
+    assert_eq!(job.state(), JobState::Queued);
+    assert_eq!(job.life.failure, None);
+    let t = tasks(store, id).await;
+    assert!(t
+        .iter()
+        .all(|t| t.task.state == TaskState::Queued && t.task.attempts == 0));
+    let queue = store.queue_head(10).await.unwrap();
+    assert!(queue.iter().all(|q| q.failed_on.is_empty()));
+}
+both!(attempts_run_out_and_fail_the_job_and_its_other_tasks);
+
+async fn blocklists_count_failures_per_job_and_node(db: &Db) {
+    let store = db.open().await;
+    let store = store.as_ref();
+    let fence = leader(store, "o1").await;
+    let a = node_up(store, "a", 1).await;
+    let id = submit(store, r#"{"from":1,"to":20,"chunk_size":5}"#).await;
+    for t in tasks(store, id).await.iter().take(2) {
+        let l = lease(store, &fence, t.task.id, &a).await.unwrap();
+        let cmd = Command::Fail {
+            lease: l,
+            reason: "boom".into(),
+            max_attempts: 5,
+        };
+        store.apply(t.task.id, cmd, Note::default()).await.unwrap();
+    }
+    assert_eq!(store.blocklist(2).await.unwrap(), [(id, a.clone())]);
+    assert!(store.blocklist(3).await.unwrap().is_empty());
+    let head = store.queue_head(10).await.unwrap();
+    let retried: Vec<_> = head.iter().filter(|q| !q.failed_on.is_empty()).collect();
+    assert_eq!(retried.len(), 2);
+    assert!(retried.iter().all(|q| q.failed_on == [a.clone()]));
+}
+both!(blocklists_count_failures_per_job_and_node);
+
+async fn job_commands_follow_one_rule(db: &Db) {
+    let store = db.open().await;
+    let store = store.as_ref();
+    let fence = leader(store, "o1").await;
+    let a = node_up(store, "a", 1).await;
+    let id = submit(store, r#"{"from":1,"to":10,"chunk_size":5}"#).await;
+    let task = tasks(store, id).await[0].task.id;
+    let l = lease(store, &fence, task, &a).await.unwrap();
+    dispatched(store, task, l, "job-1").await;
+    // Pause and resume keep the running task; resume of a running job is allowed (no-op).
+    let JobOutcome::Done { job, .. } = store.job_command(id, JobCommand::Pause).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(job.state(), JobState::Paused);
+    assert!(
+        store.queue_head(10).await.unwrap().is_empty(),
+        "paused jobs wait"
+    );
+    store.job_command(id, JobCommand::Resume).await.unwrap();
+    assert_eq!(store.queue_head(10).await.unwrap().len(), 1);
+    let JobOutcome::Done { job, changes } =
+        store.job_command(id, JobCommand::Cancel).await.unwrap()
+    else {
+        panic!("cancel refused")
+    };
+    assert_eq!(job.state(), JobState::Cancelled);
+    let stops: Vec<_> = changes.iter().filter_map(|c| c.stop.clone()).collect();
+    assert_eq!(stops.len(), 1);
+    assert_eq!(stops[0].url, "http://a:3000");
+    assert!(store.queue_head(10).await.unwrap().is_empty());
+    // An ended job can be neither cancelled, paused, resumed nor re-prioritised: one rule.
+    for cmd in [
+        JobCommand::Cancel,
+        JobCommand::Pause,
+        JobCommand::Resume,
+        JobCommand::Prioritize(5),
+    ] {
+        let outcome = store.job_command(id, cmd).await.unwrap();
+        assert!(
+            matches!(outcome, JobOutcome::Refused(_)),
+            "{cmd:?}: {outcome:?}"
+        );
+    }
+    assert!(matches!(
+        store
+            .job_command(JobId::new(), JobCommand::Cancel)
+            .await
+            .unwrap(),
+        JobOutcome::Unknown
+    ));
+    // The running task's late report is refused: its lease was fenced off by the cancel.
+    let late = store
+        .apply(task, Command::Complete { lease: l }, Note::default())
+        .await
+        .unwrap();
+    assert!(matches!(late, Applied::Refused(_)));
+}
+both!(job_commands_follow_one_rule);
+
+async fn queue_order_is_priority_then_submission_and_skips_held_jobs(db: &Db) {
+    let store = db.open().await;
+    let store = store.as_ref();
+    let old = submit(store, r#"{"from":1,"to":1}"#).await;
+    let paused = submit(store, r#"{"from":1,"to":1,"priority":50}"#).await;
+    let urgent = submit(store, r#"{"from":1,"to":1,"priority":10}"#).await;
+    store.job_command(paused, JobCommand::Pause).await.unwrap();
+    let order = |head: Vec<corral_core::schedule::QueuedTask>| -> Vec<JobId> {
+        head.into_iter().map(|t| t.job_id).collect()
+    };
+    assert_eq!(order(store.queue_head(10).await.unwrap()), [urgent, old]);
+    store
+        .job_command(old, JobCommand::Prioritize(20))
+        .await
+        .unwrap();
+    assert_eq!(order(store.queue_head(10).await.unwrap()), [old, urgent]);
+    assert_eq!(store.job(old).await.unwrap().unwrap().priority, 20);
+}
+both!(queue_order_is_priority_then_submission_and_skips_held_jobs);
+
+/// Hardening defect 1: a task is never leased to a node that is gone, down, draining or
+/// full, and stays queued when that is refused.
+async fn a_task_is_never_leased_to_a_node_that_cannot_take_it(db: &Db) {
+    let store = db.open().await;
+    let store = store.as_ref();
+    let fence = leader(store, "o1").await;
+    let id = submit(store, r#"{"from":1,"to":4,"chunk_size":2}"#).await;
+    let t = tasks(store, id).await;
+    let (task, other) = (t[0].task.id, t[1].task.id);
+    let a = store.upsert_node("http://a:3000").await.unwrap().id;
+    assert!(
+        lease(store, &fence, task, &a).await.is_none(),
+        "down until probed"
+    );
+    store.node_seen(&a, &info(1)).await.unwrap();
+    store.set_draining(&a, true).await.unwrap();
+    assert!(lease(store, &fence, task, &a).await.is_none(), "draining");
+    store.set_draining(&a, false).await.unwrap();
+    assert!(lease(store, &fence, task, &a).await.is_some());
+    assert!(
+        lease(store, &fence, other, &a).await.is_none(),
+        "its one slot is taken"
+    );
+    store.remove_node(&a).await.unwrap();
+    assert!(lease(store, &fence, other, &a).await.is_none(), "removed");
+    assert!(lease(store, &fence, other, &NodeId::new("never:1"))
+        .await
+        .is_none());
+    assert_eq!(kinds(&tasks(store, id).await), [TaskStateKind::Queued; 2]);
+    assert!(store.running(RunningFilter::All).await.unwrap().is_empty());
+}
+both!(a_task_is_never_leased_to_a_node_that_cannot_take_it);
+
+/// Removing a node takes its running tasks back in the same transaction, and a running
+/// task whose node row is missing anyway (left by an older version) is found and re-queued.
+async fn removing_a_node_requeues_its_tasks_and_orphans_are_found(db: &Db) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    let fence = leader(s, "o1").await;
+    let a = node_up(s, "a", 2).await;
+    let id = submit(s, r#"{"from":1,"to":10,"chunk_size":5}"#).await;
+    let t = tasks(s, id).await;
+    let l = lease(s, &fence, t[0].task.id, &a).await.unwrap();
+    dispatched(s, t[0].task.id, l, "job-1").await;
+    let changes = s.remove_node(&a).await.unwrap().unwrap();
+    assert_eq!(changes.len(), 1);
+    assert!(
+        changes[0].stop.is_some(),
+        "the removed node's render is stopped"
+    );
+    assert_eq!(tasks(s, id).await[0].task.state, TaskState::Queued);
+    assert!(s.remove_node(&a).await.unwrap().is_none());
+    let b = node_up(s, "b", 2).await;
+    let l = lease(s, &fence, t[1].task.id, &b).await.unwrap();
+    db.exec("DELETE FROM nodes WHERE id = 'b:3000'").await;
+    let orphans = s.take_back_orphans().await.unwrap();
+    assert_eq!(orphans.len(), 1);
+    let task = &tasks(s, id).await[1];
+    assert_eq!(task.task.state, TaskState::Queued);
+    assert!(task.task.lease > l, "the orphan's lease is fenced off");
+    assert!(s.take_back_orphans().await.unwrap().is_empty());
+    let job = s.job(id).await.unwrap().unwrap();
+    assert_eq!((job.life.tally.queued, job.life.tally.running), (2, 0));
+}
+both!(removing_a_node_requeues_its_tasks_and_orphans_are_found);
+
+/// Only the holder of the current dispatcher's lease leases tasks; a second orchestrator
+/// takes over only when the first stopped renewing it, and the first is fenced off then.
+async fn only_the_current_leader_leases(db: &Db) {
+    let first = db.open().await;
+    let second = db.open().await;
+    let a = node_up(first.as_ref(), "a", 4).await;
+    let id = submit(first.as_ref(), r#"{"from":1,"to":4,"chunk_size":1}"#).await;
+    let t = tasks(first.as_ref(), id).await;
+    let short = first
+        .lead(&OrchestratorId::new("o1"), Duration::from_millis(300))
+        .await
+        .unwrap()
+        .expect("o1 leads");
+    let forged = Fence {
+        holder: OrchestratorId::new("o2"),
+        term: short.term,
+        expires_at: Utc::now() + chrono::TimeDelta::seconds(60),
+    };
+    assert!(lease(second.as_ref(), &forged, t[0].task.id, &a)
+        .await
+        .is_none());
+    if second.shared() {
+        // On a shared database, o2 waits until o1's lease lapses.
+        let o2 = OrchestratorId::new("o2");
+        assert!(second
+            .lead(&o2, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_none());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let o2 = second
+        .lead(&OrchestratorId::new("o2"), Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("o2 leads once o1's lease lapsed");
+    assert!(o2.term > short.term);
+    assert!(
+        lease(first.as_ref(), &short, t[0].task.id, &a)
+            .await
+            .is_none(),
+        "o1 is fenced off"
+    );
+    assert!(lease(second.as_ref(), &o2, t[0].task.id, &a)
+        .await
+        .is_some());
+    let running = second
+        .running(RunningFilter::OwnedBy(OrchestratorId::new("o2")))
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+}
+both!(only_the_current_leader_leases);
+
+/// A task followed by an orchestrator that stopped is adopted by another: same lease, new
+/// owner, and the stopped one's later reports still count only under the lease.
+async fn tasks_of_a_stopped_orchestrator_are_adopted(db: &Db) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    let old = OrchestratorId::new("old");
+    let new = OrchestratorId::new("new");
+    s.heartbeat(&old, None).await.unwrap();
+    let fence = leader(s, "old").await;
+    let a = node_up(s, "a", 1).await;
+    let id = submit(s, r#"{"from":1,"to":2,"chunk_size":2}"#).await;
+    let task = tasks(s, id).await[0].task.id;
+    let l = lease(s, &fence, task, &a).await.unwrap();
+    dispatched(s, task, l, "job-1").await;
+    s.heartbeat(&new, None).await.unwrap();
+    let live = s
+        .live_orchestrators(Utc::now() - chrono::TimeDelta::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(live.len(), 2);
+    let orphaned = s
+        .running(RunningFilter::OwnerNotIn(vec![new.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(orphaned.len(), 1);
+    assert_eq!(orphaned[0].owner, old);
+    let cmd = Command::Adopt {
+        lease: l,
+        owner: new.clone(),
+    };
+    assert!(s
+        .apply(task, cmd, Note::default())
+        .await
+        .unwrap()
+        .is_applied());
+    let mine = s
+        .running(RunningFilter::OwnedBy(new.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (mine.len(), mine[0].lease, mine[0].node_job.clone()),
+        (1, l, Some(NodeJobId::new("job-1")))
+    );
+    assert!(s
+        .running(RunningFilter::OwnerNotIn(vec![new]))
         .await
         .unwrap()
         .is_empty());
-    assert!(!store.complete_task(&first, &[]).await.unwrap());
-    assert!(store
-        .fail_attempt(&first, "late", &[], 3)
-        .await
-        .unwrap()
-        .is_none());
-    // Node b's report counts.
-    assert_eq!(
-        store.record_progress(&second, &frames, true).await.unwrap(),
-        frames
-    );
-    assert!(store.complete_task(&second, &[]).await.unwrap());
-    assert_eq!(tasks(&store, seq).await[0].state, "completed");
-    assert_eq!(tasks(&store, seq).await[0].attempts, 0);
 }
+both!(tasks_of_a_stopped_orchestrator_are_adopted);
 
-#[tokio::test]
-async fn attempts_run_out_and_fail_the_job_and_its_other_tasks() {
-    let (store, _dir) = store().await;
-    node_up(&store, "a").await;
-    let (id, seq) = job(&store, r#"{"from":1,"to":10,"chunk_size":5}"#).await;
-    let [first, second] = [
-        tasks(&store, seq).await[0].id,
-        tasks(&store, seq).await[1].id,
-    ];
-    let running = store.lease_task(second, "a:3000").await.unwrap().unwrap();
-    store
-        .set_node_job(second, running.lease, "job-2")
+/// Events are published only from committed changes, to every store on the database: a
+/// second store (another orchestrator) hears the first one's changes.
+async fn events_reach_every_orchestrator(db: &Db) {
+    let first = db.open().await;
+    let second = db.open().await;
+    let mut heard = second.subscribe();
+    let mut own = first.subscribe();
+    let fence = leader(first.as_ref(), "o1").await;
+    let a = node_up(first.as_ref(), "a", 1).await;
+    let id = submit(first.as_ref(), r#"{"from":1,"to":2,"chunk_size":2}"#).await;
+    let task = tasks(first.as_ref(), id).await[0].task.id;
+    let l = lease(first.as_ref(), &fence, task, &a).await.unwrap();
+    // A refused command publishes nothing.
+    let stale = Command::Complete { lease: LeaseId(99) };
+    first.apply(task, stale, Note::default()).await.unwrap();
+    first
+        .apply(task, Command::Complete { lease: l }, frames(&[1, 2]))
         .await
         .unwrap();
-    for attempt in 1..=3 {
-        let lease = store.lease_task(first, "a:3000").await.unwrap().unwrap();
-        let state = store
-            .fail_attempt(
-                &lease,
-                "Blender exited with code 1",
-                &["Error: x".into()],
-                3,
-            )
-            .await
-            .unwrap();
-        let expected = if attempt < 3 {
-            TaskState::Queued
-        } else {
-            TaskState::Failed
-        };
-        assert_eq!(state, Some(expected), "attempt {attempt}");
+    let expect_completed = |events: &[Event]| {
+        events.iter().any(|e| {
+            matches!(e, Event::Job { id: j, state: JobState::Completed, frames_done: 2, .. } if *j == id)
+        })
+    };
+    for (who, rx) in [
+        ("the first store", &mut own),
+        ("the second store", &mut heard),
+    ] {
+        if !first.shared() && who == "the second store" {
+            // SQLite has one orchestrator: events stay in its process.
+            continue;
+        }
+        let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !expect_completed(&events) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Ok(e)) => events.push(e),
+                other => panic!("{who} heard {events:?} then {other:?}"),
+            }
+        }
+        let frame_events = events
+            .iter()
+            .filter(|e| matches!(e, Event::Frame { .. }))
+            .count();
+        assert_eq!(frame_events, 2, "{who}: {events:?}");
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::Node {
+                state: NodeState::Up,
+                ..
+            }
+        )));
+        assert!(!events.iter().any(|e| matches!(
+            e,
+            Event::Task {
+                state: TaskStateKind::Failed,
+                ..
+            }
+        )));
     }
-    let blocked = store.blocklist(3).await.unwrap();
-    assert_eq!(blocked, [(seq, id.to_string(), "a:3000".to_string())]);
-    let (job, stop) = store.refresh_job(seq).await.unwrap();
-    let job = job.unwrap();
-    assert_eq!(job.job_state().unwrap(), JobState::Failed);
-    assert_eq!(job.failure.as_deref(), Some("Blender exited with code 1"));
-    assert_eq!(
-        stop.len(),
-        1,
-        "the other running task is stopped on its node"
-    );
-    let states: Vec<_> = tasks(&store, seq)
-        .await
-        .into_iter()
-        .map(|t| t.state)
-        .collect();
-    assert_eq!(states, ["failed", "cancelled"]);
-    // Re-queue gives fresh attempts and a clean blocklist.
-    assert_eq!(store.requeue_failed(seq).await.unwrap(), 2);
-    assert!(store.blocklist(3).await.unwrap().is_empty());
-    let (job, _) = store.refresh_job(seq).await.unwrap();
-    assert_eq!(job.unwrap().job_state().unwrap(), JobState::Queued);
 }
+both!(events_reach_every_orchestrator);
 
-#[tokio::test]
-async fn cancelling_takes_back_running_tasks_and_drops_queued_ones() {
-    let (store, _dir) = store().await;
-    node_up(&store, "a").await;
-    let (_, seq) = job(&store, r#"{"from":1,"to":10,"chunk_size":5}"#).await;
-    let task = tasks(&store, seq).await[0].id;
-    let lease = store.lease_task(task, "a:3000").await.unwrap().unwrap();
-    store
-        .set_node_job(task, lease.lease, "job-1")
-        .await
-        .unwrap();
-    let stop = store.cancel_job(seq).await.unwrap();
-    assert_eq!(stop.len(), 1);
-    assert_eq!(stop[0].node_url, "http://a:3000");
-    let (job, _) = store.refresh_job(seq).await.unwrap();
-    assert_eq!(job.unwrap().job_state().unwrap(), JobState::Cancelled);
-    assert!(store.queued_tasks(10).await.unwrap().is_empty());
-    // Cancelling an ended job changes nothing.
-    assert!(store.cancel_job(seq).await.unwrap().is_empty());
+async fn unfinished_jobs_are_bounded_and_counts_come_from_tallies(db: &Db) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    let sub = JobSubmission::from_body(br#"{"from":1,"to":3,"chunk_size":1}"#, LIMITS).unwrap();
+    for n in 0..3 {
+        let job = NewJob {
+            id: JobId::new(),
+            submission: sub.clone(),
+            output: "o/f_####".into(),
+        };
+        let admission = s.insert_job(job, 2).await.unwrap();
+        match (n, admission) {
+            (0 | 1, Admission::Accepted(_)) => {}
+            (2, Admission::Full(2)) => {}
+            (n, a) => panic!("submission {n}: {a:?}"),
+        }
+    }
+    let counts = s.counts().await.unwrap();
+    assert_eq!(counts.jobs.get(&JobState::Queued), Some(&2));
+    assert_eq!(counts.tasks[0], 6, "queued tasks");
+    assert_eq!(counts.frames_done, 0);
+    s.ping().await.unwrap();
 }
+both!(unfinished_jobs_are_bounded_and_counts_come_from_tallies);
 
+/// A database written by schema version 1 (times as text, no tallies) is upgraded in place
+/// with every job, task, frame and node kept.
 #[tokio::test]
-async fn queue_order_is_priority_then_submission_and_skips_paused_jobs() {
-    let (store, _dir) = store().await;
-    let (_, old) = job(&store, r#"{"from":1,"to":1}"#).await;
-    let (_, paused) = job(&store, r#"{"from":1,"to":1,"priority":50}"#).await;
-    let (_, urgent) = job(&store, r#"{"from":1,"to":1,"priority":10}"#).await;
-    store.set_paused(paused, true).await.unwrap();
-    let order: Vec<i64> = store
-        .queued_tasks(10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.job_seq)
-        .collect();
-    assert_eq!(order, [urgent, old]);
-}
-
-#[tokio::test]
-async fn unconfirmed_dispatches_are_requeued_on_restart() {
-    let (store, _dir) = store().await;
-    node_up(&store, "a").await;
-    let (_, seq) = job(&store, r#"{"from":1,"to":10,"chunk_size":5}"#).await;
-    let t = tasks(&store, seq).await;
-    let confirmed = store.lease_task(t[0].id, "a:3000").await.unwrap().unwrap();
-    store
-        .set_node_job(t[0].id, confirmed.lease, "job-1")
-        .await
-        .unwrap();
-    store.lease_task(t[1].id, "a:3000").await.unwrap().unwrap();
-    assert_eq!(store.requeue_unconfirmed().await.unwrap(), 1);
-    let leases = store.running_leases().await.unwrap();
-    assert_eq!(leases.len(), 1);
-    assert_eq!(leases[0].node_job_id.as_deref(), Some("job-1"));
-}
-
-/// Hardening defect 1: a node removed between a dispatch round's read and its lease must
-/// not receive the task, and the task must stay queued (before the fix it was left
-/// `running` on a node nobody knew, forever).
-#[tokio::test]
-async fn a_task_is_never_leased_to_a_node_that_is_gone_down_or_draining() {
-    let (store, _dir) = store().await;
-    store.upsert_node("http://a:3000").await.unwrap();
-    let (_, seq) = job(&store, r#"{"from":1,"to":2,"chunk_size":2}"#).await;
-    let task = tasks(&store, seq).await[0].id;
-    // New nodes are down until a probe answers: nothing is leased to them.
-    assert!(store.lease_task(task, "a:3000").await.unwrap().is_none());
-    store.node_seen("a:3000", 1, "a", "3.4.1").await.unwrap();
-    store.set_draining("a:3000", true).await.unwrap();
-    assert!(store.lease_task(task, "a:3000").await.unwrap().is_none());
-    store.set_draining("a:3000", false).await.unwrap();
-    store.remove_node("a:3000").await.unwrap();
-    assert!(store.lease_task(task, "a:3000").await.unwrap().is_none());
-    assert!(store
-        .lease_task(task, "never-known:1")
-        .await
-        .unwrap()
-        .is_none());
-    let t = &tasks(&store, seq).await[0];
-    assert_eq!((t.state.as_str(), t.node_id.as_deref()), ("queued", None));
-    assert!(store.running_leases().await.unwrap().is_empty());
-}
-
-/// Removing a node takes its running tasks back in the same transaction, and a running
-/// task whose node row is missing anyway (an older database) is found and re-queued.
-#[tokio::test]
-async fn removing_a_node_requeues_its_tasks_and_orphans_are_found() {
-    let (store, dir) = store().await;
-    store.upsert_node("http://a:3000").await.unwrap();
-    store.node_seen("a:3000", 2, "a", "3.4.1").await.unwrap();
-    let (_, seq) = job(&store, r#"{"from":1,"to":10,"chunk_size":5}"#).await;
-    let t = tasks(&store, seq).await;
-    let lease = store.lease_task(t[0].id, "a:3000").await.unwrap().unwrap();
-    store
-        .set_node_job(t[0].id, lease.lease, "job-1")
-        .await
-        .unwrap();
-    let (stop, jobs) = store.remove_node("a:3000").await.unwrap().unwrap();
-    assert_eq!((stop.len(), jobs), (1, vec![seq]));
-    assert_eq!(tasks(&store, seq).await[0].state, "queued");
-    assert!(store.remove_node("a:3000").await.unwrap().is_none());
-
-    // Simulate what older versions left behind: a task running on a node row that is gone.
-    store.upsert_node("http://b:3000").await.unwrap();
-    store.node_seen("b:3000", 2, "b", "3.4.1").await.unwrap();
-    let lease = store.lease_task(t[1].id, "b:3000").await.unwrap().unwrap();
-    drop(store);
+async fn a_version_1_database_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corral.db");
     {
-        use sqlx::Connection;
-        let url = format!("sqlite://{}", dir.path().join("corral.db").display());
+        let url = format!("sqlite://{}?mode=rwc", path.display());
         let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("DELETE FROM nodes WHERE id = 'b:3000'")
+        let v1 = include_str!("../migrations/sqlite/0001_init.sql");
+        sqlx::raw_sql(v1).execute(&mut conn).await.unwrap();
+        // sqlx's bookkeeping, as version 1 left it.
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        let first = migrator.iter().next().unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+                installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL,
+                checksum BLOB NOT NULL, execution_time BIGINT NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, ?, TRUE, ?, 0)")
+            .bind(first.version)
+            .bind(first.description.as_ref())
+            .bind(first.checksum.as_ref())
             .execute(&mut conn)
             .await
             .unwrap();
+        let job = "01a2206d-292a-714f-ab1b-e73548b774f6";
+        sqlx::raw_sql(&format!(
+            "INSERT INTO jobs (seq, id, frame_from, frame_to, chunk_size, engine, output, state,
+                submitted_at, started_at)
+             VALUES (1, '{job}', 1, 4, 2, 'CYCLES', 'o/f_####', 'running',
+                '2026-11-30 04:45:12.386687703+00:00', '2026-11-30 04:45:13.5+00:00');
+             INSERT INTO nodes (id, url, state, registered_at)
+             VALUES ('a:3000', 'http://a:3000', 'up', '2026-11-30 04:45:10+00:00');
+             INSERT INTO tasks (id, job_seq, idx, frame_from, frame_to, state, lease, node_id,
+                node_job_id, started_at)
+             VALUES (1, 1, 0, 1, 2, 'completed', 1, 'a:3000', 'x', '2026-11-30 04:45:13+00:00'),
+                    (2, 1, 1, 3, 4, 'running', 1, 'a:3000', 'y', '2026-11-30 04:45:14+00:00');
+             INSERT INTO frames (job_seq, frame, node_id, path, done_at)
+             VALUES (1, 1, 'a:3000', '/o/f_0001.png', '2026-11-30 04:45:15+00:00'),
+                    (1, 2, 'a:3000', '/o/f_0002.png', '2026-11-30 04:45:16+00:00');"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     }
-    let store = Store::open(&dir.path().join("corral.db")).await.unwrap();
-    assert_eq!(store.requeue_orphaned().await.unwrap(), [seq]);
-    let t = &tasks(&store, seq).await[1];
-    assert_eq!(t.state, "queued");
-    assert!(t.lease > lease.lease, "the orphan's lease is fenced off");
-    assert!(store.requeue_orphaned().await.unwrap().is_empty());
+    let store = SqlStore::open(&DatabaseUrl::Sqlite(path)).await.unwrap();
+    let id: JobId = "01a2206d-292a-714f-ab1b-e73548b774f6".parse().unwrap();
+    let job = store.job(id).await.unwrap().unwrap();
+    assert_eq!(job.state(), JobState::Running);
+    assert_eq!(job.life.frames_done, 2);
+    assert_eq!((job.life.tally.completed, job.life.tally.running), (1, 1));
+    // SQLite reads times to the nearest millisecond.
+    let submitted = chrono::DateTime::parse_from_rfc3339("2026-11-30T04:45:12.386687703Z")
+        .unwrap()
+        .timestamp_millis();
+    assert!((job.submitted_at.timestamp_millis() - submitted).abs() <= 1);
+    let running = store.running(RunningFilter::All).await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].node_job, Some(NodeJobId::new("y")));
+    assert_eq!(
+        running[0].owner.as_str(),
+        "",
+        "no owner yet: the first orchestrator adopts it"
+    );
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!((nodes.len(), nodes[0].frames_rendered), (1, 2));
 }

@@ -8,9 +8,10 @@ use crate::scene;
 use crate::table::{age, between, duration, plural, terminal_width, Table};
 use anyhow::{anyhow, Context};
 use clap::Args;
+use corral_client::FullJob;
 use corral_client::{ClientError, OrchestratorClient};
 use corral_core::frames::FrameRange;
-use corral_core::orchestrator_api::{JobDetail, JobState, NodeState, SubmitJob, TaskState};
+use corral_core::orchestrator_api::{JobDetail, JobState, NodeState, SubmitJob, TaskStateKind};
 use corral_core::render::{Engine, ImageFormat};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -160,10 +161,25 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Fetches a job, saying plainly when there is none by that id.
 async fn fetch_job(client: &OrchestratorClient, id: &str) -> anyhow::Result<JobDetail> {
-    client.job(id).await.map_err(|e| match e {
+    client
+        .job(id)
+        .await
+        .map_err(|e| not_found_or(e, client, id))
+}
+
+/// The job with every task and frame (what `status` and the end report show).
+async fn fetch_full_job(client: &OrchestratorClient, id: &str) -> anyhow::Result<FullJob> {
+    client
+        .full_job(id)
+        .await
+        .map_err(|e| not_found_or(e, client, id))
+}
+
+fn not_found_or(e: ClientError, client: &OrchestratorClient, id: &str) -> anyhow::Error {
+    match e {
         ClientError::NotFound { .. } => anyhow!("no job `{id}` on the server at {}", client.base()),
         e => explain(e, client.base()),
-    })
+    }
 }
 
 fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
@@ -374,11 +390,15 @@ async fn wait_for(
 ) -> anyhow::Result<ExitCode> {
     let id = job.job.id.to_string();
     match follow(client, job, json).await? {
-        Followed::Ended(job) if json => {
-            print_json(&job)?;
-            Ok(end_code(job.job.state))
+        Followed::Ended => {
+            let job = fetch_full_job(client, &id).await?;
+            if json {
+                print_json(&job)?;
+                Ok(end_code(job.job.state))
+            } else {
+                Ok(report_end(&job))
+            }
         }
-        Followed::Ended(job) => Ok(report_end(&job)),
         Followed::Detached(job) => {
             let flag = server.flag(client);
             eprintln!(
@@ -418,27 +438,24 @@ pub struct StatusArgs {
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let client = args.server.connect()?;
-    let job = fetch_job(&client, args.job.trim()).await?;
-    if args.watch {
-        if job.job.state.is_terminal() {
-            if args.json {
-                print_json(&job)?;
-                return Ok(end_code(job.job.state));
-            }
-            print_status(&job);
-            return Ok(end_code(job.job.state));
-        }
-        return wait_for(&client, &args.server, job, args.json).await;
+    let detail = fetch_job(&client, args.job.trim()).await?;
+    if args.watch && !detail.job.state.is_terminal() {
+        return wait_for(&client, &args.server, detail, args.json).await;
     }
+    let job = fetch_full_job(&client, args.job.trim()).await?;
     if args.json {
         print_json(&job)?;
     } else {
         print_status(&job);
     }
+    // `--watch` of a job that had already ended says how it ended, as following would.
+    if args.watch {
+        return Ok(end_code(job.job.state));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_status(job: &JobDetail) {
+fn print_status(job: &FullJob) {
     let s = &job.job;
     let state = styled_state(s.state);
     println!("Job {}  {state}", s.id);
@@ -500,7 +517,7 @@ fn print_status(job: &JobDetail) {
     for t in &job.tasks {
         let time = match (t.started_at, t.finished_at) {
             (Some(start), Some(end)) => duration(between(start, end)),
-            (Some(start), None) if t.state == TaskState::Running => {
+            (Some(start), None) if t.state == TaskStateKind::Running => {
                 duration(between(start, chrono::Utc::now()))
             }
             _ => String::new(),
@@ -509,7 +526,7 @@ fn print_status(job: &JobDetail) {
             t.index.to_string(),
             format!("{}-{}", t.from, t.to),
             t.state.as_str().to_string(),
-            t.node.clone().unwrap_or_default(),
+            t.node.as_ref().map(ToString::to_string).unwrap_or_default(),
             t.attempts.to_string(),
             time,
             t.failure.clone().unwrap_or_default(),
@@ -704,7 +721,7 @@ pub struct LogsArgs {
 
 pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let client = args.server.connect()?;
-    let job = fetch_job(&client, args.job.trim()).await?;
+    let job = fetch_full_job(&client, args.job.trim()).await?;
     let tasks: Vec<_> = match args.frame {
         None => job.tasks.iter().collect(),
         Some(frame) => {
@@ -751,8 +768,8 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
         }
         if task.log_tail.is_empty() {
             let why = match task.state {
-                TaskState::Queued => "(no log yet: the task is waiting for a node)",
-                TaskState::Running => "(no log yet: the server gets it when the task ends)",
+                TaskStateKind::Queued => "(no log yet: the task is waiting for a node)",
+                TaskStateKind::Running => "(no log yet: the server gets it when the task ends)",
                 _ => "(no log lines)",
             };
             println!("{why}");

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use corral_core::orchestrator_api::validate_node_url;
-use corral_orchestrator::{Orchestrator, OrchestratorConfig};
+use corral_orchestrator::{DatabaseUrl, Orchestrator, OrchestratorConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,9 +23,14 @@ pub struct OrchestratorArgs {
     /// A render node's URL; repeat for more. Nodes can also register themselves.
     #[arg(long = "node", env = "CORRAL_NODES", value_delimiter = ',', value_parser = parse_node_url)]
     nodes: Vec<String>,
-    /// Folder for the SQLite database.
+    /// Folder for the orchestrator's files (its SQLite database unless --database says
+    /// otherwise).
     #[arg(long, env = "CORRAL_DATA", default_value = "corral-data/orchestrator")]
     data: PathBuf,
+    /// The database: `sqlite:///path/corral.db` (default: corral.db in --data) or
+    /// `postgres://user:password@host:5432/db`, which several orchestrators may share.
+    #[arg(long, env = "CORRAL_DATABASE", value_name = "URL", value_parser = parse_database)]
+    database: Option<DatabaseUrl>,
     /// Frames per task when a job names no chunk size (the tutorial's BATCH_SIZE).
     #[arg(long, env = "CORRAL_BATCH_SIZE", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     batch_size: u64,
@@ -49,6 +54,10 @@ pub struct OrchestratorArgs {
     stall_timeout: u64,
 }
 
+fn parse_database(s: &str) -> Result<DatabaseUrl, String> {
+    DatabaseUrl::parse(s)
+}
+
 fn parse_node_url(s: &str) -> Result<String, String> {
     validate_node_url("--node", s).map_err(|e| e.message)
 }
@@ -57,6 +66,10 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create the data folder `{}`", args.data.display()))?;
     let mut config = OrchestratorConfig::new(args.data.clone());
+    if let Some(database) = args.database {
+        config.database = database;
+    }
+    let database = config.database.redacted();
     config.static_nodes = args.nodes;
     config.batch_size = args.batch_size;
     config.max_frames = args.max_frames;
@@ -67,12 +80,12 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     config.stall_timeout = Duration::from_secs(args.stall_timeout);
     let orchestrator = Orchestrator::start(config)
         .await
-        .with_context(|| format!("cannot open the database in `{}`", args.data.display()))?;
+        .with_context(|| format!("cannot open the database {database}"))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(data = %args.data.display(), "orchestrator ready");
+    tracing::info!(data = %args.data.display(), %database, "orchestrator ready");
     // Signal handlers first, then the line that tells the world it is up.
     let shutdown = crate::shutdown_signal();
     println!("corral orchestrator listening on http://{addr}");

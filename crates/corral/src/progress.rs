@@ -6,9 +6,11 @@
 use crate::client_cmds::explain;
 use crate::table::{clock, duration, plural};
 use anyhow::bail;
+use corral_client::FullJob;
 use corral_client::OrchestratorClient;
 use corral_core::frames::frame_list;
-use corral_core::orchestrator_api::{JobDetail, JobState, NodeState, TaskState};
+use corral_core::orchestrator_api::{JobDetail, JobState, NodeState, TaskStateKind};
+use corral_core::NodeId;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
@@ -36,8 +38,8 @@ const TAIL_TASKS: usize = 3;
 
 /// How following ended.
 pub enum Followed {
-    /// The job reached a final state.
-    Ended(Box<JobDetail>),
+    /// The job reached a final state (read it in full for the report).
+    Ended,
     /// Ctrl-C: the job goes on without us.
     Detached(Box<JobDetail>),
 }
@@ -59,7 +61,7 @@ pub async fn follow(
     loop {
         if job.job.state.is_terminal() {
             reporter.finish(&job);
-            return Ok(Followed::Ended(Box::new(job)));
+            return Ok(Followed::Ended);
         }
         let pause = if job.job.frames_total > LARGE_JOB_FRAMES {
             POLL_LARGE
@@ -237,8 +239,8 @@ fn status_message(job: &JobDetail, nodes_up: Option<usize>, rate: &Rate) -> Stri
     let busy: BTreeSet<&str> = job
         .tasks
         .iter()
-        .filter(|t| t.state == TaskState::Running)
-        .filter_map(|t| t.node.as_deref())
+        .filter(|t| t.state == TaskStateKind::Running)
+        .filter_map(|t| t.node.as_ref().map(NodeId::as_str))
         .collect();
     let nodes = match nodes_up {
         Some(up) => format!("{}/{up} nodes busy", busy.len()),
@@ -267,7 +269,7 @@ fn status_message(job: &JobDetail, nodes_up: Option<usize>, rate: &Rate) -> Stri
 
 /// Prints how a followed job ended and returns the exit status that says it: 0 completed,
 /// 3 failed (with the frames and the log tails), 4 cancelled.
-pub fn report_end(job: &JobDetail) -> ExitCode {
+pub fn report_end(job: &FullJob) -> ExitCode {
     let s = &job.job;
     let id = s.id;
     match s.state {
@@ -277,8 +279,11 @@ pub fn report_end(job: &JobDetail) -> ExitCode {
                 .map(|end| crate::table::between(s.submitted_at, end))
                 .unwrap_or_default();
             let fps = s.frames_total as f64 / wall.as_secs_f64().max(0.001);
-            let nodes: BTreeSet<&str> =
-                job.tasks.iter().filter_map(|t| t.node.as_deref()).collect();
+            let nodes: BTreeSet<&str> = job
+                .tasks
+                .iter()
+                .filter_map(|t| t.node.as_ref().map(NodeId::as_str))
+                .collect();
             println!(
                 "{} {} frame{} rendered in {} ({fps:.2} frames/s) on {} node{}",
                 console::style("✔").green().bold(),
@@ -313,7 +318,7 @@ pub fn report_end(job: &JobDetail) -> ExitCode {
             let failed = job
                 .tasks
                 .iter()
-                .filter(|t| t.state == TaskState::Failed || t.failure.is_some());
+                .filter(|t| t.state == TaskStateKind::Failed || t.failure.is_some());
             for task in failed.take(TAIL_TASKS) {
                 eprintln!(
                     "  frames {}-{} failed {} time{}; last: {}",
@@ -360,7 +365,7 @@ fn telling_lines(tail: &[String]) -> Vec<&str> {
 
 /// Prints the folders holding the job's rendered frames. A folder that does not exist here
 /// is on the nodes (a farm of other machines).
-pub fn print_frame_folders(job: &JobDetail, to_stderr: bool) {
+pub fn print_frame_folders(job: &FullJob, to_stderr: bool) {
     let folders: BTreeSet<&Path> = job
         .frames
         .iter()

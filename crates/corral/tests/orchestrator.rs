@@ -111,7 +111,7 @@ fn the_tutorial_api_renders_a_job_across_two_nodes() {
     let expected: BTreeSet<String> = [farm.node_id(0), farm.node_id(1)].into();
     assert_eq!(used, expected);
     let out = farm.output_dir().canonicalize().unwrap();
-    let frames = job["frames"].as_array().unwrap();
+    let frames = farm.frames(&id);
     assert_eq!(frames.len(), 20);
     for (i, frame) in frames.iter().enumerate() {
         let n = i + 1;
@@ -121,6 +121,35 @@ fn the_tutorial_api_renders_a_job_across_two_nodes() {
         assert_eq!(frame["path"], path.to_str().unwrap(), "{frame}");
     }
 
+    // Tasks and frames are paged (hardening defect 3: a job's views do not grow with it).
+    let (status, page) = farm.get(&format!("/api/v1/jobs/{id}/tasks?offset=1&limit=2"));
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        (
+            page["total"].as_u64(),
+            page["tasks"].as_array().map(Vec::len)
+        ),
+        (Some(4), Some(2))
+    );
+    assert_eq!(page["tasks"][0]["from"], 6);
+    let (_, page) = farm.get(&format!("/api/v1/jobs/{id}/frames?offset=18&limit=5"));
+    let numbers: Vec<i64> = page["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["frame"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, [19, 20]);
+    for bad in ["limit=0", "limit=5001", "offset=x", "frame=3"] {
+        let (status, problem) = farm.get(&format!("/api/v1/jobs/{id}/frames?{bad}"));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
+        assert_eq!(
+            problem["field"],
+            bad.split('=').next().unwrap(),
+            "{problem}"
+        );
+    }
+
     let (status, list) = farm.get("/api/v1/jobs");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["total"], 1);
@@ -128,14 +157,13 @@ fn the_tutorial_api_renders_a_job_across_two_nodes() {
     assert_eq!(farm.get("/api/v1/jobs?state=completed").1["total"], 1);
     assert_eq!(farm.get("/api/v1/jobs?state=running").1["total"], 0);
 
-    // An ended job cannot be paused or re-queued; cancelling it changes nothing.
-    for action in ["pause", "resume", "requeue"] {
+    // An ended job can be neither paused, resumed, re-queued nor cancelled: one rule
+    // (hardening defect 9: cancelling a completed job answered 200).
+    for action in ["pause", "resume", "requeue", "cancel"] {
         let (status, problem) = farm.job_action(&id, action);
         assert_eq!(status, StatusCode::CONFLICT, "{action}: {problem}");
     }
-    let (status, after) = farm.job_action(&id, "cancel");
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(after["state"], "completed", "{after}");
+    assert_eq!(farm.job(&id)["state"], "completed");
 
     let metrics = farm
         .http()
@@ -184,9 +212,14 @@ fn the_tutorial_api_renders_a_job_across_two_nodes() {
         farm.get("/healthz"),
         (StatusCode::OK, json!({"status": "ok"}))
     );
+    let (status, ready) = farm.get("/readyz");
     assert_eq!(
-        farm.get("/readyz"),
-        (StatusCode::OK, json!({"status": "ready"}))
+        (status, &ready["status"]),
+        (StatusCode::OK, &json!("ready"))
+    );
+    assert_eq!(
+        ready["dispatching"], true,
+        "a lone orchestrator dispatches: {ready}"
     );
 }
 
@@ -314,17 +347,14 @@ fn a_broken_scene_fails_the_job_after_three_attempts_with_blenders_error() {
             .any(|l| l.as_str().unwrap().starts_with("Error:")),
         "{task}"
     );
-    assert!(job["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|f| f["state"] == "pending"));
+    assert!(farm.frames(&id).iter().all(|f| f["state"] == "pending"));
 
     let (status, view) = farm.get(&format!("/status/{id}"));
     assert_eq!(status, StatusCode::OK);
     assert_eq!(view["status"], "Job failed");
     assert_eq!(view["state"], "failed");
-    assert_eq!(view["failedFrames"], json!([1, 2]));
+    // Frame lists are runs, not every frame.
+    assert_eq!(view["failedFrames"], json!([{"from": 1, "to": 2}]));
     assert_eq!(view["framesDone"], 0);
     assert!(
         view["failure"]
@@ -381,7 +411,17 @@ fn cancel_stops_every_blender_of_the_job() {
     let (status, view) = farm.get(&format!("/status/{id}"));
     assert_eq!(status, StatusCode::OK);
     assert_eq!(view["status"], "Job cancelled");
-    assert_eq!(view["failedFrames"], json!([1, 2, 3, 4]));
+    // Hardening defect 9: cancelled frames did not fail.
+    assert_eq!(view["failedFrames"], json!([]));
+    // One rule for every command on an ended job: 409.
+    for action in ["cancel", "pause", "resume"] {
+        let (status, problem) = farm.job_action(&id, action);
+        assert_eq!(status, StatusCode::CONFLICT, "{action}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("cancelled"),
+            "{problem}"
+        );
+    }
     // Nothing is dispatched afterwards.
     std::thread::sleep(Duration::from_secs(2));
     assert!(blender_processes_under(farm.root.path()).is_empty());
@@ -406,9 +446,7 @@ fn a_node_that_joins_mid_job_gets_work() {
         .count();
     assert!(late_tasks >= 1, "the late node got no task: {job}");
     assert!(
-        job["frames"]
-            .as_array()
-            .unwrap()
+        farm.frames(&id)
             .iter()
             .any(|f| f["node"] == late_id.as_str()),
         "{job}"
@@ -676,9 +714,10 @@ fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         ("state=bogus", "state"),
         ("limit=0", "limit"),
         ("limit=501", "limit"),
-        ("limit=abc", "query"),
-        ("offset=-1", "query"),
-        ("sort=id", "query"),
+        // Hardening defect 9: the field named is the parameter at fault.
+        ("limit=abc", "limit"),
+        ("offset=-1", "offset"),
+        ("sort=id", "sort"),
     ] {
         let resp = http
             .get(farm.url(&format!("/api/v1/jobs?{query}")))

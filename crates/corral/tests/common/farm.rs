@@ -341,6 +341,13 @@ impl Farm {
     }
 
     /// `GET /api/v1/jobs/{id}`.
+    /// Every frame of a job (`GET /api/v1/jobs/{id}/frames`, one page).
+    pub fn frames(&self, id: &str) -> Vec<Value> {
+        let (status, page) = self.get(&format!("/api/v1/jobs/{id}/frames?limit=5000"));
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["frames"].as_array().cloned().unwrap_or_default()
+    }
+
     pub fn job(&self, id: &str) -> Value {
         let (status, job) = self.get(&format!("/api/v1/jobs/{id}"));
         assert_eq!(status, StatusCode::OK, "{job}");

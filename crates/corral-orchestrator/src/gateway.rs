@@ -1,0 +1,85 @@
+//! The port to render nodes: every call the orchestrator makes to a node goes through
+//! [`NodeGateway`], so what guards those calls (size caps on answers, no redirects,
+//! timeouts, and later credentials) lives in one place, and tests can put a hostile or
+//! failing node behind it.
+
+use async_trait::async_trait;
+use corral_client::{ClientError, NodeClient};
+use corral_core::node_api::{JobRequest, JobView, NodeInfo};
+use std::time::Duration;
+
+/// Calls to render nodes, by URL.
+#[async_trait]
+pub trait NodeGateway: Send + Sync + 'static {
+    /// `POST /job`: hands a node a render.
+    async fn submit(&self, url: &str, request: &JobRequest) -> Result<JobView, ClientError>;
+    /// `GET /job/{id}?wait=&since=`: the render once its version passes `since`, or at the
+    /// end of `wait`.
+    async fn wait(
+        &self,
+        url: &str,
+        node_job: &str,
+        since: u64,
+        wait: Duration,
+    ) -> Result<JobView, ClientError>;
+    /// `DELETE /job/{id}`: stops a render.
+    async fn cancel(&self, url: &str, node_job: &str) -> Result<JobView, ClientError>;
+    /// `GET /jobs`: every render the node knows.
+    async fn jobs(&self, url: &str) -> Result<Vec<JobView>, ClientError>;
+    /// `GET /info`: the node's slots, Blender and machine.
+    async fn info(&self, url: &str) -> Result<NodeInfo, ClientError>;
+}
+
+/// The gateway over HTTP: one connection pool for every node, built by
+/// [`corral_client::http_client`] (no redirects), with every answer read under
+/// [`corral_client::MAX_NODE_ANSWER_BYTES`].
+pub struct HttpGateway {
+    http: reqwest::Client,
+}
+
+impl HttpGateway {
+    pub fn new() -> HttpGateway {
+        HttpGateway {
+            http: corral_client::http_client(),
+        }
+    }
+
+    fn client(&self, url: &str) -> Result<NodeClient, ClientError> {
+        NodeClient::with_http(self.http.clone(), url)
+    }
+}
+
+impl Default for HttpGateway {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl NodeGateway for HttpGateway {
+    async fn submit(&self, url: &str, request: &JobRequest) -> Result<JobView, ClientError> {
+        self.client(url)?.submit(request).await
+    }
+
+    async fn wait(
+        &self,
+        url: &str,
+        node_job: &str,
+        since: u64,
+        wait: Duration,
+    ) -> Result<JobView, ClientError> {
+        self.client(url)?.wait(node_job, since, wait).await
+    }
+
+    async fn cancel(&self, url: &str, node_job: &str) -> Result<JobView, ClientError> {
+        self.client(url)?.cancel(node_job).await
+    }
+
+    async fn jobs(&self, url: &str) -> Result<Vec<JobView>, ClientError> {
+        self.client(url)?.jobs().await
+    }
+
+    async fn info(&self, url: &str) -> Result<NodeInfo, ClientError> {
+        self.client(url)?.info().await
+    }
+}

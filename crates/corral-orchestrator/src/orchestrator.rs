@@ -1,0 +1,317 @@
+//! The orchestrator as a handle: its store, its node gateway, its identity among the
+//! orchestrators sharing the database, and the commands the API carries out. The moving
+//! parts (dispatcher, watchers, health, reconciliation, membership) are workers in
+//! [`crate::workers`], all ending on the one shutdown token.
+//!
+//! Every decision is written to the store first, so a restart (or another orchestrator)
+//! resumes from the database alone.
+
+use crate::config::OrchestratorConfig;
+use crate::gateway::{HttpGateway, NodeGateway};
+use crate::metrics::Metrics;
+use crate::store::{
+    Admission, Applied, Fence, JobOutcome, NewJob, NodeRecord, Note, RunningTask, SqlStore, StopAt,
+    Store, StoreError,
+};
+use chrono::Utc;
+use corral_core::lifecycle::{Command, JobCommand};
+use corral_core::orchestrator_api::{Event, JobSubmission, NodeState};
+use corral_core::{JobId, LeaseId, NodeId, OrchestratorId, TaskId};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long the dispatcher's lease lasts without renewal; it is renewed every second.
+pub const LEADER_TTL: Duration = Duration::from_secs(5);
+/// An orchestrator that has not heartbeat for this long is gone: another adopts the tasks
+/// it followed. Heartbeats are sent every second.
+pub const ORCHESTRATOR_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A handle to the running orchestrator; cheap to clone.
+#[derive(Clone)]
+pub struct Orchestrator {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub id: OrchestratorId,
+    pub store: Arc<dyn Store>,
+    pub gateway: Arc<dyn NodeGateway>,
+    pub config: OrchestratorConfig,
+    pub metrics: Metrics,
+    /// Asks the dispatcher for a round now (new work, a free slot, a new node).
+    pub wake: Notify,
+    pub shutdown: CancellationToken,
+    pub workers: TaskTracker,
+    /// `(task, lease)` pairs a dispatch or watch of this process follows right now. A task
+    /// this process owns but does not follow has nobody to end it; reconciliation adopts it.
+    pub followed: Arc<Mutex<HashSet<(TaskId, LeaseId)>>>,
+    /// Held while leases are made and their followers registered, and while reconciliation
+    /// looks for unfollowed tasks, so a lease just made is never taken for an abandoned one.
+    pub leasing: tokio::sync::Mutex<()>,
+    /// The dispatcher's lease while this orchestrator holds it.
+    pub fence: watch::Sender<Option<Fence>>,
+    /// Nodes whose stray renders were stopped since they were last seen coming up.
+    pub reconciled: Mutex<HashSet<NodeId>>,
+}
+
+/// Marks a lease as followed for as long as it lives.
+pub(crate) struct Following {
+    set: Arc<Mutex<HashSet<(TaskId, LeaseId)>>>,
+    key: (TaskId, LeaseId),
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.key);
+        }
+    }
+}
+
+impl Orchestrator {
+    /// Opens the database the configuration names and starts the orchestrator.
+    pub async fn start(config: OrchestratorConfig) -> Result<Orchestrator, StoreError> {
+        let store = SqlStore::open(&config.database).await?;
+        Self::start_with(config, store, Arc::new(HttpGateway::new())).await
+    }
+
+    /// Starts on a given store and gateway: registers the `--node` nodes, adopts the tasks
+    /// an earlier process (or a stopped orchestrator) left running, and starts the workers.
+    pub async fn start_with(
+        config: OrchestratorConfig,
+        store: Arc<dyn Store>,
+        gateway: Arc<dyn NodeGateway>,
+    ) -> Result<Orchestrator, StoreError> {
+        for url in &config.static_nodes {
+            store.upsert_node(url).await?;
+        }
+        if config.forget_other_loopback_nodes {
+            for node in store.nodes().await? {
+                let loopback = node.url.starts_with("http://127.0.0.1:");
+                if loopback && !config.static_nodes.contains(&node.url) {
+                    tracing::info!(node = %node.id, "forgetting a node of an earlier run");
+                    store.remove_node(&node.id).await?;
+                }
+            }
+        }
+        let id = OrchestratorId::generate();
+        store
+            .heartbeat(&id, config.advertise_url.as_deref())
+            .await?;
+        let (fence, _) = watch::channel(store.lead(&id, LEADER_TTL).await?);
+        let o = Orchestrator {
+            inner: Arc::new(Inner {
+                id,
+                store,
+                gateway,
+                config,
+                metrics: Metrics::new(),
+                wake: Notify::new(),
+                shutdown: CancellationToken::new(),
+                workers: TaskTracker::new(),
+                followed: Arc::new(Mutex::new(HashSet::new())),
+                leasing: tokio::sync::Mutex::new(()),
+                fence,
+                reconciled: Mutex::new(HashSet::new()),
+            }),
+        };
+        tracing::info!(orchestrator = %o.id(), leader = o.fence().is_some(), "orchestrator started");
+        // Resume what an earlier process left running before any new dispatch.
+        crate::workers::reconciler::round(&o).await?;
+        crate::workers::spawn_all(&o);
+        Ok(o)
+    }
+
+    pub fn id(&self) -> &OrchestratorId {
+        &self.inner.id
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+
+    pub fn config(&self) -> &OrchestratorConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn gateway(&self) -> &dyn NodeGateway {
+        self.inner.gateway.as_ref()
+    }
+
+    /// Every change applied by any orchestrator sharing the database.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.store.subscribe()
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// The dispatcher's lease, if this orchestrator holds it and it has not expired.
+    pub fn fence(&self) -> Option<Fence> {
+        self.inner
+            .fence
+            .borrow()
+            .clone()
+            .filter(|f| f.expires_at > Utc::now())
+    }
+
+    /// True while this orchestrator holds the dispatcher's lease.
+    pub fn is_leader(&self) -> bool {
+        self.fence().is_some()
+    }
+
+    /// Asks the dispatcher for a round now.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Stops every worker and watcher and waits for them. Running tasks stay leased in the
+    /// database; the next start (or another orchestrator) follows them again.
+    pub async fn shut_down(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.workers.close();
+        self.inner.workers.wait().await;
+    }
+
+    /// Sleeps for `d`, or less if the orchestrator is shutting down.
+    pub(crate) async fn pause(&self, d: Duration) {
+        tokio::select! {
+            () = self.inner.shutdown.cancelled() => {}
+            () = tokio::time::sleep(d) => {}
+        }
+    }
+
+    /// Records that this process follows `task` until the returned guard is dropped.
+    pub(crate) fn follow(&self, task: &RunningTask) -> Following {
+        let key = (task.task, task.lease);
+        if let Ok(mut set) = self.inner.followed.lock() {
+            set.insert(key);
+        }
+        Following {
+            set: self.inner.followed.clone(),
+            key,
+        }
+    }
+
+    pub(crate) fn is_followed(&self, task: &RunningTask) -> bool {
+        self.inner
+            .followed
+            .lock()
+            .is_ok_and(|set| set.contains(&(task.task, task.lease)))
+    }
+
+    /// Applies a lifecycle command and stops the renders it ends (awaited).
+    pub(crate) async fn apply(
+        &self,
+        task: TaskId,
+        command: Command,
+        note: Note,
+    ) -> Result<Applied, StoreError> {
+        let applied = self.store().apply(task, command, note).await?;
+        self.stop_renders(applied.stops()).await;
+        if applied.is_applied() {
+            self.wake();
+        }
+        Ok(applied)
+    }
+
+    /// Stops renders on their nodes, all at once, each bounded by the client's timeout.
+    pub(crate) async fn stop_renders(&self, stops: Vec<StopAt>) {
+        let cancels = stops.into_iter().map(|stop| async move {
+            if let Err(e) = self
+                .gateway()
+                .cancel(&stop.url, stop.node_job.as_str())
+                .await
+            {
+                tracing::debug!(node = %stop.node, error = %e, "could not stop a render");
+            }
+        });
+        futures_util::future::join_all(cancels).await;
+    }
+
+    // ---- commands from the API -----------------------------------------------------
+
+    /// Stores a job and its tasks; answers once they are committed.
+    pub async fn submit(&self, sub: JobSubmission) -> Result<Admission, StoreError> {
+        let id = JobId::new();
+        let output = sub
+            .output
+            .clone()
+            .unwrap_or_else(|| format!("{id}/frame_####"));
+        let job = NewJob {
+            id,
+            submission: sub,
+            output,
+        };
+        let admission = self
+            .store()
+            .insert_job(job, self.config().max_unfinished_jobs)
+            .await?;
+        if let Admission::Accepted(job) = &admission {
+            tracing::info!(job = %job.id(), frames = %job.range, chunk = job.chunk_size, "job accepted");
+            self.wake();
+        }
+        Ok(admission)
+    }
+
+    /// Carries out a job command by the domain's rules; a cancel answers after the nodes
+    /// stopped the job's renders.
+    pub async fn job_command(
+        &self,
+        job: JobId,
+        command: JobCommand,
+    ) -> Result<JobOutcome, StoreError> {
+        let outcome = self.store().job_command(job, command).await?;
+        if let JobOutcome::Done { job, changes } = &outcome {
+            let stops = changes.iter().filter_map(|c| c.stop.clone()).collect();
+            self.stop_renders(stops).await;
+            tracing::info!(job = %job.id(), state = %job.state().as_str(), "job {}", command.name());
+            self.wake();
+        }
+        Ok(outcome)
+    }
+
+    /// Adds a node (or hears its heartbeat). A node that is new or down is probed at once,
+    /// so it gets work without waiting for the next health round.
+    pub async fn register_node(&self, url: &str) -> Result<NodeRecord, StoreError> {
+        let node = self.store().upsert_node(url).await?;
+        if node.state == NodeState::Down {
+            let o = self.clone();
+            let probe = node.clone();
+            self.inner
+                .workers
+                .spawn(async move { crate::workers::health::probe(&o, probe).await });
+        }
+        Ok(node)
+    }
+
+    pub async fn set_draining(
+        &self,
+        node: &NodeId,
+        draining: bool,
+    ) -> Result<Option<NodeRecord>, StoreError> {
+        let node = self.store().set_draining(node, draining).await?;
+        self.wake();
+        Ok(node)
+    }
+
+    /// Forgets a node; its running tasks go back to the queue and are stopped there.
+    pub async fn remove_node(&self, node: &NodeId) -> Result<bool, StoreError> {
+        let Some(changes) = self.store().remove_node(node).await? else {
+            return Ok(false);
+        };
+        self.stop_renders(changes.into_iter().filter_map(|c| c.stop).collect())
+            .await;
+        self.wake();
+        Ok(true)
+    }
+}

@@ -1,0 +1,1989 @@
+//! [`SqlStore`]: the [`Store`] on SQLite or PostgreSQL, through sqlx's `Any` driver with
+//! one set of SQL for both (numbered `$n` parameters, integer times and flags). Where the
+//! two differ, [`Dialect`] says so: row locks and notifications exist only on PostgreSQL.
+//!
+//! SQLite (the default): one writer connection (SQLite runs one writer at a time; one
+//! connection never meets `SQLITE_BUSY`) and a few read-only connections that read beside
+//! it (WAL). Events go to this process's subscribers after each commit.
+//!
+//! PostgreSQL (several orchestrators): one pool; a transition locks its job row, then its
+//! task row (always in that order, and jobs in ascending order when a transaction touches
+//! several, so two transactions never wait on each other in a cycle). Events are sent with
+//! `pg_notify` inside the transaction, so every orchestrator's listener receives exactly
+//! what was committed.
+
+use super::*;
+use corral_core::lifecycle::{self, check_job_command, Running, Tally, TaskState};
+use corral_core::orchestrator_api::TaskStateKind;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the orchestrator's database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL server: `postgres://user:password@host:port/database`.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// The default: `corral.db` in the data folder.
+    pub fn in_data_dir(dir: &Path) -> DatabaseUrl {
+        DatabaseUrl::Sqlite(dir.join("corral.db"))
+    }
+
+    /// Reads `sqlite://PATH`, `sqlite:PATH`, `postgres://...` or `postgresql://...`.
+    pub fn parse(s: &str) -> std::result::Result<DatabaseUrl, String> {
+        if let Some(path) = s
+            .strip_prefix("sqlite://")
+            .or_else(|| s.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(
+                    "a sqlite:// URL needs a file path, e.g. sqlite:///var/lib/corral/corral.db"
+                        .into(),
+                );
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(s.to_string()));
+        }
+        Err("must start with sqlite:// or postgres://".into())
+    }
+
+    /// The URL for logs and messages, without a password.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => match url.split_once('@') {
+                Some((credentials, rest)) => {
+                    let user = credentials
+                        .rsplit_once("//")
+                        .map_or(credentials, |(_, u)| u)
+                        .split(':')
+                        .next()
+                        .unwrap_or("");
+                    let scheme = url.split("//").next().unwrap_or("postgres:");
+                    format!("{scheme}//{user}:***@{rest}")
+                }
+                None => url.clone(),
+            },
+        }
+    }
+}
+
+/// The SQL that differs between the two databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Locks the rows read for update. SQLite has a single writer: nothing to lock.
+    fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    fn for_share(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR SHARE",
+        }
+    }
+}
+
+/// The PostgreSQL notification channel events travel on.
+const EVENT_CHANNEL: &str = "corral_events";
+/// PostgreSQL refuses notification payloads of 8000 bytes or more.
+const MAX_NOTIFY_BYTES: usize = 7000;
+/// Rows per multi-row `INSERT` of a job's tasks.
+const TASK_INSERT_BATCH: usize = 500;
+/// The name of the dispatcher's lease in `leadership`.
+const DISPATCH: &str = "dispatch";
+/// Times a transaction is retried after PostgreSQL broke a deadlock or a serialisation
+/// conflict by aborting it (both are safe to retry from the start).
+const RETRIES: u32 = 5;
+
+const JOB_COLS: &str = "j.seq AS j_seq, j.id AS j_id, j.scene AS j_scene,
+    j.frame_from AS j_from, j.frame_to AS j_to, j.chunk_size AS j_chunk,
+    j.priority AS j_priority, j.engine AS j_engine, j.format AS j_format, j.output AS j_output,
+    j.state AS j_state, j.paused AS j_paused, j.cancelled AS j_cancelled,
+    j.failure AS j_failure, j.tasks_queued AS j_queued, j.tasks_running AS j_running,
+    j.tasks_completed AS j_completed, j.tasks_failed AS j_failed,
+    j.tasks_cancelled AS j_cancelled_tasks, j.frames_done AS j_frames_done,
+    j.last_frame_at AS j_last_frame_at, j.submitted_at AS j_submitted_at,
+    j.started_at AS j_started_at, j.finished_at AS j_finished_at";
+
+const TASK_COLS: &str = "t.id AS t_id, t.job_seq AS t_job_seq, t.idx AS t_idx,
+    t.frame_from AS t_from, t.frame_to AS t_to, t.state AS t_state, t.attempts AS t_attempts,
+    t.lease AS t_lease, t.node_id AS t_node, t.owner AS t_owner, t.node_job_id AS t_node_job,
+    t.failure AS t_failure, t.failed_on AS t_failed_on, t.log_tail AS t_log_tail,
+    t.started_at AS t_started_at, t.finished_at AS t_finished_at,
+    t.progress_at AS t_progress_at";
+
+const NODE_COLS: &str = "id, url, state, draining, slots, hostname, blender_version, cores,
+    memory_bytes, frames_rendered, last_seen, registered_at";
+
+type Tx<'c> = Transaction<'c, Any>;
+
+/// The orchestrator's database on SQLite or PostgreSQL.
+pub struct SqlStore {
+    dialect: Dialect,
+    writer: AnyPool,
+    reader: AnyPool,
+    events: broadcast::Sender<Event>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SqlStore {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn time_opt(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.map(time)
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            // Class 08: connection exceptions; 57P01-57P03: the server shutting down or
+            // starting up.
+            if code.starts_with("08") || code.starts_with("57P") {
+                StoreError::Unavailable(e.to_string())
+            } else {
+                StoreError::Database(e.to_string())
+            }
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+/// True for errors after which the whole transaction may simply be run again.
+fn retryable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40P01") | Some("40001")))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn get<'r, T>(row: &'r AnyRow, col: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    row.try_get(col).map_err(|e| corrupt(format!("{col}: {e}")))
+}
+
+/// Placeholders `$first, $first+1, ...` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Keeps one job event per job, the last, at the end: a transaction that moves several
+/// tasks of a job passes through states nobody needs to see.
+fn coalesce(events: Vec<Event>) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::with_capacity(events.len());
+    let mut jobs: Vec<Event> = Vec::new();
+    for event in events {
+        match &event {
+            Event::Job { id, .. } => {
+                jobs.retain(|e| !matches!(e, Event::Job { id: other, .. } if other == id));
+                jobs.push(event);
+            }
+            _ => out.push(event),
+        }
+    }
+    out.extend(jobs);
+    out
+}
+
+fn job_from_row(row: &AnyRow) -> Result<(i64, JobRecord)> {
+    let seq: i64 = get(row, "j_seq")?;
+    let id: String = get(row, "j_id")?;
+    let id: JobId = id.parse().map_err(|_| corrupt(format!("job id `{id}`")))?;
+    let range = FrameRange::new(get(row, "j_from")?, get(row, "j_to")?).map_err(corrupt)?;
+    let state: String = get(row, "j_state")?;
+    let state = JobState::parse(&state).ok_or_else(|| corrupt(format!("job state `{state}`")))?;
+    let engine: String = get(row, "j_engine")?;
+    let format: Option<String> = get(row, "j_format")?;
+    let count = |col: &str| -> Result<u64> { Ok(get::<i64>(row, col)?.max(0) as u64) };
+    let life = JobLife {
+        id,
+        state,
+        tally: Tally {
+            queued: count("j_queued")?,
+            running: count("j_running")?,
+            completed: count("j_completed")?,
+            failed: count("j_failed")?,
+            cancelled: count("j_cancelled_tasks")?,
+        },
+        paused: get::<i64>(row, "j_paused")? != 0,
+        cancelled: get::<i64>(row, "j_cancelled")? != 0,
+        frames_total: range.len(),
+        frames_done: count("j_frames_done")?,
+        failure: get(row, "j_failure")?,
+        started_at: time_opt(get(row, "j_started_at")?),
+        finished_at: time_opt(get(row, "j_finished_at")?),
+    };
+    Ok((
+        seq,
+        JobRecord {
+            life,
+            range,
+            chunk_size: count("j_chunk")?,
+            priority: get(row, "j_priority")?,
+            render: RenderSpec {
+                scene: get(row, "j_scene")?,
+                engine: engine
+                    .parse()
+                    .map_err(|_| corrupt(format!("engine `{engine}`")))?,
+                format: format
+                    .map(|f| f.parse().map_err(|_| corrupt(format!("format `{f}`"))))
+                    .transpose()?,
+                output: get(row, "j_output")?,
+            },
+            submitted_at: time(get(row, "j_submitted_at")?),
+            last_frame_at: time_opt(get(row, "j_last_frame_at")?),
+        },
+    ))
+}
+
+/// A task row, for the job `job`.
+fn task_from_row(row: &AnyRow, job: JobId) -> Result<TaskRecord> {
+    let state: String = get(row, "t_state")?;
+    let kind =
+        TaskStateKind::parse(&state).ok_or_else(|| corrupt(format!("task state `{state}`")))?;
+    let node: Option<String> = get(row, "t_node")?;
+    let failure: Option<String> = get(row, "t_failure")?;
+    let started_at = time_opt(get(row, "t_started_at")?);
+    let finished_at = time_opt(get(row, "t_finished_at")?);
+    let ended_at = finished_at.unwrap_or_default();
+    let state = match kind {
+        TaskStateKind::Queued => TaskState::Queued,
+        TaskStateKind::Running => {
+            let node = node
+                .clone()
+                .ok_or_else(|| corrupt("a running task without a node"))?;
+            let owner: Option<String> = get(row, "t_owner")?;
+            let node_job: Option<String> = get(row, "t_node_job")?;
+            let started = started_at.unwrap_or_default();
+            TaskState::Running(Running {
+                node: NodeId::new(node),
+                // Rows written before owners existed belong to no live orchestrator, so
+                // the first one to look adopts them.
+                owner: OrchestratorId::new(owner.unwrap_or_default()),
+                node_job: node_job.map(NodeJobId::new),
+                started_at: started,
+                progress_at: time_opt(get(row, "t_progress_at")?).unwrap_or(started),
+            })
+        }
+        TaskStateKind::Completed => TaskState::Completed {
+            finished_at: ended_at,
+        },
+        TaskStateKind::Failed => TaskState::Failed {
+            reason: failure.clone().unwrap_or_default(),
+            finished_at: ended_at,
+        },
+        TaskStateKind::Cancelled => TaskState::Cancelled {
+            finished_at: ended_at,
+        },
+    };
+    let range = FrameRange::new(get(row, "t_from")?, get(row, "t_to")?).map_err(corrupt)?;
+    let log_tail: Option<String> = get(row, "t_log_tail")?;
+    Ok(TaskRecord {
+        task: Task {
+            id: TaskId(get(row, "t_id")?),
+            job,
+            index: get::<i64>(row, "t_idx")?.max(0) as u32,
+            range,
+            attempts: get::<i64>(row, "t_attempts")?.max(0) as u32,
+            lease: LeaseId(get(row, "t_lease")?),
+            last_node: node.map(NodeId::new),
+            last_failure: failure,
+            state,
+        },
+        started_at,
+        finished_at,
+        log_tail: log_tail
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+    })
+}
+
+fn node_from_row(row: &AnyRow) -> Result<NodeRecord> {
+    let state: String = get(row, "state")?;
+    let opt_u64 = |col: &str| -> Result<Option<u64>> {
+        Ok(get::<Option<i64>>(row, col)?.map(|v| v.max(0) as u64))
+    };
+    Ok(NodeRecord {
+        id: NodeId::new(get::<String>(row, "id")?),
+        url: get(row, "url")?,
+        state: if state == "up" {
+            NodeState::Up
+        } else {
+            NodeState::Down
+        },
+        draining: get::<i64>(row, "draining")? != 0,
+        slots: get::<i64>(row, "slots")?.max(0) as u64,
+        hostname: get(row, "hostname")?,
+        blender_version: get(row, "blender_version")?,
+        cores: opt_u64("cores")?,
+        memory_bytes: opt_u64("memory_bytes")?,
+        frames_rendered: get::<i64>(row, "frames_rendered")?.max(0) as u64,
+        last_seen: time_opt(get(row, "last_seen")?),
+        registered_at: time(get(row, "registered_at")?),
+        running: Vec::new(),
+    })
+}
+
+fn node_event(node: &NodeRecord) -> Event {
+    Event::Node {
+        id: node.id.clone(),
+        url: node.url.clone(),
+        state: node.state,
+        draining: node.draining,
+    }
+}
+
+/// A task locked with its job, inside a transaction.
+struct Locked {
+    seq: i64,
+    job: JobRecord,
+    task: TaskRecord,
+    failed_on: Vec<NodeId>,
+}
+
+impl SqlStore {
+    /// Opens the database (creating a SQLite file if needed) and brings its schema up to
+    /// date.
+    pub async fn open(url: &DatabaseUrl) -> Result<Arc<SqlStore>> {
+        sqlx::any::install_default_drivers();
+        let (events, _) = broadcast::channel(4096);
+        let store = match url {
+            DatabaseUrl::Sqlite(path) => Self::open_sqlite(path, events).await?,
+            DatabaseUrl::Postgres(url) => Self::open_postgres(url, events).await?,
+        };
+        Ok(Arc::new(store))
+    }
+
+    async fn open_sqlite(path: &Path, events: broadcast::Sender<Event>) -> Result<SqlStore> {
+        // `?` and `#` would end the path part of the URL, and `%` starts an escape.
+        let encoded: String = path
+            .to_string_lossy()
+            .chars()
+            .map(|c| match c {
+                '%' => "%25".to_string(),
+                '?' => "%3F".to_string(),
+                '#' => "%23".to_string(),
+                c => c.to_string(),
+            })
+            .collect();
+        let url = format!("sqlite://{encoded}?mode=rwc");
+        let writer = AnyPoolOptions::new()
+            .max_connections(1)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    // WAL lets readers read beside the writer. NORMAL survives a crash
+                    // of this process (kill -9) but may lose the last commits on power
+                    // loss: fine for progress (a task whose record is lost renders
+                    // again), and it saves an fsync per write. Accepting a job is FULL:
+                    // see `insert_job`.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(db_err)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        let reader = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute("PRAGMA query_only = ON; PRAGMA busy_timeout = 10000;")
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(db_err)?;
+        Ok(SqlStore {
+            dialect: Dialect::Sqlite,
+            writer,
+            reader,
+            events,
+            listener: None,
+        })
+    }
+
+    async fn open_postgres(url: &str, events: broadcast::Sender<Event>) -> Result<SqlStore> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(db_err)?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        let mut listener = sqlx::postgres::PgListener::connect(url)
+            .await
+            .map_err(db_err)?;
+        listener.listen(EVENT_CHANNEL).await.map_err(db_err)?;
+        let tx = events.clone();
+        let listener = tokio::spawn(async move {
+            loop {
+                // `recv` reconnects by itself after the server restarts; what was sent
+                // meanwhile is lost, and clients catch up by reading.
+                match listener.recv().await {
+                    Ok(note) => {
+                        if let Ok(batch) = serde_json::from_str::<Vec<Event>>(note.payload()) {
+                            for event in batch {
+                                let _ = tx.send(event);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event listener lost the database; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(SqlStore {
+            dialect: Dialect::Postgres,
+            writer: pool.clone(),
+            reader: pool,
+            events,
+            listener: Some(listener),
+        })
+    }
+
+    /// Commits `tx`, sending `events` with it: on PostgreSQL inside the transaction (so
+    /// only committed events travel, to every orchestrator), on SQLite to this process's
+    /// subscribers once committed.
+    async fn commit(
+        &self,
+        mut tx: Tx<'_>,
+        events: Vec<Event>,
+    ) -> std::result::Result<(), sqlx::Error> {
+        let events = coalesce(events);
+        if self.dialect == Dialect::Postgres && !events.is_empty() {
+            for payload in notify_payloads(&events) {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(EVENT_CHANNEL)
+                    .bind(payload)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        if self.dialect == Dialect::Sqlite {
+            for event in events {
+                let _ = self.events.send(event);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a whole transaction again when PostgreSQL aborted it to break a deadlock or a
+    /// serialisation conflict.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+    {
+        let mut tries = 0;
+        loop {
+            match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(e) if retryable(&e) && tries < RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(tries)))
+                        .await;
+                }
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+    }
+
+    /// Locks a task's job, then the task (the one order every transaction uses).
+    async fn lock(
+        &self,
+        tx: &mut Tx<'_>,
+        task: TaskId,
+    ) -> std::result::Result<Option<Locked>, sqlx::Error> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT job_seq FROM tasks WHERE id = $1")
+            .bind(task.0)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(seq) = seq else {
+            return Ok(None);
+        };
+        let job_row = sqlx::query(&format!(
+            "SELECT {JOB_COLS} FROM jobs j WHERE j.seq = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(seq)
+        .fetch_one(&mut **tx)
+        .await?;
+        let task_row = sqlx::query(&format!(
+            "SELECT {TASK_COLS} FROM tasks t WHERE t.id = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(task.0)
+        .fetch_one(&mut **tx)
+        .await?;
+        let (seq, job) = job_from_row(&job_row).map_err(to_sqlx)?;
+        let failed_on: Option<String> = task_row.try_get("t_failed_on")?;
+        let task = task_from_row(&task_row, job.id()).map_err(to_sqlx)?;
+        Ok(Some(Locked {
+            seq,
+            job,
+            task,
+            failed_on: failed_on
+                .and_then(|f| serde_json::from_str::<Vec<String>>(&f).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .map(NodeId::new)
+                .collect(),
+        }))
+    }
+
+    async fn node_url(
+        tx: &mut Tx<'_>,
+        node: &NodeId,
+    ) -> std::result::Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT url FROM nodes WHERE id = $1")
+            .bind(node.as_str())
+            .fetch_optional(&mut **tx)
+            .await
+    }
+
+    /// Writes a task's new state (and Blender's last lines, when given).
+    async fn write_task(
+        tx: &mut Tx<'_>,
+        task: &Task,
+        log_tail: Option<&[String]>,
+    ) -> std::result::Result<(), sqlx::Error> {
+        let (owner, node_job, started_at, progress_at) = match &task.state {
+            TaskState::Running(r) => (
+                Some(r.owner.as_str().to_string()),
+                r.node_job.as_ref().map(|j| j.as_str().to_string()),
+                Some(ms(r.started_at)),
+                Some(ms(r.progress_at)),
+            ),
+            _ => (None, None, None, None),
+        };
+        let finished_at = match &task.state {
+            TaskState::Completed { finished_at }
+            | TaskState::Failed { finished_at, .. }
+            | TaskState::Cancelled { finished_at } => Some(ms(*finished_at)),
+            TaskState::Queued | TaskState::Running(_) => None,
+        };
+        let failure = match &task.state {
+            TaskState::Failed { reason, .. } => Some(reason.clone()),
+            _ => task.last_failure.clone(),
+        };
+        let log_tail = log_tail.map(|t| serde_json::to_string(t).unwrap_or_default());
+        sqlx::query(
+            "UPDATE tasks SET state = $1, attempts = $2, lease = $3, node_id = $4, owner = $5,
+                node_job_id = $6, failure = $7, started_at = COALESCE($8, started_at),
+                finished_at = $9, progress_at = $10, log_tail = COALESCE($11, log_tail)
+             WHERE id = $12",
+        )
+        .bind(task.state.kind().as_str())
+        .bind(i64::from(task.attempts))
+        .bind(task.lease.0)
+        .bind(task.last_node.as_ref().map(|n| n.as_str().to_string()))
+        .bind(owner)
+        .bind(node_job)
+        .bind(failure)
+        .bind(started_at)
+        .bind(finished_at)
+        .bind(progress_at)
+        .bind(log_tail)
+        .bind(task.id.0)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn write_job(
+        tx: &mut Tx<'_>,
+        seq: i64,
+        job: &JobLife,
+        frame_at: Option<DateTime<Utc>>,
+    ) -> std::result::Result<(), sqlx::Error> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        sqlx::query(
+            "UPDATE jobs SET state = $1, paused = $2, cancelled = $3, failure = $4,
+                tasks_queued = $5, tasks_running = $6, tasks_completed = $7, tasks_failed = $8,
+                tasks_cancelled = $9, frames_done = $10,
+                last_frame_at = COALESCE($11, last_frame_at), started_at = $12, finished_at = $13
+             WHERE seq = $14",
+        )
+        .bind(job.state.as_str())
+        .bind(i64::from(job.paused))
+        .bind(i64::from(job.cancelled))
+        .bind(job.failure.clone())
+        .bind(n(job.tally.queued))
+        .bind(n(job.tally.running))
+        .bind(n(job.tally.completed))
+        .bind(n(job.tally.failed))
+        .bind(n(job.tally.cancelled))
+        .bind(n(job.frames_done))
+        .bind(frame_at.map(ms))
+        .bind(job.started_at.map(ms))
+        .bind(job.finished_at.map(ms))
+        .bind(seq)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records frames a node reported saved for a running task; answers the new ones.
+    async fn record_frames(
+        tx: &mut Tx<'_>,
+        seq: i64,
+        task: &Task,
+        node: &NodeId,
+        frames: &[SavedFrame],
+        now: DateTime<Utc>,
+    ) -> std::result::Result<Vec<SavedFrame>, sqlx::Error> {
+        let mut new = Vec::new();
+        for frame in frames {
+            if !task.range.contains(frame.frame) {
+                continue;
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO frames (job_seq, frame, node_id, path, done_at)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_seq, frame) DO NOTHING",
+            )
+            .bind(seq)
+            .bind(frame.frame)
+            .bind(node.as_str())
+            .bind(frame.path.as_str())
+            .bind(ms(now))
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if inserted > 0 {
+                new.push(frame.clone());
+            } else {
+                // Rendered again (a retry after a partial attempt): the newest copy is the
+                // one to point at.
+                sqlx::query(
+                    "UPDATE frames SET node_id = $1, path = $2, done_at = $3
+                     WHERE job_seq = $4 AND frame = $5 AND (node_id != $1 OR path != $2)",
+                )
+                .bind(node.as_str())
+                .bind(frame.path.as_str())
+                .bind(ms(now))
+                .bind(seq)
+                .bind(frame.frame)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        if !new.is_empty() {
+            sqlx::query("UPDATE nodes SET frames_rendered = frames_rendered + $1 WHERE id = $2")
+                .bind(new.len() as i64)
+                .bind(node.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(new)
+    }
+
+    /// Writes one step of a task (`prev` is the task before it; `failed_on` the nodes it
+    /// failed on, grown by a failure); the job is written by the caller once every step of
+    /// the transaction is done.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_step(
+        tx: &mut Tx<'_>,
+        seq: i64,
+        prev: &Task,
+        failed_on: &mut Vec<NodeId>,
+        step: lifecycle::Step,
+        log_tail: Option<&[String]>,
+        command: &Command,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<Change, sqlx::Error> {
+        Self::write_task(tx, &step.task, log_tail).await?;
+        if let (Command::Fail { reason, .. }, TaskState::Running(r)) = (command, &prev.state) {
+            if !failed_on.contains(&r.node) {
+                failed_on.push(r.node.clone());
+            }
+            let list: Vec<&str> = failed_on.iter().map(NodeId::as_str).collect();
+            sqlx::query("UPDATE tasks SET failed_on = $1 WHERE id = $2")
+                .bind(serde_json::to_string(&list).unwrap_or_default())
+                .bind(step.task.id.0)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO task_failures (task_id, job_seq, node_id, reason, at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(step.task.id.0)
+            .bind(seq)
+            .bind(r.node.as_str())
+            .bind(reason.as_str())
+            .bind(ms(now))
+            .execute(&mut **tx)
+            .await?;
+        }
+        let stop = match step.stop {
+            Some(stop) => Self::node_url(tx, &stop.node).await?.map(|url| StopAt {
+                node: stop.node,
+                url,
+                node_job: stop.node_job,
+            }),
+            None => None,
+        };
+        Ok(Change {
+            task: step.task,
+            job: step.job,
+            stop,
+            events: step.events,
+        })
+    }
+
+    /// Writes a step of a locked task and keeps `locked` current.
+    async fn write_locked(
+        tx: &mut Tx<'_>,
+        locked: &mut Locked,
+        step: lifecycle::Step,
+        log_tail: Option<&[String]>,
+        command: &Command,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<Change, sqlx::Error> {
+        let prev = locked.task.task.clone();
+        let change = Self::write_step(
+            tx,
+            locked.seq,
+            &prev,
+            &mut locked.failed_on,
+            step,
+            log_tail,
+            command,
+            now,
+        )
+        .await?;
+        locked.task.task = change.task.clone();
+        locked.job.life = change.job.clone();
+        Ok(change)
+    }
+
+    /// Cancels every task of job `seq` that has not ended (its job failed or was
+    /// cancelled), starting from `job`; answers the changes and the job after them.
+    async fn cancel_rest(
+        &self,
+        tx: &mut Tx<'_>,
+        seq: i64,
+        mut job: JobLife,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(Vec<Change>, JobLife), sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLS} FROM tasks t WHERE t.job_seq = $1
+               AND t.state IN ('queued', 'running') ORDER BY t.id{}",
+            self.dialect.for_update()
+        ))
+        .bind(seq)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut changes = Vec::new();
+        for row in rows {
+            let record = task_from_row(&row, job.id).map_err(to_sqlx)?;
+            let Ok(step) = lifecycle::step(&record.task, &job, &Command::Cancel, now) else {
+                continue;
+            };
+            job = step.job.clone();
+            let change = Self::write_step(
+                tx,
+                seq,
+                &record.task,
+                &mut Vec::new(),
+                step,
+                None,
+                &Command::Cancel,
+                now,
+            )
+            .await?;
+            changes.push(change);
+        }
+        Ok((changes, job))
+    }
+
+    async fn apply_once(
+        &self,
+        task: TaskId,
+        command: &Command,
+        note: &Note,
+    ) -> std::result::Result<Applied, sqlx::Error> {
+        let now = Utc::now();
+        let mut tx = self.begin_raw().await?;
+        let Some(mut locked) = self.lock(&mut tx, task).await? else {
+            return Ok(Applied::Unknown);
+        };
+        let holds = |locked: &Locked, lease: Option<LeaseId>| {
+            lease == Some(locked.task.task.lease)
+                && matches!(locked.task.task.state, TaskState::Running(_))
+        };
+        let mut changes = Vec::new();
+        let mut events = Vec::new();
+        let mut frame_at = None;
+        let mut command = command.clone();
+        // Frames count only under the lease that holds: a lost node's late report is
+        // the work of a render that was given to another node.
+        if !note.frames.is_empty() && holds(&locked, command.lease()) {
+            let TaskState::Running(r) = &locked.task.task.state else {
+                return Ok(Applied::Unknown);
+            };
+            let node = r.node.clone();
+            let new = Self::record_frames(
+                &mut tx,
+                locked.seq,
+                &locked.task.task,
+                &node,
+                &note.frames,
+                now,
+            )
+            .await?;
+            if !new.is_empty() {
+                frame_at = Some(now);
+                for frame in &new {
+                    events.push(Event::Frame {
+                        job: locked.job.id(),
+                        frame: frame.frame,
+                        node: node.clone(),
+                        path: frame.path.clone(),
+                    });
+                }
+                let lease = locked.task.task.lease;
+                let progress = Command::Progress {
+                    lease,
+                    new_frames: new.len() as u64,
+                };
+                if matches!(command, Command::Progress { .. }) {
+                    command = progress;
+                } else if let Ok(step) =
+                    lifecycle::step(&locked.task.task, &locked.job.life, &progress, now)
+                {
+                    let change =
+                        Self::write_locked(&mut tx, &mut locked, step, None, &progress, now)
+                            .await?;
+                    events.extend(change.events.iter().cloned());
+                }
+            }
+        }
+        let step = match lifecycle::step(&locked.task.task, &locked.job.life, &command, now) {
+            Ok(step) => step,
+            Err(refusal) => {
+                tx.rollback().await?;
+                return Ok(Applied::Refused(refusal));
+            }
+        };
+        let cancel_the_rest = step.cancel_the_rest;
+        let change = Self::write_locked(
+            &mut tx,
+            &mut locked,
+            step,
+            note.log_tail.as_deref(),
+            &command,
+            now,
+        )
+        .await?;
+        events.extend(change.events.iter().cloned());
+        changes.push(change);
+        let mut job = locked.job.life.clone();
+        if cancel_the_rest {
+            let (cancelled, after) = self.cancel_rest(&mut tx, locked.seq, job, now).await?;
+            for c in &cancelled {
+                events.extend(c.events.iter().cloned());
+            }
+            changes.extend(cancelled);
+            job = after;
+        }
+        Self::write_job(&mut tx, locked.seq, &job, frame_at).await?;
+        self.commit(tx, events).await?;
+        Ok(Applied::Changed(changes))
+    }
+
+    async fn begin_raw(&self) -> std::result::Result<Tx<'static>, sqlx::Error> {
+        self.writer.begin().await
+    }
+
+    /// Takes back running tasks (with the job rows locked in ascending order), inside `tx`.
+    async fn take_back_all(
+        &self,
+        tx: &mut Tx<'_>,
+        tasks: Vec<(i64, TaskId)>,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(Vec<Change>, Vec<Event>), sqlx::Error> {
+        let mut tasks = tasks;
+        tasks.sort();
+        let mut changes = Vec::new();
+        let mut events = Vec::new();
+        for (_, task) in tasks {
+            let Some(mut locked) = self.lock(tx, task).await? else {
+                continue;
+            };
+            let command = Command::TakeBack {
+                lease: locked.task.task.lease,
+            };
+            let Ok(step) = lifecycle::step(&locked.task.task, &locked.job.life, &command, now)
+            else {
+                continue;
+            };
+            let change = Self::write_locked(tx, &mut locked, step, None, &command, now).await?;
+            Self::write_job(tx, locked.seq, &change.job, None).await?;
+            events.extend(change.events.iter().cloned());
+            changes.push(change);
+        }
+        Ok((changes, events))
+    }
+
+    async fn running_on(
+        tx: &mut Tx<'_>,
+        node: &NodeId,
+    ) -> std::result::Result<Vec<(i64, TaskId)>, sqlx::Error> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT job_seq, id FROM tasks WHERE state = 'running' AND node_id = $1",
+        )
+        .bind(node.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(rows.into_iter().map(|(s, t)| (s, TaskId(t))).collect())
+    }
+
+    async fn node_in(
+        tx: &mut Tx<'_>,
+        id: &NodeId,
+    ) -> std::result::Result<Option<NodeRecord>, sqlx::Error> {
+        let row = sqlx::query(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        row.map(|r| node_from_row(&r)).transpose().map_err(to_sqlx)
+    }
+
+    async fn job_by_id(
+        &self,
+        tx: &mut Tx<'_>,
+        id: JobId,
+    ) -> std::result::Result<Option<(i64, JobRecord)>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLS} FROM jobs j WHERE j.id = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        row.map(|r| job_from_row(&r)).transpose().map_err(to_sqlx)
+    }
+
+    async fn job_command_once(
+        &self,
+        id: JobId,
+        command: JobCommand,
+    ) -> std::result::Result<JobOutcome, sqlx::Error> {
+        let now = Utc::now();
+        let mut tx = self.begin_raw().await?;
+        let Some((seq, mut job)) = self.job_by_id(&mut tx, id).await? else {
+            return Ok(JobOutcome::Unknown);
+        };
+        if let Err(refusal) = check_job_command(&job.life, command) {
+            tx.rollback().await?;
+            return Ok(JobOutcome::Refused(refusal));
+        }
+        let before = job.life.clone();
+        let mut changes = Vec::new();
+        let mut events = Vec::new();
+        match command {
+            JobCommand::Cancel => {
+                let life = job.life.with_flags(job.life.paused, true, now);
+                let (cancelled, after) = self.cancel_rest(&mut tx, seq, life, now).await?;
+                changes = cancelled;
+                job.life = after;
+            }
+            JobCommand::Pause | JobCommand::Resume => {
+                let paused = command == JobCommand::Pause;
+                job.life = job.life.with_flags(paused, job.life.cancelled, now);
+            }
+            JobCommand::Requeue => {
+                let mut life = job.life.with_flags(job.life.paused, false, now);
+                let rows = sqlx::query(&format!(
+                    "SELECT {TASK_COLS} FROM tasks t WHERE t.job_seq = $1
+                       AND t.state IN ('failed', 'cancelled') ORDER BY t.id{}",
+                    self.dialect.for_update()
+                ))
+                .bind(seq)
+                .fetch_all(&mut *tx)
+                .await?;
+                for row in rows {
+                    let record = task_from_row(&row, id).map_err(to_sqlx)?;
+                    if let Ok(step) = lifecycle::step(&record.task, &life, &Command::Retry, now) {
+                        life = step.job.clone();
+                        Self::write_task(&mut tx, &step.task, None).await?;
+                        changes.push(Change {
+                            task: step.task,
+                            job: step.job,
+                            stop: None,
+                            events: step.events,
+                        });
+                    }
+                }
+                sqlx::query("DELETE FROM task_failures WHERE job_seq = $1")
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE tasks SET failed_on = NULL WHERE job_seq = $1")
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                job.life = life;
+            }
+            JobCommand::Prioritize(priority) => {
+                sqlx::query("UPDATE jobs SET priority = $1 WHERE seq = $2")
+                    .bind(priority)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE tasks SET priority = $1 WHERE job_seq = $2")
+                    .bind(priority)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                job.priority = priority;
+            }
+        }
+        // Queued tasks of a paused or cancelled job are held out of the queue's index.
+        sqlx::query("UPDATE tasks SET held = $1 WHERE job_seq = $2")
+            .bind(i64::from(job.life.paused || job.life.cancelled))
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        Self::write_job(&mut tx, seq, &job.life, None).await?;
+        for change in &changes {
+            events.extend(change.events.iter().cloned());
+        }
+        if job.life != before || matches!(command, JobCommand::Prioritize(_)) {
+            events.push(job.life.event());
+        }
+        self.commit(tx, events).await?;
+        Ok(JobOutcome::Done {
+            job: Box::new(job),
+            changes,
+        })
+    }
+
+    async fn insert_job_once(
+        &self,
+        job: &NewJob,
+        max_unfinished: u64,
+    ) -> std::result::Result<Admission, sqlx::Error> {
+        let now = Utc::now();
+        let sub = &job.submission;
+        let ranges = corral_core::chunk::split(sub.range, sub.chunk_size);
+        let mut conn = self.writer.acquire().await?;
+        if self.dialect == Dialect::Sqlite {
+            // The pool has one connection, so this setting covers exactly this
+            // transaction: a `202` promises the job survives even a power loss.
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await?;
+        }
+        let result = async {
+            use sqlx::Connection;
+            let mut tx = conn.begin().await?;
+            let unfinished: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running', 'paused')",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if unfinished as u64 >= max_unfinished {
+                return Ok(Admission::Full(unfinished as u64));
+            }
+            let life = JobLife::new(job.id, ranges.len() as u64, sub.range.len());
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO jobs (id, scene, frame_from, frame_to, chunk_size, priority, engine,
+                    format, output, state, tasks_queued, submitted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11) RETURNING seq",
+            )
+            .bind(job.id.to_string())
+            .bind(sub.scene.clone())
+            .bind(sub.range.from())
+            .bind(sub.range.to())
+            .bind(sub.chunk_size as i64)
+            .bind(sub.priority)
+            .bind(sub.engine.blender_name())
+            .bind(sub.format.map(|f| f.blender_name().to_string()))
+            .bind(job.output.as_str())
+            .bind(ranges.len() as i64)
+            .bind(ms(now))
+            .fetch_one(&mut *tx)
+            .await?;
+            for (batch_no, batch) in ranges.chunks(TASK_INSERT_BATCH).enumerate() {
+                let values: Vec<String> = (0..batch.len())
+                    .map(|i| format!("({}, 'queued', {})", placeholders(i * 4 + 1, 4), sub.priority))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO tasks (job_seq, idx, frame_from, frame_to, state, priority) VALUES {}",
+                    values.join(", ")
+                );
+                let mut query = sqlx::query(&sql);
+                for (i, range) in batch.iter().enumerate() {
+                    query = query
+                        .bind(seq)
+                        .bind((batch_no * TASK_INSERT_BATCH + i) as i64)
+                        .bind(range.from())
+                        .bind(range.to());
+                }
+                query.execute(&mut *tx).await?;
+            }
+            let record = JobRecord {
+                life: life.clone(),
+                range: sub.range,
+                chunk_size: sub.chunk_size,
+                priority: sub.priority,
+                render: RenderSpec {
+                    scene: sub.scene.clone(),
+                    engine: sub.engine,
+                    format: sub.format,
+                    output: job.output.clone(),
+                },
+                submitted_at: time(ms(now)),
+                last_frame_at: None,
+            };
+            self.commit(tx, vec![life.event()]).await?;
+            Ok(Admission::Accepted(Box::new(record)))
+        }
+        .await;
+        if self.dialect == Dialect::Sqlite {
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
+        }
+        result
+    }
+
+    async fn lease_once(
+        &self,
+        assignments: &[(TaskId, NodeId)],
+        fence: &Fence,
+    ) -> std::result::Result<Vec<RunningTask>, sqlx::Error> {
+        let now = Utc::now();
+        let mut tx = self.begin_raw().await?;
+        let holder: Option<(String, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT holder, term, expires_at FROM leadership WHERE name = $1{}",
+            self.dialect.for_share()
+        ))
+        .bind(DISPATCH)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let valid = holder.is_some_and(|(holder, term, expires)| {
+            holder == fence.holder.as_str() && term == fence.term && expires > ms(now)
+        });
+        if !valid || assignments.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let nodes = sqlx::query(&format!("SELECT {NODE_COLS} FROM nodes"))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut nodes: HashMap<NodeId, NodeRecord> = nodes
+            .iter()
+            .map(|r| node_from_row(r).map(|n| (n.id.clone(), n)))
+            .collect::<Result<_>>()
+            .map_err(to_sqlx)?;
+        let running: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT node_id, id FROM tasks WHERE state = 'running' AND node_id IS NOT NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (node, task) in running {
+            if let Some(n) = nodes.get_mut(&NodeId::new(node)) {
+                n.running.push(TaskId(task));
+            }
+        }
+        // Jobs in ascending order (see the module's note on lock order).
+        let ids: Vec<i64> = assignments.iter().map(|(t, _)| t.0).collect();
+        let seqs: Vec<(i64, i64)> = sqlx::query_as(&format!(
+            "SELECT id, job_seq FROM tasks WHERE id IN ({})",
+            placeholders(1, ids.len())
+        ))
+        .bind_all(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let seq_of: HashMap<i64, i64> = seqs.into_iter().collect();
+        let mut ordered: Vec<&(TaskId, NodeId)> = assignments
+            .iter()
+            .filter(|(t, _)| seq_of.contains_key(&t.0))
+            .collect();
+        ordered.sort_by_key(|(t, _)| (seq_of.get(&t.0).copied().unwrap_or_default(), t.0));
+        let mut leased = Vec::new();
+        let mut events = Vec::new();
+        for (task, node_id) in ordered {
+            let Some(node) = nodes.get_mut(node_id) else {
+                continue;
+            };
+            let free = node.state == NodeState::Up
+                && !node.draining
+                && (node.running.len() as u64) < node.slots;
+            if !free {
+                continue;
+            }
+            let Some(mut locked) = self.lock(&mut tx, *task).await? else {
+                continue;
+            };
+            let command = Command::Lease {
+                node: node_id.clone(),
+                owner: fence.holder.clone(),
+            };
+            let Ok(step) = lifecycle::step(&locked.task.task, &locked.job.life, &command, now)
+            else {
+                continue;
+            };
+            let change =
+                Self::write_locked(&mut tx, &mut locked, step, None, &command, now).await?;
+            Self::write_job(&mut tx, locked.seq, &change.job, None).await?;
+            events.extend(change.events.iter().cloned());
+            node.running.push(*task);
+            leased.push(RunningTask {
+                task: *task,
+                lease: change.task.lease,
+                job: locked.job.id(),
+                range: change.task.range,
+                node: node_id.clone(),
+                node_url: Some(node.url.clone()),
+                node_job: None,
+                owner: fence.holder.clone(),
+                started_at: now,
+                progress_at: now,
+                render: locked.job.render.clone(),
+            });
+        }
+        self.commit(tx, events).await?;
+        Ok(leased)
+    }
+
+    async fn take_back_orphans_once(&self) -> std::result::Result<Vec<Change>, sqlx::Error> {
+        let now = Utc::now();
+        let mut tx = self.begin_raw().await?;
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT t.job_seq, t.id FROM tasks t WHERE t.state = 'running'
+               AND (t.node_id IS NULL OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = t.node_id))",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let tasks = rows.into_iter().map(|(s, t)| (s, TaskId(t))).collect();
+        let (changes, events) = self.take_back_all(&mut tx, tasks, now).await?;
+        self.commit(tx, events).await?;
+        Ok(changes)
+    }
+
+    async fn node_lost_once(
+        &self,
+        id: &NodeId,
+    ) -> std::result::Result<Option<Vec<Change>>, sqlx::Error> {
+        let now = Utc::now();
+        let mut tx = self.begin_raw().await?;
+        let marked = sqlx::query("UPDATE nodes SET state = 'down' WHERE id = $1 AND state = 'up'")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if marked == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let tasks = Self::running_on(&mut tx, id).await?;
+        let (changes, mut events) = self.take_back_all(&mut tx, tasks, now).await?;
+        if let Some(node) = Self::node_in(&mut tx, id).await? {
+            events.push(node_event(&node));
+        }
+        self.commit(tx, events).await?;
+        Ok(Some(changes))
+    }
+
+    async fn remove_node_once(
+        &self,
+        id: &NodeId,
+    ) -> std::result::Result<Option<Vec<Change>>, sqlx::Error> {
+        let now = Utc::now();
+        let mut tx = self.begin_raw().await?;
+        let Some(mut node) = Self::node_in(&mut tx, id).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let tasks = Self::running_on(&mut tx, id).await?;
+        let (changes, mut events) = self.take_back_all(&mut tx, tasks, now).await?;
+        sqlx::query("DELETE FROM nodes WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        node.state = NodeState::Down;
+        events.push(node_event(&node));
+        self.commit(tx, events).await?;
+        Ok(Some(changes))
+    }
+
+    async fn nodes_with_running(&self, only: Option<&NodeId>) -> Result<Vec<NodeRecord>> {
+        let rows = match only {
+            Some(id) => {
+                sqlx::query(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = $1"))
+                    .bind(id.as_str())
+                    .fetch_all(&self.reader)
+                    .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {NODE_COLS} FROM nodes ORDER BY registered_at, id"
+                ))
+                .fetch_all(&self.reader)
+                .await
+            }
+        }
+        .map_err(db_err)?;
+        let mut nodes: Vec<NodeRecord> = rows.iter().map(node_from_row).collect::<Result<_>>()?;
+        let running: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT node_id, id FROM tasks WHERE state = 'running' AND node_id IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let mut by_node: HashMap<String, Vec<TaskId>> = HashMap::new();
+        for (node, task) in running {
+            by_node.entry(node).or_default().push(TaskId(task));
+        }
+        for node in &mut nodes {
+            node.running = by_node.remove(node.id.as_str()).unwrap_or_default();
+        }
+        Ok(nodes)
+    }
+}
+
+/// Lets a query bind a slice of integers in order.
+trait BindAll<'q> {
+    fn bind_all(self, values: &'q [i64]) -> Self;
+}
+
+impl<'q, O> BindAll<'q> for sqlx::query::QueryAs<'q, Any, O, sqlx::any::AnyArguments<'q>> {
+    fn bind_all(mut self, values: &'q [i64]) -> Self {
+        for v in values {
+            self = self.bind(*v);
+        }
+        self
+    }
+}
+
+/// Events as JSON arrays, each small enough for one notification.
+fn notify_payloads(events: &[Event]) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut batch: Vec<String> = Vec::new();
+    let mut size = 2;
+    for event in events {
+        let Ok(json) = serde_json::to_string(event) else {
+            continue;
+        };
+        if json.len() + 2 > MAX_NOTIFY_BYTES {
+            // One event this large is a frame with an enormous path: skip it rather than
+            // fail the transaction; readers still see the frame.
+            continue;
+        }
+        if size + json.len() + 1 > MAX_NOTIFY_BYTES && !batch.is_empty() {
+            payloads.push(format!("[{}]", batch.join(",")));
+            batch.clear();
+            size = 2;
+        }
+        size += json.len() + 1;
+        batch.push(json);
+    }
+    if !batch.is_empty() {
+        payloads.push(format!("[{}]", batch.join(",")));
+    }
+    payloads
+}
+
+/// Carries a store error through a sqlx-typed transaction body.
+fn to_sqlx(e: StoreError) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn shared(&self) -> bool {
+        self.dialect == Dialect::Postgres
+    }
+
+    async fn insert_job(&self, job: NewJob, max_unfinished: u64) -> Result<Admission> {
+        self.retrying(|| self.insert_job_once(&job, max_unfinished))
+            .await
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLS} FROM jobs j WHERE j.id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| job_from_row(&r).map(|(_, j)| j)).transpose()
+    }
+
+    async fn jobs(
+        &self,
+        state: Option<JobState>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<JobRecord>, u64)> {
+        let state = state.map(|s| s.as_str().to_string());
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLS} FROM jobs j WHERE ($1 IS NULL OR j.state = $1)
+             ORDER BY j.seq DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(state.clone())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE ($1 IS NULL OR state = $1)")
+                .bind(state)
+                .fetch_one(&self.reader)
+                .await
+                .map_err(db_err)?;
+        let jobs = rows
+            .iter()
+            .map(|r| job_from_row(r).map(|(_, j)| j))
+            .collect::<Result<_>>()?;
+        Ok((jobs, total.max(0) as u64))
+    }
+
+    async fn tasks(&self, job: JobId, offset: u64, limit: u64) -> Result<Vec<TaskRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLS} FROM tasks t JOIN jobs j ON j.seq = t.job_seq
+             WHERE j.id = $1 ORDER BY t.idx LIMIT $2 OFFSET $3"
+        ))
+        .bind(job.to_string())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(|r| task_from_row(r, job)).collect()
+    }
+
+    async fn frames(&self, job: JobId, range: FrameRange) -> Result<Vec<FrameRecord>> {
+        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT f.frame, f.node_id, f.path, f.done_at FROM frames f JOIN jobs j ON j.seq = f.job_seq
+             WHERE j.id = $1 AND f.frame >= $2 AND f.frame <= $3 ORDER BY f.frame",
+        )
+        .bind(job.to_string())
+        .bind(range.from())
+        .bind(range.to())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(frame, node, path, done_at)| FrameRecord {
+                frame,
+                node: NodeId::new(node),
+                path,
+                done_at: time(done_at),
+            })
+            .collect())
+    }
+
+    async fn failed_frames(&self, job: JobId) -> Result<Vec<FrameSpan>> {
+        let failed: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT t.frame_from, t.frame_to FROM tasks t JOIN jobs j ON j.seq = t.job_seq
+             WHERE j.id = $1 AND t.state = 'failed' ORDER BY t.idx",
+        )
+        .bind(job.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let mut frames = Vec::new();
+        for (from, to) in failed {
+            let Ok(range) = FrameRange::new(from, to) else {
+                continue;
+            };
+            let done: std::collections::HashSet<i64> = self
+                .frames(job, range)
+                .await?
+                .into_iter()
+                .map(|f| f.frame)
+                .collect();
+            frames.extend(range.frames().filter(|f| !done.contains(f)));
+        }
+        Ok(FrameSpan::runs(frames))
+    }
+
+    async fn job_command(&self, job: JobId, command: JobCommand) -> Result<JobOutcome> {
+        self.retrying(|| self.job_command_once(job, command)).await
+    }
+
+    async fn apply(&self, task: TaskId, command: Command, note: Note) -> Result<Applied> {
+        self.retrying(|| self.apply_once(task, &command, &note))
+            .await
+    }
+
+    async fn lease(
+        &self,
+        assignments: &[(TaskId, NodeId)],
+        fence: &Fence,
+    ) -> Result<Vec<RunningTask>> {
+        self.retrying(|| self.lease_once(assignments, fence)).await
+    }
+
+    async fn queue_head(&self, limit: u64) -> Result<Vec<QueuedTask>> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.job_seq, t.priority, t.idx, t.failed_on, j.id AS job_id
+             FROM tasks t JOIN jobs j ON j.seq = t.job_seq
+             WHERE t.state = 'queued' AND t.held = 0
+             ORDER BY t.priority DESC, t.job_seq, t.idx LIMIT $1",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let job_id: String = get(row, "job_id")?;
+                let failed_on: Option<String> = get(row, "failed_on")?;
+                Ok(QueuedTask {
+                    task_id: TaskId(get(row, "id")?),
+                    job_id: job_id
+                        .parse()
+                        .map_err(|_| corrupt(format!("job id `{job_id}`")))?,
+                    priority: get(row, "priority")?,
+                    job_seq: get(row, "job_seq")?,
+                    index: get::<i64>(row, "idx")?.max(0) as u32,
+                    failed_on: failed_on
+                        .and_then(|f| serde_json::from_str::<Vec<String>>(&f).ok())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(NodeId::new)
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    async fn blocklist(&self, threshold: u32) -> Result<Vec<(JobId, NodeId)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT j.id, f.node_id FROM task_failures f JOIN jobs j ON j.seq = f.job_seq
+             WHERE j.state IN ('queued', 'running', 'paused')
+             GROUP BY j.id, f.node_id HAVING COUNT(*) >= $1",
+        )
+        .bind(i64::from(threshold))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter()
+            .map(|(job, node)| {
+                Ok((
+                    job.parse()
+                        .map_err(|_| corrupt(format!("job id `{job}`")))?,
+                    NodeId::new(node),
+                ))
+            })
+            .collect()
+    }
+
+    async fn running(&self, filter: RunningFilter) -> Result<Vec<RunningTask>> {
+        let base = format!(
+            "SELECT {TASK_COLS}, {JOB_COLS}, n.url AS node_url FROM tasks t
+             JOIN jobs j ON j.seq = t.job_seq LEFT JOIN nodes n ON n.id = t.node_id
+             WHERE t.state = 'running'"
+        );
+        let rows = match &filter {
+            RunningFilter::All => sqlx::query(&base).fetch_all(&self.reader).await,
+            RunningFilter::OwnedBy(owner) => {
+                sqlx::query(&format!("{base} AND t.owner = $1"))
+                    .bind(owner.as_str())
+                    .fetch_all(&self.reader)
+                    .await
+            }
+            RunningFilter::StalledSince(before) => {
+                sqlx::query(&format!("{base} AND t.progress_at < $1"))
+                    .bind(ms(*before))
+                    .fetch_all(&self.reader)
+                    .await
+            }
+            RunningFilter::OwnerNotIn(live) => {
+                let sql = if live.is_empty() {
+                    base.clone()
+                } else {
+                    format!(
+                        "{base} AND (t.owner IS NULL OR t.owner NOT IN ({}))",
+                        placeholders(1, live.len())
+                    )
+                };
+                let mut query = sqlx::query(&sql);
+                for id in live {
+                    query = query.bind(id.as_str());
+                }
+                query.fetch_all(&self.reader).await
+            }
+        }
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let (_, job) = job_from_row(row)?;
+                let record = task_from_row(row, job.id())?;
+                let TaskState::Running(r) = record.task.state else {
+                    return Err(corrupt("a running row that is not running"));
+                };
+                Ok(RunningTask {
+                    task: record.task.id,
+                    lease: record.task.lease,
+                    job: job.id(),
+                    range: record.task.range,
+                    node: r.node,
+                    node_url: get(row, "node_url")?,
+                    node_job: r.node_job,
+                    owner: r.owner,
+                    started_at: r.started_at,
+                    progress_at: r.progress_at,
+                    render: job.render,
+                })
+            })
+            .collect()
+    }
+
+    async fn take_back_orphans(&self) -> Result<Vec<Change>> {
+        self.retrying(|| self.take_back_orphans_once()).await
+    }
+
+    async fn upsert_node(&self, url: &str) -> Result<NodeRecord> {
+        let id = NodeId::from_url(url);
+        let result: std::result::Result<NodeRecord, sqlx::Error> = async {
+            let mut tx = self.begin_raw().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO nodes (id, url, state, registered_at) VALUES ($1, $2, 'down', $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id.as_str())
+            .bind(url)
+            .bind(ms(Utc::now()))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let row = sqlx::query(&format!(
+                "SELECT {NODE_COLS} FROM nodes WHERE url = $1 OR id = $2"
+            ))
+            .bind(url)
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            let node = node_from_row(&row).map_err(to_sqlx)?;
+            let events = if inserted > 0 {
+                vec![node_event(&node)]
+            } else {
+                Vec::new()
+            };
+            self.commit(tx, events).await?;
+            Ok(node)
+        }
+        .await;
+        result.map_err(db_err)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.nodes_with_running(None).await
+    }
+
+    async fn node(&self, id: &NodeId) -> Result<Option<NodeRecord>> {
+        Ok(self.nodes_with_running(Some(id)).await?.into_iter().next())
+    }
+
+    async fn node_seen(&self, id: &NodeId, info: &NodeInfo) -> Result<bool> {
+        let now = Utc::now();
+        let result: std::result::Result<bool, sqlx::Error> = async {
+            let mut tx = self.begin_raw().await?;
+            let was: Option<String> = sqlx::query_scalar(&format!(
+                "SELECT state FROM nodes WHERE id = $1{}",
+                self.dialect.for_update()
+            ))
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(was) = was else {
+                tx.rollback().await?;
+                return Ok(false);
+            };
+            sqlx::query(
+                "UPDATE nodes SET last_seen = $1, slots = $2, hostname = $3,
+                    blender_version = $4, cores = $5, memory_bytes = $6, state = 'up'
+                 WHERE id = $7",
+            )
+            .bind(ms(now))
+            .bind(info.slots as i64)
+            .bind(info.hostname.as_str())
+            .bind(info.blender_version.as_str())
+            .bind(info.cores as i64)
+            .bind(
+                info.memory_bytes
+                    .map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+            )
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            let came_up = was != "up";
+            let mut events = Vec::new();
+            if came_up {
+                if let Some(node) = Self::node_in(&mut tx, id).await? {
+                    events.push(node_event(&node));
+                }
+            }
+            self.commit(tx, events).await?;
+            Ok(came_up)
+        }
+        .await;
+        result.map_err(db_err)
+    }
+
+    async fn node_lost(&self, id: &NodeId) -> Result<Option<Vec<Change>>> {
+        self.retrying(|| self.node_lost_once(id)).await
+    }
+
+    async fn set_draining(&self, id: &NodeId, draining: bool) -> Result<Option<NodeRecord>> {
+        let result: std::result::Result<Option<NodeRecord>, sqlx::Error> = async {
+            let mut tx = self.begin_raw().await?;
+            sqlx::query("UPDATE nodes SET draining = $1 WHERE id = $2")
+                .bind(i64::from(draining))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            let node = Self::node_in(&mut tx, id).await?;
+            let events = node.iter().map(node_event).collect();
+            self.commit(tx, events).await?;
+            Ok(node)
+        }
+        .await;
+        match result.map_err(db_err)? {
+            Some(_) => self.node(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn remove_node(&self, id: &NodeId) -> Result<Option<Vec<Change>>> {
+        self.retrying(|| self.remove_node_once(id)).await
+    }
+
+    async fn heartbeat(&self, me: &OrchestratorId, url: Option<&str>) -> Result<()> {
+        let now = ms(Utc::now());
+        sqlx::query(
+            "INSERT INTO orchestrators (id, url, started_at, heartbeat_at) VALUES ($1, $2, $3, $3)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = $3, url = $2",
+        )
+        .bind(me.as_str())
+        .bind(url.map(str::to_string))
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn lead(&self, me: &OrchestratorId, ttl: Duration) -> Result<Option<Fence>> {
+        let now = Utc::now();
+        let expires = now + chrono::TimeDelta::from_std(ttl).unwrap_or_default();
+        let row: Option<(String, i64, i64)> = sqlx::query_as(
+            "INSERT INTO leadership (name, holder, term, expires_at) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (name) DO UPDATE SET
+                term = CASE WHEN leadership.holder = $2 THEN leadership.term
+                            ELSE leadership.term + 1 END,
+                holder = $2,
+                expires_at = $3
+             WHERE leadership.holder = $2 OR leadership.expires_at < $4 OR $5 = 1
+             RETURNING holder, term, expires_at",
+        )
+        .bind(DISPATCH)
+        .bind(me.as_str())
+        .bind(ms(expires))
+        .bind(ms(now))
+        // One process uses a SQLite file at a time: a holder there is an earlier process
+        // of this one, whose lease need not be waited out.
+        .bind(i64::from(self.dialect == Dialect::Sqlite))
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(row.map(|(holder, term, expires_at)| Fence {
+            holder: OrchestratorId::new(holder),
+            term,
+            expires_at: time(expires_at),
+        }))
+    }
+
+    async fn live_orchestrators(&self, since: DateTime<Utc>) -> Result<Vec<OrchestratorId>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM orchestrators WHERE heartbeat_at >= $1")
+                .bind(ms(since))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_err)?;
+        Ok(ids.into_iter().map(OrchestratorId::new).collect())
+    }
+
+    async fn counts(&self) -> Result<Counts> {
+        let jobs: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_err)?;
+        let tally: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(tasks_queued), 0) AS BIGINT),
+                CAST(COALESCE(SUM(tasks_running), 0) AS BIGINT),
+                CAST(COALESCE(SUM(tasks_completed), 0) AS BIGINT),
+                CAST(COALESCE(SUM(tasks_failed), 0) AS BIGINT),
+                CAST(COALESCE(SUM(tasks_cancelled), 0) AS BIGINT),
+                CAST(COALESCE(SUM(frames_done), 0) AS BIGINT) FROM jobs",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let nodes: (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN state = 'up' THEN 1 ELSE 0 END), 0) AS BIGINT)
+             FROM nodes",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let u = |v: i64| v.max(0) as u64;
+        Ok(Counts {
+            jobs: jobs
+                .into_iter()
+                .filter_map(|(s, n)| Some((JobState::parse(&s)?, u(n))))
+                .collect(),
+            tasks: [u(tally.0), u(tally.1), u(tally.2), u(tally.3), u(tally.4)],
+            frames_done: u(tally.5),
+            nodes_up: u(nodes.1),
+            nodes_known: u(nodes.0),
+        })
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/lib/corral.db"),
+            Ok(DatabaseUrl::Sqlite(PathBuf::from("/var/lib/corral.db")))
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("postgresql://u:p@h/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!(DatabaseUrl::parse("mysql://x").is_err());
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+        let url = DatabaseUrl::Postgres("postgres://corral:secret@db:5432/corral".into());
+        assert_eq!(url.redacted(), "postgres://corral:***@db:5432/corral");
+        assert!(!url.redacted().contains("secret"));
+    }
+
+    #[test]
+    fn job_events_are_coalesced_to_the_last() {
+        let id = JobId::new();
+        let job = |done| Event::Job {
+            id,
+            state: JobState::Running,
+            frames_done: done,
+            frames_total: 10,
+        };
+        let task = Event::Task {
+            job: id,
+            id: TaskId(1),
+            state: TaskStateKind::Running,
+            node: None,
+        };
+        let out = coalesce(vec![job(1), task.clone(), job(2)]);
+        assert_eq!(out, vec![task, job(2)]);
+    }
+
+    #[test]
+    fn notifications_stay_under_the_limit() {
+        let id = JobId::new();
+        let events: Vec<Event> = (0..500)
+            .map(|frame| Event::Frame {
+                job: id,
+                frame,
+                node: NodeId::new("n:1"),
+                path: "/out/x/frame_0001.png".into(),
+            })
+            .collect();
+        let payloads = notify_payloads(&events);
+        assert!(payloads.len() > 1);
+        let mut back = 0;
+        for p in &payloads {
+            assert!(p.len() < MAX_NOTIFY_BYTES);
+            back += serde_json::from_str::<Vec<Event>>(p)
+                .map(|v| v.len())
+                .unwrap_or(0);
+        }
+        assert_eq!(back, 500);
+    }
+}

@@ -1,0 +1,195 @@
+//! The dispatcher (on the leader only): each round reads the free node slots and the
+//! queue's head, fails jobs no node may run any more, asks the scheduling policy
+//! ([`corral_core::schedule::assign`]) which task goes where, leases those in one
+//! transaction fenced by the dispatcher's lease, and hands each leased task to its node.
+
+use crate::orchestrator::{Following, Orchestrator};
+use crate::store::{Note, RunningTask, StoreError};
+use crate::workers::watcher;
+use corral_client::ClientError;
+use corral_core::lifecycle::Command;
+use corral_core::node_api::JobRequest;
+use corral_core::orchestrator_api::NodeState;
+use corral_core::schedule::{self, NodeSlots, QueuedTask};
+use corral_core::{JobId, NodeId, NodeJobId};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Rounds run when woken (new work, a free slot, a new node) and at least this often.
+const IDLE_ROUND: Duration = Duration::from_secs(1);
+
+pub async fn run(o: Orchestrator) {
+    loop {
+        tokio::select! {
+            () = o.inner.shutdown.cancelled() => return,
+            () = o.inner.wake.notified() => {}
+            () = tokio::time::sleep(IDLE_ROUND) => {}
+        }
+        if let Err(e) = round(&o).await {
+            tracing::warn!(error = %e, "dispatch round failed");
+        }
+    }
+}
+
+/// One round; does nothing unless this orchestrator holds the dispatcher's lease.
+pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
+    let Some(fence) = o.fence() else {
+        return Ok(());
+    };
+    let store = o.store();
+    let nodes = store.nodes().await?;
+    let slots: Vec<NodeSlots> = nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Up && !n.draining)
+        .map(|n| NodeSlots {
+            node_id: n.id.clone(),
+            free: (n.slots as usize).saturating_sub(n.running.len()),
+            blocked_jobs: HashSet::new(),
+        })
+        .filter(|n| n.free > 0)
+        .collect();
+    // Most rounds (woken by every task's end) find the farm full: skip the queue then.
+    let free: usize = slots.iter().map(|n| n.free).sum();
+    if free == 0 {
+        return Ok(());
+    }
+    // A window of the queue's head: enough candidates to fill every free slot even when
+    // some are blocklisted on some nodes.
+    let window = (free as u64 * 16).clamp(64, 1000);
+    let queued = store.queue_head(window).await?;
+    if queued.is_empty() {
+        return Ok(());
+    }
+    let mut blocked: HashMap<JobId, HashSet<NodeId>> = HashMap::new();
+    for (job, node) in store.blocklist(o.config().blocklist_after).await? {
+        blocked.entry(job).or_default().insert(node);
+    }
+    let unrunnable = fail_unrunnable(o, &queued, &nodes, &blocked).await?;
+    let tasks: Vec<QueuedTask> = queued
+        .into_iter()
+        .filter(|t| !unrunnable.contains(&t.job_id))
+        .collect();
+    let slots: Vec<NodeSlots> = slots
+        .into_iter()
+        .map(|mut n| {
+            n.blocked_jobs = blocked
+                .iter()
+                .filter(|(_, nodes)| nodes.contains(&n.node_id))
+                .map(|(job, _)| *job)
+                .collect();
+            n
+        })
+        .collect();
+    let assignments = schedule::assign(&tasks, &slots);
+    if assignments.is_empty() {
+        return Ok(());
+    }
+    // Followers are registered under the same lock reconciliation takes, so it never
+    // mistakes a lease made here for an abandoned one.
+    let leasing = o.inner.leasing.lock().await;
+    let leased = store.lease(&assignments, &fence).await?;
+    for task in leased {
+        let following = o.follow(&task);
+        tracing::info!(task = %task.task, node = %task.node, frames = %task.range, "dispatching");
+        let d = o.clone();
+        o.inner
+            .workers
+            .spawn(async move { dispatch(d, task, following).await });
+    }
+    drop(leasing);
+    Ok(())
+}
+
+/// Fails the jobs whose every known node is blocklisted: they can never finish. Giving up
+/// one queued task fails the job, and the lifecycle cancels the rest with it.
+async fn fail_unrunnable(
+    o: &Orchestrator,
+    queued: &[QueuedTask],
+    nodes: &[crate::store::NodeRecord],
+    blocked: &HashMap<JobId, HashSet<NodeId>>,
+) -> Result<HashSet<JobId>, StoreError> {
+    let mut unrunnable = HashSet::new();
+    if nodes.is_empty() {
+        return Ok(unrunnable);
+    }
+    for task in queued {
+        let Some(blocked_nodes) = blocked.get(&task.job_id) else {
+            continue;
+        };
+        let all_blocked = nodes.iter().all(|n| blocked_nodes.contains(&n.id));
+        if all_blocked && unrunnable.insert(task.job_id) {
+            let reason = format!(
+                "no node is left to run it: all {} node(s) failed {} of its tasks",
+                nodes.len(),
+                o.config().blocklist_after
+            );
+            tracing::warn!(job = %task.job_id, "{reason}");
+            o.apply(task.task_id, Command::GiveUp { reason }, Note::default())
+                .await?;
+        }
+    }
+    Ok(unrunnable)
+}
+
+/// Hands a leased task to its node, then watches it there.
+pub(crate) async fn dispatch(o: Orchestrator, mut task: RunningTask, following: Following) {
+    let Some(url) = task.node_url.clone() else {
+        take_back(&o, &task).await;
+        return;
+    };
+    let request = JobRequest {
+        from: Some(task.range.from()),
+        to: Some(task.range.to()),
+        scene: task.render.scene.clone(),
+        engine: Some(task.render.engine.blender_name().to_string()),
+        format: task.render.format.map(|f| f.blender_name().to_string()),
+        threads: None,
+        output: Some(task.render.output.clone()),
+    };
+    let started = Instant::now();
+    match o.gateway().submit(&url, &request).await {
+        Ok(view) => {
+            o.metrics().observe_dispatch(started.elapsed());
+            let node_job = NodeJobId::new(view.id.to_string());
+            let command = Command::Dispatched {
+                lease: task.lease,
+                node_job: node_job.clone(),
+            };
+            match watcher::report(&o, &task, command, Note::default()).await {
+                Some(true) => {
+                    task.node_job = Some(node_job);
+                    watcher::watch(&o, task, following).await;
+                }
+                // Cancelled or taken back while the POST was in flight, or shutting down.
+                _ => {
+                    let _ = o.gateway().cancel(&url, node_job.as_str()).await;
+                }
+            }
+        }
+        Err(e) if e.is_unreachable() || matches!(e, ClientError::Status { status: 503, .. }) => {
+            // The node's problem, not the task's: another node may take it.
+            tracing::warn!(task = %task.task, node = %task.node, error = %e, "dispatch failed; re-queued");
+            take_back(&o, &task).await;
+            if e.is_unreachable() {
+                // Down until a probe answers again, so the next round does not pick it
+                // again at once.
+                if let Err(e) = crate::workers::health::node_lost(&o, &task.node).await {
+                    tracing::warn!(error = %e, "could not mark the node down");
+                }
+            } else {
+                // Busy or shutting down: give it a moment before the next round.
+                o.pause(Duration::from_secs(1)).await;
+            }
+            o.wake();
+        }
+        Err(e) => {
+            let reason = format!("node {} refused the task: {e}", task.node);
+            watcher::fail(&o, &task, reason, Note::default()).await;
+        }
+    }
+}
+
+async fn take_back(o: &Orchestrator, task: &RunningTask) {
+    let command = Command::TakeBack { lease: task.lease };
+    watcher::report(o, task, command, Note::default()).await;
+}

@@ -1,0 +1,128 @@
+//! Node health (on the leader): every round probes each node's `/info`. A node that
+//! answers is up (and, when it comes up, any render it runs that no lease refers to is
+//! stopped); one silent for the node timeout is down, and its tasks go back to the queue
+//! atomically with that. Running tasks without progress for the stall timeout fail.
+
+use crate::orchestrator::Orchestrator;
+use crate::store::{NodeRecord, Note, RunningFilter, StopAt, StoreError};
+use crate::workers::watcher;
+use chrono::Utc;
+use corral_core::orchestrator_api::NodeState;
+use corral_core::{NodeId, NodeJobId};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Renders younger than this are never stopped as strays: the answer to their dispatch
+/// (which names them) may still be on its way to the database.
+const STRAY_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
+
+pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
+    if !o.is_leader() {
+        return Ok(());
+    }
+    let nodes = o.store().nodes().await?;
+    let probes = nodes.into_iter().map(|n| probe(o, n));
+    futures_util::future::join_all(probes).await;
+    fail_stalled(o).await
+}
+
+/// Asks a node for `/info`; marks it up (stopping its stray renders when it comes up) or,
+/// once silent for the node timeout, down.
+pub async fn probe(o: &Orchestrator, node: NodeRecord) {
+    let timeout = o.config().probe_interval.max(Duration::from_secs(1));
+    let answer = tokio::time::timeout(timeout, o.gateway().info(&node.url)).await;
+    match answer {
+        Ok(Ok(info)) => {
+            let came_up = match o.store().node_seen(&node.id, &info).await {
+                Ok(came_up) => came_up,
+                Err(e) => {
+                    tracing::warn!(node = %node.id, error = %e, "could not record a probe");
+                    return;
+                }
+            };
+            let first_contact = o
+                .inner
+                .reconciled
+                .lock()
+                .map(|mut r| r.insert(node.id.clone()))
+                .unwrap_or(false);
+            if came_up || first_contact {
+                tracing::info!(node = %node.id, slots = info.slots, "node up");
+                stop_strays(o, &node).await;
+                o.wake();
+            }
+        }
+        _ => {
+            let silent_since = node.last_seen.unwrap_or(node.registered_at);
+            let silent = (Utc::now() - silent_since).to_std().unwrap_or_default();
+            if node.state == NodeState::Up && silent >= o.config().node_timeout {
+                if let Err(e) = node_lost(o, &node.id).await {
+                    tracing::warn!(node = %node.id, error = %e, "could not mark the node down");
+                }
+            }
+        }
+    }
+}
+
+/// Marks a node down and takes its tasks back (one transaction).
+pub async fn node_lost(o: &Orchestrator, node: &NodeId) -> Result<(), StoreError> {
+    let Some(changes) = o.store().node_lost(node).await? else {
+        return Ok(());
+    };
+    if let Ok(mut r) = o.inner.reconciled.lock() {
+        r.remove(node);
+    }
+    tracing::warn!(node = %node, tasks = changes.len(), "node down; its tasks are re-queued");
+    o.wake();
+    Ok(())
+}
+
+/// Stops renders a node runs that no running lease refers to: left over from before a
+/// partition, a node loss, or an orchestrator restart.
+async fn stop_strays(o: &Orchestrator, node: &NodeRecord) {
+    let Ok(jobs) = o.gateway().jobs(&node.url).await else {
+        return;
+    };
+    let live: HashSet<String> = match o.store().running(RunningFilter::All).await {
+        Ok(running) => running
+            .into_iter()
+            .filter(|t| t.node == node.id)
+            .filter_map(|t| t.node_job.map(|j| j.as_str().to_string()))
+            .collect(),
+        Err(_) => return,
+    };
+    let now = Utc::now();
+    let strays: Vec<StopAt> = jobs
+        .into_iter()
+        .filter(|j| !j.state.is_terminal())
+        .filter(|j| !live.contains(&j.id.to_string()))
+        .filter(|j| now - j.submitted_at > STRAY_GRACE)
+        .map(|j| StopAt {
+            node: node.id.clone(),
+            url: node.url.clone(),
+            node_job: NodeJobId::new(j.id.to_string()),
+        })
+        .collect();
+    if !strays.is_empty() {
+        tracing::info!(node = %node.id, count = strays.len(), "stopping stray renders");
+        o.stop_renders(strays).await;
+    }
+}
+
+/// Fails running tasks whose node reported nothing for the stall timeout.
+async fn fail_stalled(o: &Orchestrator) -> Result<(), StoreError> {
+    let stall = o.config().stall_timeout;
+    let Ok(before) = chrono::TimeDelta::from_std(stall).map(|d| Utc::now() - d) else {
+        return Ok(());
+    };
+    for task in o
+        .store()
+        .running(RunningFilter::StalledSince(before))
+        .await?
+    {
+        let reason = format!("no progress on {} for {}s", task.node, stall.as_secs());
+        // Failing the attempt stops its render on the node.
+        watcher::fail(o, &task, reason, Note::default()).await;
+    }
+    Ok(())
+}

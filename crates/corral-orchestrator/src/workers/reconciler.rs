@@ -1,0 +1,71 @@
+//! Reconciliation keeps the invariant "every task is queued, running on a known node under
+//! a watcher, or ended", whatever stopped in between:
+//!
+//! - on the leader: tasks running on a node that is no longer known go back to the queue,
+//!   and tasks followed by an orchestrator that stopped heartbeating are adopted;
+//! - on every orchestrator: tasks it owns that nobody in this process follows (an earlier
+//!   process's, or adopted) are watched again when their node accepted them, and re-queued
+//!   when their dispatch was cut short (it may never have reached the node).
+
+use crate::orchestrator::{Orchestrator, ORCHESTRATOR_TIMEOUT};
+use crate::store::{Applied, Note, RunningFilter, StoreError};
+use crate::workers::watcher;
+use chrono::Utc;
+use corral_core::lifecycle::Command;
+
+pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
+    let store = o.store();
+    if o.is_leader() {
+        let orphans = store.take_back_orphans().await?;
+        if !orphans.is_empty() {
+            tracing::warn!(
+                tasks = orphans.len(),
+                "re-queued tasks running on nodes that are no longer known"
+            );
+            o.wake();
+        }
+        adopt_from_stopped_orchestrators(o).await?;
+    }
+    let _leasing = o.inner.leasing.lock().await;
+    for task in store
+        .running(RunningFilter::OwnedBy(o.id().clone()))
+        .await?
+    {
+        if o.is_followed(&task) {
+            continue;
+        }
+        if task.node_job.is_some() {
+            tracing::info!(task = %task.task, node = %task.node, "watching a running task");
+            let following = o.follow(&task);
+            watcher::spawn(o, task, following);
+        } else {
+            tracing::warn!(task = %task.task, node = %task.node, "re-queued a task whose dispatch was cut short");
+            let command = Command::TakeBack { lease: task.lease };
+            o.apply(task.task, command, Note::default()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes over the tasks of orchestrators that stopped heartbeating (on SQLite, which one
+/// orchestrator uses at a time, every other owner is an earlier process of this one).
+async fn adopt_from_stopped_orchestrators(o: &Orchestrator) -> Result<(), StoreError> {
+    let store = o.store();
+    let live = if store.shared() {
+        let since =
+            Utc::now() - chrono::TimeDelta::from_std(ORCHESTRATOR_TIMEOUT).unwrap_or_default();
+        store.live_orchestrators(since).await?
+    } else {
+        vec![o.id().clone()]
+    };
+    for task in store.running(RunningFilter::OwnerNotIn(live)).await? {
+        let command = Command::Adopt {
+            lease: task.lease,
+            owner: o.id().clone(),
+        };
+        if let Applied::Changed(_) = o.apply(task.task, command, Note::default()).await? {
+            tracing::info!(task = %task.task, from = %task.owner, "adopted a task");
+        }
+    }
+    Ok(())
+}

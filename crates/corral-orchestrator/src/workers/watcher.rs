@@ -1,0 +1,206 @@
+//! Watchers: one per task this orchestrator follows, long-polling the task's node
+//! (`GET /job/{id}?wait=&since=`) so a saved frame or the render's end is known within
+//! milliseconds, and reporting each to the store under the task's lease. A watcher ends when
+//! the render ends, when its lease moves on (a report is refused as stale), or when another
+//! orchestrator took the task over.
+//!
+//! A report the store cannot take (the database is down) is retried until it is taken or
+//! the orchestrator stops: a node's finished work is never dropped on the floor.
+
+use crate::orchestrator::{Following, Orchestrator};
+use crate::store::{Applied, Note, RunningTask, SavedFrame, StoreError};
+use chrono::Utc;
+use corral_client::ClientError;
+use corral_core::lifecycle::{Command, TaskState};
+use corral_core::node_api::JobView;
+use corral_core::JobState as RenderState;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// Progress that brings no new frame (samples of a long frame) is written at most this
+/// often: it only moves the stall clock, which counts in minutes.
+const SAMPLE_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Reports a command about `task`, retrying while the store is unavailable. Answers
+/// whether it was applied, or `None` if the orchestrator is shutting down first.
+pub(crate) async fn report(
+    o: &Orchestrator,
+    task: &RunningTask,
+    command: Command,
+    note: Note,
+) -> Option<bool> {
+    loop {
+        match o.apply(task.task, command.clone(), note.clone()).await {
+            Ok(Applied::Changed(changes)) => {
+                let owned = changes.first().is_some_and(|c| match &c.task.state {
+                    TaskState::Running(r) => r.owner == *o.id(),
+                    _ => true,
+                });
+                return Some(owned);
+            }
+            Ok(Applied::Refused(refusal)) => {
+                tracing::debug!(task = %task.task, %refusal, "report refused");
+                return Some(false);
+            }
+            Ok(Applied::Unknown) => return Some(false),
+            Err(e) => {
+                log_store_error(task, &e);
+                if o.inner.shutdown.is_cancelled() {
+                    return None;
+                }
+                o.pause(Duration::from_secs(1)).await;
+                if o.inner.shutdown.is_cancelled() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn log_store_error(task: &RunningTask, e: &StoreError) {
+    tracing::warn!(task = %task.task, error = %e, "could not record a report; retrying");
+}
+
+/// Ends an attempt as failed.
+pub(crate) async fn fail(o: &Orchestrator, task: &RunningTask, reason: String, note: Note) {
+    tracing::warn!(task = %task.task, node = %task.node, reason, "task attempt failed");
+    let command = Command::Fail {
+        lease: task.lease,
+        reason,
+        max_attempts: o.config().max_attempts,
+    };
+    report(o, task, command, note).await;
+}
+
+/// Starts a watcher for a task whose node already accepted it.
+pub(crate) fn spawn(o: &Orchestrator, task: RunningTask, following: Following) {
+    let w = o.clone();
+    o.inner
+        .workers
+        .spawn(async move { watch(&w, task, following).await });
+}
+
+/// Follows one task on its node until it ends, its lease moves on, or it changes hands.
+pub(crate) async fn watch(o: &Orchestrator, task: RunningTask, _following: Following) {
+    let (Some(url), Some(node_job)) = (task.node_url.clone(), task.node_job.clone()) else {
+        return;
+    };
+    let mut since = 0;
+    let mut recorded: HashSet<i64> = HashSet::new();
+    let mut last_write = Instant::now();
+    loop {
+        if o.inner.shutdown.is_cancelled() {
+            return;
+        }
+        let answer = tokio::select! {
+            () = o.inner.shutdown.cancelled() => return,
+            answer = o.gateway().wait(&url, node_job.as_str(), since, o.config().long_poll) => answer,
+        };
+        match answer {
+            Ok(view) => {
+                // The node bumps a render's version only on progress (a new frame, a
+                // sample, a saved file, the end), so an unchanged version after a
+                // long-poll means the render made no progress meanwhile.
+                let progressed = view.version != since;
+                since = view.version;
+                let new: Vec<SavedFrame> = view
+                    .outputs
+                    .iter()
+                    .filter(|f| !recorded.contains(&f.frame))
+                    .map(|f| SavedFrame {
+                        frame: f.frame,
+                        path: f.path.clone(),
+                    })
+                    .collect();
+                if view.state.is_terminal() {
+                    ended(o, &task, view, new).await;
+                    return;
+                }
+                let due = progressed && last_write.elapsed() >= SAMPLE_PROGRESS_EVERY;
+                if new.is_empty() && !due {
+                    continue;
+                }
+                let command = Command::Progress {
+                    lease: task.lease,
+                    new_frames: 0,
+                };
+                let note = Note {
+                    frames: new.clone(),
+                    log_tail: None,
+                };
+                match o.apply(task.task, command, note).await {
+                    Ok(Applied::Changed(changes)) => {
+                        recorded.extend(new.iter().map(|f| f.frame));
+                        last_write = Instant::now();
+                        let still_ours = changes.first().is_some_and(|c| {
+                            matches!(&c.task.state, TaskState::Running(r) if r.owner == *o.id())
+                        });
+                        if !still_ours {
+                            tracing::info!(task = %task.task, "another orchestrator follows this task now");
+                            return;
+                        }
+                    }
+                    // The lease moved on: another node has (or will have) the task.
+                    Ok(Applied::Refused(_) | Applied::Unknown) => return,
+                    // Not recorded: the frames stay new and go with the next report.
+                    Err(e) => {
+                        log_store_error(&task, &e);
+                        o.pause(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            Err(ClientError::NotFound { .. }) => {
+                // The node restarted or forgot the render: run the task again elsewhere.
+                tracing::warn!(task = %task.task, node = %task.node, "node lost the task; re-queued");
+                let command = Command::TakeBack { lease: task.lease };
+                report(o, &task, command, Note::default()).await;
+                return;
+            }
+            Err(e) => {
+                // Unreachable: the health worker decides whether the node is down (which
+                // takes the task back and ends this watcher's reports as stale).
+                tracing::debug!(task = %task.task, error = %e, "watch failed; retrying");
+                o.pause(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Reports a render's end: completed only with every frame of the range saved.
+async fn ended(o: &Orchestrator, task: &RunningTask, view: JobView, new: Vec<SavedFrame>) {
+    if let Some(finished) = view.finished_at {
+        let delay = (Utc::now() - finished).to_std().unwrap_or_default();
+        o.metrics().observe_completion_notice(delay);
+    }
+    let note = Note {
+        frames: new,
+        log_tail: Some(view.log_tail.clone()),
+    };
+    match view.state {
+        RenderState::Completed => {
+            let missing = task
+                .range
+                .frames()
+                .filter(|f| !view.outputs.iter().any(|o| o.frame == *f))
+                .count();
+            if missing > 0 {
+                let reason = format!("node reported completion with {missing} frame(s) missing");
+                return fail(o, task, reason, note).await;
+            }
+            let command = Command::Complete { lease: task.lease };
+            if report(o, task, command, note).await == Some(true) {
+                tracing::info!(task = %task.task, node = %task.node, "task completed");
+            }
+        }
+        RenderState::Failed => {
+            let reason = view.failure.unwrap_or_else(|| "Blender failed".to_string());
+            fail(o, task, format!("on {}: {reason}", task.node), note).await;
+        }
+        // Cancelled on the node by someone else (or the node shut down): not the task's
+        // fault, run it again.
+        _ => {
+            let command = Command::TakeBack { lease: task.lease };
+            report(o, task, command, note).await;
+        }
+    }
+}
