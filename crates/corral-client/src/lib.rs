@@ -13,6 +13,8 @@ use corral_core::Problem;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -254,11 +256,14 @@ async fn read_limited(
     }
 }
 
-/// A client for an orchestrator's native API (`/api/v1`).
+/// A client for an orchestrator's native API (`/api/v1`). It may know several addresses
+/// of one farm (orchestrators sharing a database): a request that cannot reach one tries
+/// the next, and the one that answered is tried first from then on.
 #[derive(Debug, Clone)]
 pub struct OrchestratorClient {
     http: reqwest::Client,
-    base: String,
+    bases: Arc<Vec<String>>,
+    current: Arc<AtomicUsize>,
 }
 
 /// What `corral up` announces at [`LOCAL_FARM_PATH`] besides the orchestrator's API: the
@@ -291,39 +296,99 @@ pub const LOCAL_FARM_PATH: &str = "/api/v1/local-farm";
 
 impl OrchestratorClient {
     pub fn new(base: &str) -> Result<Self, ClientError> {
-        let http = http_client();
-        let base = base.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://"))
-            || reqwest::Url::parse(&base).is_err()
-        {
-            return Err(ClientError::BadUrl(base));
-        }
-        Ok(OrchestratorClient { http, base })
+        Self::with_bases(&[base.to_string()])
     }
 
+    /// A client for a farm reachable at any of `bases`, tried in order.
+    pub fn with_bases(bases: &[String]) -> Result<Self, ClientError> {
+        let mut checked = Vec::with_capacity(bases.len());
+        for base in bases {
+            let base = base.trim_end_matches('/').to_string();
+            if !(base.starts_with("http://") || base.starts_with("https://"))
+                || reqwest::Url::parse(&base).is_err()
+            {
+                return Err(ClientError::BadUrl(base));
+            }
+            checked.push(base);
+        }
+        if checked.is_empty() {
+            return Err(ClientError::BadUrl(String::new()));
+        }
+        Ok(OrchestratorClient {
+            http: http_client(),
+            bases: Arc::new(checked),
+            current: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The address requests go to first (the last one that answered).
     pub fn base(&self) -> &str {
-        &self.base
+        let i = self.current.load(Ordering::Relaxed) % self.bases.len();
+        &self.bases[i]
+    }
+
+    /// Every address of the farm, in the order given.
+    pub fn bases(&self) -> &[String] {
+        &self.bases
     }
 
     /// `base` + `/api/v1/...` + `segments`, each segment percent-encoded, so an id typed by
     /// a user (`../metrics`, `a?b`) stays one path segment and names nothing.
     fn url(&self, path: &str, segments: &[&str]) -> Result<reqwest::Url, ClientError> {
-        let mut url = reqwest::Url::parse(&format!("{}{path}", self.base))
-            .map_err(|_| ClientError::BadUrl(self.base.clone()))?;
+        let base = self.base();
+        let mut url = reqwest::Url::parse(&format!("{base}{path}"))
+            .map_err(|_| ClientError::BadUrl(base.to_string()))?;
         url.path_segments_mut()
-            .map_err(|()| ClientError::BadUrl(self.base.clone()))?
+            .map_err(|()| ClientError::BadUrl(base.to_string()))?
             .extend(segments);
         Ok(url)
     }
 
-    async fn get<T: DeserializeOwned>(&self, url: reqwest::Url) -> Result<T, ClientError> {
-        let resp = self
-            .http
-            .get(url.clone())
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+    /// Sends a request built by `make` for each address in turn until one is reached.
+    /// A request that may have arrived (a timeout after sending) is tried elsewhere only
+    /// when `idempotent`: a second submission of a job must not follow a first that was
+    /// stored.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        url: reqwest::Url,
+        idempotent: bool,
+        make: impl Fn(reqwest::Url) -> reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let n = self.bases.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in 0..n {
+            let index = (start + i) % n;
+            let mut target = url.clone();
+            if let Ok(base) = reqwest::Url::parse(&self.bases[index]) {
+                let _ = target.set_scheme(base.scheme());
+                let _ = target.set_host(base.host_str());
+                let _ = target.set_port(base.port());
+            }
+            let answer = decode(
+                target.as_str(),
+                make(target.clone()).send().await,
+                MAX_ORCHESTRATOR_ANSWER_BYTES,
+            )
             .await;
-        decode(url.as_str(), resp, MAX_ORCHESTRATOR_ANSWER_BYTES).await
+            match answer {
+                Err(ClientError::Unreachable { url, source })
+                    if n > 1 && (idempotent || source.is_connect()) =>
+                {
+                    last = Some(ClientError::Unreachable { url, source });
+                }
+                answer => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return answer;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::BadUrl(url.to_string())))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: reqwest::Url) -> Result<T, ClientError> {
+        self.send(url, true, |u| self.http.get(u).timeout(REQUEST_TIMEOUT))
+            .await
     }
 
     async fn post<T: DeserializeOwned>(
@@ -331,16 +396,15 @@ impl OrchestratorClient {
         url: reqwest::Url,
         body: Option<&(impl Serialize + ?Sized)>,
         timeout: Duration,
+        idempotent: bool,
     ) -> Result<T, ClientError> {
-        let mut req = self.http.post(url.clone()).timeout(timeout);
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        decode(
-            url.as_str(),
-            req.send().await,
-            MAX_ORCHESTRATOR_ANSWER_BYTES,
-        )
+        self.send(url, idempotent, |u| {
+            let req = self.http.post(u).timeout(timeout);
+            match body {
+                Some(body) => req.json(body),
+                None => req,
+            }
+        })
         .await
     }
 
@@ -350,13 +414,14 @@ impl OrchestratorClient {
         let body = corral_core::orchestrator_api::RegisterNode {
             url: Some(node_url.to_string()),
         };
-        self.post(url, Some(&body), REQUEST_TIMEOUT).await
+        // Registering twice is harmless: it is also the heartbeat.
+        self.post(url, Some(&body), REQUEST_TIMEOUT, true).await
     }
 
     /// Submits a job; the answer comes once it is stored.
     pub async fn submit(&self, job: &SubmitJob) -> Result<JobSummary, ClientError> {
         let url = self.url("/api/v1/jobs", &[])?;
-        self.post(url, Some(job), REQUEST_TIMEOUT).await
+        self.post(url, Some(job), REQUEST_TIMEOUT, false).await
     }
 
     /// A page of jobs, newest first, optionally only those in `state`.
@@ -454,7 +519,8 @@ impl OrchestratorClient {
     async fn job_action(&self, id: &str, action: &str) -> Result<JobSummary, ClientError> {
         let url = self.url("/api/v1/jobs", &[id, action])?;
         // A cancel waits for nodes to kill their Blender processes: allow for slow nodes.
-        self.post(url, None::<&()>, REQUEST_TIMEOUT * 6).await
+        self.post(url, None::<&()>, REQUEST_TIMEOUT * 6, false)
+            .await
     }
 
     /// Every render node the orchestrator knows.
@@ -490,6 +556,16 @@ mod tests {
             url.as_str(),
             "http://127.0.0.1:4000/api/v1/jobs/a%3Fb%23c/cancel"
         );
+    }
+
+    #[test]
+    fn several_bases_are_kept_in_order() {
+        let bases = ["http://a:4000/".to_string(), "http://b:4000".to_string()];
+        let client = OrchestratorClient::with_bases(&bases).unwrap();
+        assert_eq!(client.bases(), ["http://a:4000", "http://b:4000"]);
+        assert_eq!(client.base(), "http://a:4000");
+        assert!(OrchestratorClient::with_bases(&[]).is_err());
+        assert!(OrchestratorClient::with_bases(&["http://a".into(), "b".into()]).is_err());
     }
 
     #[test]

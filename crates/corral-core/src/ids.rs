@@ -117,9 +117,31 @@ impl fmt::Display for OrchestratorId {
     }
 }
 
+/// The tag the orchestrator gives a render it dispatches: the task and the lease, so a
+/// render found on a node is matched to its lease exactly (`corral:12:3`).
+pub fn render_tag(task: TaskId, lease: LeaseId) -> String {
+    format!("corral:{task}:{lease}")
+}
+
+/// The task and lease of a render tagged by [`render_tag`]; `None` for any other tag.
+pub fn parse_render_tag(tag: &str) -> Option<(TaskId, LeaseId)> {
+    let rest = tag.strip_prefix("corral:")?;
+    let (task, lease) = rest.split_once(':')?;
+    Some((TaskId(task.parse().ok()?), LeaseId(lease.parse().ok()?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn render_tags_round_trip() {
+        let tag = render_tag(TaskId(12), LeaseId(3));
+        assert_eq!(tag, "corral:12:3");
+        assert_eq!(parse_render_tag(&tag), Some((TaskId(12), LeaseId(3))));
+        assert_eq!(parse_render_tag("corral:x:3"), None);
+        assert_eq!(parse_render_tag("mine"), None);
+    }
 
     #[test]
     fn node_ids_come_from_urls() {

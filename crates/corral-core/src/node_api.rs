@@ -36,7 +36,15 @@ pub struct JobRequest {
     /// Output pattern relative to the node's output folder, e.g. `shot1/frame_####`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// A label the client gives the render and finds again in `GET /jobs` (the
+    /// orchestrator names the task and lease it dispatched, so a render it lost track of
+    /// is recognised, never guessed at). Up to 128 of `A-Z a-z 0-9 : _ . -`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
+
+/// Longest render tag accepted.
+pub const MAX_TAG_BYTES: usize = 128;
 
 /// A validated job request: every value is within bounds and typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +55,7 @@ pub struct JobSpec {
     pub format: Option<ImageFormat>,
     pub threads: Option<u32>,
     pub output: String,
+    pub tag: Option<String>,
 }
 
 impl JobSpec {
@@ -79,6 +88,19 @@ impl JobSpec {
         }
         let output = req.output.unwrap_or_else(|| DEFAULT_OUTPUT_PATTERN.into());
         output_pattern("output", &output)?;
+        if let Some(tag) = &req.tag {
+            let valid = !tag.is_empty()
+                && tag.len() <= MAX_TAG_BYTES
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ":_.-".contains(c));
+            if !valid {
+                return Err(FieldError::new(
+                    "tag",
+                    format!("must be 1 to {MAX_TAG_BYTES} of A-Z a-z 0-9 : _ . -"),
+                ));
+            }
+        }
         Ok(JobSpec {
             range,
             scene: req.scene,
@@ -86,6 +108,7 @@ impl JobSpec {
             format,
             threads: req.threads,
             output,
+            tag: req.tag,
         })
     }
 }
@@ -134,6 +157,9 @@ pub struct JobView {
     pub blender_pid: Option<u32>,
     /// Bumped on every change; pass it back as `?since=` with `?wait=` to long-poll.
     pub version: u64,
+    /// The client's label for the render, as given in `POST /job`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 /// What `GET /info` returns.

@@ -149,6 +149,7 @@ impl Job {
             finished_at: self.finished_at,
             blender_pid: self.blender_pid,
             version: self.version,
+            tag: self.spec.tag.clone(),
         }
     }
 }

@@ -54,8 +54,12 @@ pub(crate) struct Inner {
     pub leasing: tokio::sync::Mutex<()>,
     /// The dispatcher's lease while this orchestrator holds it.
     pub fence: watch::Sender<Option<Fence>>,
-    /// Nodes whose stray renders were stopped since they were last seen coming up.
-    pub reconciled: Mutex<HashSet<NodeId>>,
+    /// When each node's stray renders were last looked for (absent: not since it came up).
+    pub swept: Mutex<std::collections::HashMap<NodeId, std::time::Instant>>,
+    /// Since when every membership round reached the database; `None` after a failure.
+    /// Others' heartbeats are judged only after this long, so an outage everyone lived
+    /// through is not mistaken for their death.
+    pub healthy_since: Mutex<Option<std::time::Instant>>,
 }
 
 /// Marks a lease as followed for as long as it lives.
@@ -116,7 +120,8 @@ impl Orchestrator {
                 followed: Arc::new(Mutex::new(HashSet::new())),
                 leasing: tokio::sync::Mutex::new(()),
                 fence,
-                reconciled: Mutex::new(HashSet::new()),
+                swept: Mutex::new(std::collections::HashMap::new()),
+                healthy_since: Mutex::new(Some(std::time::Instant::now())),
             }),
         };
         tracing::info!(orchestrator = %o.id(), leader = o.fence().is_some(), "orchestrator started");
@@ -162,6 +167,16 @@ impl Orchestrator {
             .borrow()
             .clone()
             .filter(|f| f.expires_at > Utc::now())
+    }
+
+    /// True once this orchestrator has reached the database without a break for `d`.
+    pub(crate) fn healthy_for(&self, d: Duration) -> bool {
+        self.inner
+            .healthy_since
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .is_some_and(|since| since.elapsed() >= d)
     }
 
     /// True while this orchestrator holds the dispatcher's lease.

@@ -66,21 +66,30 @@ attempt's full log in its data folder (`logs/`).";
 /// `--server`, on every command that talks to a farm.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// The farm's server: `corral up` or `corral orchestrator` (`http://HOST:PORT`).
+    /// The farm's server: `corral up` or `corral orchestrator` (`http://HOST:PORT`); several
+    /// orchestrators of one farm, comma-separated, are tried in turn.
     #[arg(long, env = "CORRAL_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
     server: String,
 }
 
 impl ServerArgs {
     fn connect(&self) -> anyhow::Result<OrchestratorClient> {
-        let url = self.server.trim();
-        // `host:4000` is what people type; the API is plain HTTP unless they say otherwise.
-        let url = if url.contains("://") {
-            url.to_string()
-        } else {
-            format!("http://{url}")
-        };
-        OrchestratorClient::new(&url).map_err(|_| {
+        let bases: Vec<String> = self
+            .server
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            // `host:4000` is what people type; the API is plain HTTP unless they say
+            // otherwise.
+            .map(|url| {
+                if url.contains("://") {
+                    url.to_string()
+                } else {
+                    format!("http://{url}")
+                }
+            })
+            .collect();
+        OrchestratorClient::with_bases(&bases).map_err(|_| {
             anyhow!(
                 "`{}` is not a server address; expected http://HOST:PORT",
                 self.server
@@ -90,10 +99,10 @@ impl ServerArgs {
 
     /// ` --server URL` when it is not the default, for commands printed as hints.
     fn flag(&self, client: &OrchestratorClient) -> String {
-        if client.base() == DEFAULT_SERVER {
+        if client.bases() == [DEFAULT_SERVER] {
             String::new()
         } else {
-            format!(" --server {}", client.base())
+            format!(" --server {}", client.bases().join(","))
         }
     }
 }

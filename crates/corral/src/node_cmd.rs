@@ -57,8 +57,10 @@ pub struct NodeArgs {
     #[arg(long, env = "CORRAL_ON_SHUTDOWN", default_value = "cancel", value_parser = parse_policy)]
     on_shutdown: ShutdownPolicy,
     /// Orchestrator to join (`http://HOST:4000`): the node registers and heartbeats there.
-    #[arg(long, env = "CORRAL_ORCHESTRATOR", value_parser = parse_url)]
-    orchestrator: Option<String>,
+    /// Several addresses of one farm (orchestrators sharing a database), comma-separated
+    /// or repeated, are tried in turn.
+    #[arg(long, env = "CORRAL_ORCHESTRATOR", value_delimiter = ',', value_parser = parse_url)]
+    orchestrator: Vec<String>,
     /// URL the orchestrator reaches this node at (default: this host's name and the port
     /// listened on, or the listen address when it names one).
     #[arg(long, env = "CORRAL_ADVERTISE", value_parser = parse_url)]
@@ -82,7 +84,7 @@ impl NodeArgs {
             max_queued: DEFAULT_MAX_QUEUED,
             keep_jobs: DEFAULT_KEEP_JOBS,
             on_shutdown: ShutdownPolicy::Cancel,
-            orchestrator: None,
+            orchestrator: Vec::new(),
             advertise: None,
         }
     }
@@ -246,12 +248,12 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let first_signal = crate::shutdown_signal();
     println!("corral node listening on http://{addr}");
     let node = Node::new(config);
-    if let Some(orchestrator) = &args.orchestrator {
+    if !args.orchestrator.is_empty() {
         let advertise = match &args.advertise {
             Some(url) => url.clone(),
             None => default_advertise(addr),
         };
-        let client = corral_client::OrchestratorClient::new(orchestrator)?;
+        let client = corral_client::OrchestratorClient::with_bases(&args.orchestrator)?;
         tokio::spawn(register_loop(client, advertise));
     }
     // The first signal stops the node gracefully (per --on-shutdown); a second one kills

@@ -7,6 +7,7 @@ use crate::orchestrator::{Following, Orchestrator};
 use crate::store::{Note, RunningTask, StoreError};
 use crate::workers::watcher;
 use corral_client::ClientError;
+use corral_core::ids::render_tag;
 use corral_core::lifecycle::Command;
 use corral_core::node_api::JobRequest;
 use corral_core::orchestrator_api::NodeState;
@@ -145,6 +146,7 @@ pub(crate) async fn dispatch(o: Orchestrator, mut task: RunningTask, following: 
         format: task.render.format.map(|f| f.blender_name().to_string()),
         threads: None,
         output: Some(task.render.output.clone()),
+        tag: Some(render_tag(task.task, task.lease)),
     };
     let started = Instant::now();
     match o.gateway().submit(&url, &request).await {

@@ -7,14 +7,14 @@ use crate::orchestrator::Orchestrator;
 use crate::store::{NodeRecord, Note, RunningFilter, StopAt, StoreError};
 use crate::workers::watcher;
 use chrono::Utc;
+use corral_core::ids::parse_render_tag;
 use corral_core::orchestrator_api::NodeState;
-use corral_core::{NodeId, NodeJobId};
+use corral_core::{LeaseId, NodeId, NodeJobId, TaskId};
 use std::collections::HashSet;
 use std::time::Duration;
 
-/// Renders younger than this are never stopped as strays: the answer to their dispatch
-/// (which names them) may still be on its way to the database.
-const STRAY_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
+/// How often each node's renders are compared with the leases that refer to them.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
     if !o.is_leader() {
@@ -40,16 +40,30 @@ pub async fn probe(o: &Orchestrator, node: NodeRecord) {
                     return;
                 }
             };
-            let first_contact = o
+            // Strays are looked for when a node comes up (or is first seen by this
+            // process) and every [`SWEEP_EVERY`]: a dispatch cut short can leave a render
+            // that no lease refers to on a node that never went down.
+            let due = o
                 .inner
-                .reconciled
+                .swept
                 .lock()
-                .map(|mut r| r.insert(node.id.clone()))
+                .map(|mut swept| {
+                    let due = came_up
+                        || swept
+                            .get(&node.id)
+                            .is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
+                    if due {
+                        swept.insert(node.id.clone(), std::time::Instant::now());
+                    }
+                    due
+                })
                 .unwrap_or(false);
-            if came_up || first_contact {
+            if came_up {
                 tracing::info!(node = %node.id, slots = info.slots, "node up");
-                stop_strays(o, &node).await;
                 o.wake();
+            }
+            if due {
+                stop_strays(o, &node).await;
             }
         }
         _ => {
@@ -69,38 +83,44 @@ pub async fn node_lost(o: &Orchestrator, node: &NodeId) -> Result<(), StoreError
     let Some(changes) = o.store().node_lost(node).await? else {
         return Ok(());
     };
-    if let Ok(mut r) = o.inner.reconciled.lock() {
-        r.remove(node);
+    if let Ok(mut swept) = o.inner.swept.lock() {
+        swept.remove(node);
     }
     tracing::warn!(node = %node, tasks = changes.len(), "node down; its tasks are re-queued");
     o.wake();
     Ok(())
 }
 
-/// Stops renders a node runs that no running lease refers to: left over from before a
-/// partition, a node loss, or an orchestrator restart.
+/// Stops renders a node runs for this farm that no running lease refers to: left over
+/// from before a partition, a node loss, or an orchestrator restart. A render is this
+/// farm's when its tag names a task and lease ([`render_tag`]); it is current only when
+/// that task is running on this node under that lease. Renders without such a tag were
+/// not sent by an orchestrator and are left alone.
 async fn stop_strays(o: &Orchestrator, node: &NodeRecord) {
-    let Ok(jobs) = o.gateway().jobs(&node.url).await else {
+    let Ok(renders) = o.gateway().jobs(&node.url).await else {
         return;
     };
-    let live: HashSet<String> = match o.store().running(RunningFilter::All).await {
+    let current: HashSet<(TaskId, LeaseId)> = match o.store().running(RunningFilter::All).await {
         Ok(running) => running
             .into_iter()
             .filter(|t| t.node == node.id)
-            .filter_map(|t| t.node_job.map(|j| j.as_str().to_string()))
+            .map(|t| (t.task, t.lease))
             .collect(),
         Err(_) => return,
     };
-    let now = Utc::now();
-    let strays: Vec<StopAt> = jobs
+    let strays: Vec<StopAt> = renders
         .into_iter()
-        .filter(|j| !j.state.is_terminal())
-        .filter(|j| !live.contains(&j.id.to_string()))
-        .filter(|j| now - j.submitted_at > STRAY_GRACE)
-        .map(|j| StopAt {
+        .filter(|r| !r.state.is_terminal())
+        .filter(|r| {
+            r.tag
+                .as_deref()
+                .and_then(parse_render_tag)
+                .is_some_and(|key| !current.contains(&key))
+        })
+        .map(|r| StopAt {
             node: node.id.clone(),
             url: node.url.clone(),
-            node_job: NodeJobId::new(j.id.to_string()),
+            node_job: NodeJobId::new(r.id.to_string()),
         })
         .collect();
     if !strays.is_empty() {

@@ -26,6 +26,13 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
     } else if was && !now && lead.is_ok() {
         tracing::warn!(orchestrator = %o.id(), "another orchestrator dispatches now");
     }
+    if let Ok(mut healthy) = o.inner.healthy_since.lock() {
+        if heartbeat.is_ok() && lead.is_ok() {
+            healthy.get_or_insert_with(std::time::Instant::now);
+        } else {
+            *healthy = None;
+        }
+    }
     heartbeat?;
     lead.map(|_| ())
 }

@@ -8,10 +8,12 @@
 //!   when their dispatch was cut short (it may never have reached the node).
 
 use crate::orchestrator::{Orchestrator, ORCHESTRATOR_TIMEOUT};
-use crate::store::{Applied, Note, RunningFilter, StoreError};
+use crate::store::{Applied, Note, RunningFilter, RunningTask, StoreError};
 use crate::workers::watcher;
 use chrono::Utc;
+use corral_core::ids::render_tag;
 use corral_core::lifecycle::Command;
+use corral_core::NodeJobId;
 
 pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
     let store = o.store();
@@ -38,13 +40,46 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
             tracing::info!(task = %task.task, node = %task.node, "watching a running task");
             let following = o.follow(&task);
             watcher::spawn(o, task, following);
-        } else {
-            tracing::warn!(task = %task.task, node = %task.node, "re-queued a task whose dispatch was cut short");
-            let command = Command::TakeBack { lease: task.lease };
-            o.apply(task.task, command, Note::default()).await?;
+            continue;
+        }
+        // The dispatch was cut short: the node may have the render (found by its tag),
+        // or not.
+        match find_render(o, &task).await {
+            Some(node_job) => {
+                tracing::info!(task = %task.task, node = %task.node, "found the render of a dispatch cut short");
+                let command = Command::Dispatched {
+                    lease: task.lease,
+                    node_job: node_job.clone(),
+                };
+                if o.apply(task.task, command, Note::default())
+                    .await?
+                    .is_applied()
+                {
+                    let mut task = task;
+                    task.node_job = Some(node_job);
+                    let following = o.follow(&task);
+                    watcher::spawn(o, task, following);
+                }
+            }
+            None => {
+                tracing::warn!(task = %task.task, node = %task.node, "re-queued a task whose dispatch was cut short");
+                let command = Command::TakeBack { lease: task.lease };
+                o.apply(task.task, command, Note::default()).await?;
+            }
         }
     }
     Ok(())
+}
+
+/// The node's render of `task` under its lease, found by its tag.
+async fn find_render(o: &Orchestrator, task: &RunningTask) -> Option<NodeJobId> {
+    let url = task.node_url.as_deref()?;
+    let tag = render_tag(task.task, task.lease);
+    let renders = o.gateway().jobs(url).await.ok()?;
+    renders
+        .into_iter()
+        .find(|r| r.tag.as_deref() == Some(tag.as_str()))
+        .map(|r| NodeJobId::new(r.id.to_string()))
 }
 
 /// Takes over the tasks of orchestrators that stopped heartbeating (on SQLite, which one
@@ -52,6 +87,11 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
 async fn adopt_from_stopped_orchestrators(o: &Orchestrator) -> Result<(), StoreError> {
     let store = o.store();
     let live = if store.shared() {
+        if !o.healthy_for(ORCHESTRATOR_TIMEOUT) {
+            // Right after our own outage, the others' heartbeats are as stale as ours
+            // was: wait until they had a chance to heartbeat again.
+            return Ok(());
+        }
         let since =
             Utc::now() - chrono::TimeDelta::from_std(ORCHESTRATOR_TIMEOUT).unwrap_or_default();
         store.live_orchestrators(since).await?

@@ -181,6 +181,40 @@ impl FarmBuilder {
     }
 }
 
+/// Starts a node for a farm whose folder is `root`: its own copy of `blend` (and of the
+/// `scene_files` in its `--scenes`), writing frames into the farm's shared `root/out`.
+pub fn spawn_farm_node(
+    root: &Path,
+    blend: &Path,
+    scene_files: &[(String, Vec<u8>)],
+    extra: &[&str],
+) -> NodeProcess {
+    let dir = tempfile::Builder::new()
+        .prefix("node-")
+        .tempdir_in(root)
+        .expect("node folder");
+    let node_blend = dir.path().join("scene.blend");
+    std::fs::copy(blend, &node_blend).expect("copy the scene for the node");
+    // The node's `out` is the farm's shared output folder.
+    std::fs::create_dir_all(root.join("out")).expect("shared output folder");
+    std::os::unix::fs::symlink(root.join("out"), dir.path().join("out"))
+        .expect("link the shared output folder");
+    let scenes = dir.path().join("scenes");
+    std::fs::create_dir_all(&scenes).expect("scenes folder");
+    for (name, contents) in scene_files {
+        std::fs::write(scenes.join(name), contents).expect("write a scene file");
+    }
+    let mut args = vec![
+        "--blend".to_string(),
+        node_blend.to_str().expect("utf-8 path").to_string(),
+        "--scenes".to_string(),
+        scenes.to_str().expect("utf-8 path").to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    NodeProcess::start_in(dir, &args)
+}
+
 /// An orchestrator and its nodes. Dropping it kills every process (the orchestrator
 /// first), printing their logs if the test is failing.
 pub struct Farm {
@@ -261,29 +295,7 @@ impl Farm {
     }
 
     fn spawn_node(&self, extra: &[&str]) -> NodeProcess {
-        let dir = tempfile::Builder::new()
-            .prefix("node-")
-            .tempdir_in(self.root.path())
-            .expect("node folder");
-        let blend = dir.path().join("scene.blend");
-        std::fs::copy(&self.blend, &blend).expect("copy the scene for the node");
-        // The node's `out` is the farm's shared output folder.
-        std::os::unix::fs::symlink(self.output_dir(), dir.path().join("out"))
-            .expect("link the shared output folder");
-        let scenes = dir.path().join("scenes");
-        std::fs::create_dir_all(&scenes).expect("scenes folder");
-        for (name, contents) in &self.scene_files {
-            std::fs::write(scenes.join(name), contents).expect("write a scene file");
-        }
-        let mut args = vec![
-            "--blend".to_string(),
-            blend.to_str().expect("utf-8 path").to_string(),
-            "--scenes".to_string(),
-            scenes.to_str().expect("utf-8 path").to_string(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        NodeProcess::start_in(dir, &args)
+        spawn_farm_node(self.root.path(), &self.blend, &self.scene_files, extra)
     }
 
     /// Starts one more node that registers itself with the orchestrator; returns its index.
