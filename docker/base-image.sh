@@ -4,6 +4,8 @@
 # already uses, then `docker import`:
 #   corral-base:bookworm       minimal Debian + tini            (FROM of the orchestrator)
 #   corral-base-node:bookworm  the same + Blender from Debian    (FROM of the node)
+#   corral-base-postgres:bookworm  the same + PostgreSQL from Debian (FROM of corral-postgres,
+#                              the database of a farm of several orchestrators)
 # Each image carries a label with a hash of this script; an image whose label matches is
 # kept, so only the first run on a machine pays for debootstrap (~35 s) and Blender (~55 s).
 # CORRAL_BASE_REBUILD=1 forces a rebuild; DEBIAN_MIRROR and DEBIAN_SECURITY_MIRROR override
@@ -13,6 +15,7 @@ set -euo pipefail
 SUITE=bookworm
 BASE_TAG=corral-base:$SUITE
 NODE_TAG=corral-base-node:$SUITE
+PG_TAG=corral-base-postgres:$SUITE
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${CORRAL_BASE_WORKDIR:-$HERE/../target/docker/rootfs}
 RECIPE=$(sha256sum "$0" | cut -c1-16)
@@ -22,8 +25,8 @@ say() { echo "base-image: $*"; }
 
 recipe_of() { docker image inspect --format "{{ index .Config.Labels \"$LABEL\" }}" "$1" 2>/dev/null || true; }
 
-if [[ ${CORRAL_BASE_REBUILD:-0} != 1 && $(recipe_of "$BASE_TAG") == "$RECIPE" && $(recipe_of "$NODE_TAG") == "$RECIPE" ]]; then
-    say "$BASE_TAG and $NODE_TAG are up to date (recipe $RECIPE); CORRAL_BASE_REBUILD=1 rebuilds them"
+if [[ ${CORRAL_BASE_REBUILD:-0} != 1 && $(recipe_of "$BASE_TAG") == "$RECIPE" && $(recipe_of "$NODE_TAG") == "$RECIPE" && $(recipe_of "$PG_TAG") == "$RECIPE" ]]; then
+    say "$BASE_TAG, $NODE_TAG and $PG_TAG are up to date (recipe $RECIPE); CORRAL_BASE_REBUILD=1 rebuilds them"
     exit 0
 fi
 if [[ $(id -u) -ne 0 ]]; then
@@ -133,6 +136,31 @@ import_root() {
 }
 
 import_root "$BASE_TAG"
+
+# PostgreSQL goes into a copy of the base root, so the node's root stays without it.
+umount "$ROOT/proc"
+PG_ROOT=$WORK/root-postgres
+rm -rf --one-file-system "$PG_ROOT"
+cp -a "$ROOT" "$PG_ROOT"
+t3=$SECONDS
+cp /etc/resolv.conf "$PG_ROOT/etc/resolv.conf"
+say "installing PostgreSQL into the database's root ..."
+in_pg_root() { chroot "$PG_ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 "$@"; }
+mount -t proc proc "$PG_ROOT/proc"
+if ! { in_pg_root apt-get update -q && in_pg_root apt-get install -y -q --no-install-recommends postgresql; } >>"$WORK/apt.log" 2>&1; then
+    umount "$PG_ROOT/proc"
+    tail -n 30 "$WORK/apt.log" >&2
+    say "installing PostgreSQL in the chroot failed" >&2
+    exit 1
+fi
+umount "$PG_ROOT/proc"
+say "PostgreSQL installed in $((SECONDS - t3)) s"
+SAVED_ROOT=$ROOT
+ROOT=$PG_ROOT
+import_root "$PG_TAG"
+ROOT=$SAVED_ROOT
+rm -rf --one-file-system "$PG_ROOT"
+mount -t proc proc "$ROOT/proc"
 
 t2=$SECONDS
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"

@@ -18,7 +18,10 @@ project name `corral-e2e`, and checks, each as one step:
     before the restart are still in the database (a named volume);
   - `docker compose stop` mid-render (SIGTERM): every container exits 0 within the grace
     period, no Blender left;
-  - `docker compose down -v --remove-orphans` leaves no container, network or volume.
+  - `docker compose down -v --remove-orphans` leaves no container, network or volume;
+  - compose.postgres.yaml over compose.yaml: PostgreSQL (an image made from the local
+    Debian base) and two orchestrators; `docker kill` of the orchestrator that dispatches
+    mid-job: the other takes over and the job completes with every frame on the host.
 It prints the image sizes and the time each step took. Everything it starts is removed on
 any exit (compose down -v), and its requests go only to localhost and its own containers.
 Environment: CORRAL_E2E_KEEP=1 keeps the output folder; CORRAL_E2E_SKIP_BUILD=1 uses the
@@ -93,10 +96,10 @@ def docker(*args, check_rc=True, timeout=300):
     return run(["docker"] + list(args), check_rc=check_rc, timeout=timeout)
 
 
-def http(method, path, body=None, timeout=30):
+def http(method, path, body=None, timeout=30, base=None):
     """(status, headers, parsed JSON or text); never raises for an HTTP status."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(BASE + path, data=data, method=method)
+    req = urllib.request.Request((base or BASE) + path, data=data, method=method)
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
@@ -295,7 +298,8 @@ def base_images():
 
 def image_sizes():
     sizes = []
-    for image in ["corral-node:latest", "corral-orchestrator:latest", "corral-base-node:bookworm", "corral-base:bookworm"]:
+    for image in ["corral-node:latest", "corral-orchestrator:latest", "corral-postgres:latest",
+                  "corral-base-node:bookworm", "corral-base:bookworm", "corral-base-postgres:bookworm"]:
         r = docker("image", "inspect", "--format", "{{.Size}}", image, check_rc=False)
         if r.returncode == 0:
             sizes.append((image, int(r.stdout.strip()) / 1e6))
@@ -490,6 +494,62 @@ def down():
         s.note = "no container, network or volume of the project"
 
 
+PORT2 = 4001
+BASE2 = f"http://localhost:{PORT2}"
+
+
+def postgres_farm():
+    """Two orchestrators on one PostgreSQL; the one that dispatches is killed mid-job."""
+    global compose_cmd, compose_env, started_compose
+    compose_cmd = compose_cmd + ["-f", os.path.join(REPO, "compose.postgres.yaml")]
+    compose_env = dict(compose_env, CORRAL_DB_PASSWORD="e2e-" + os.urandom(6).hex(),
+                       CORRAL_PORT2=str(PORT2))
+    with step("PostgreSQL and two orchestrators: compose.postgres.yaml up") as s:
+        started_compose = True
+        compose("up", "-d", "--scale", f"node={NODES}")
+        t = time.monotonic()
+        for base in (BASE, BASE2):
+            wait_for(f"{base}/readyz", lambda b=base: http("GET", "/readyz", base=b)[0] == 200, 120)
+        wait_nodes_up(NODES, 120)
+        s.note = f"both ready and {NODES} nodes up {time.monotonic() - t:.1f} s after up"
+    with step("docker kill the dispatching orchestrator mid-job; the other finishes it") as s:
+        def dispatcher():
+            for base, service in ((BASE, "orchestrator"), (BASE2, "orchestrator-2")):
+                status, _, body = http("GET", "/readyz", base=base)
+                if status == 200 and body.get("dispatching"):
+                    return base, service
+            return None
+
+        leader_base, leader = wait_for("an orchestrator that dispatches", dispatcher, 30)
+        other = BASE2 if leader_base == BASE else BASE
+        status, _, body = http("POST", "/api/v1/jobs", {"from": 1, "to": 40, "chunk_size": 4}, base=other)
+        check(status == 202, f"POST /api/v1/jobs to {other} answered {status}: {body}")
+        job_id = body["id"]
+
+        def running():
+            status, _, j = http("GET", f"/api/v1/jobs/{job_id}", base=other)
+            return status == 200 and j["frames_done"] >= 4
+
+        wait_for("frames of the job rendered", running, 180, interval=0.3)
+        container = compose("ps", "-q", leader).stdout.split()[0]
+        docker("kill", container)
+        t0 = time.monotonic()
+        wait_for(f"{other} to dispatch", lambda: http("GET", "/readyz", base=other)[2].get("dispatching"), 60)
+        took_over = time.monotonic() - t0
+
+        def done():
+            status, _, j = http("GET", f"/api/v1/jobs/{job_id}", base=other)
+            check(status == 200, f"{other} answered {status}")
+            check(j["state"] not in ("failed", "cancelled"), f"job ended {j['state']}: {j.get('failure')}")
+            return j["state"] == "completed"
+
+        wait_for(f"job {job_id} to complete on {other}", done, 300)
+        frames_on_host(job_id, 1, 40)
+        s.note = (f"killed {leader}; {other} dispatched {took_over:.1f} s later and finished the job "
+                  f"{time.monotonic() - t0:.1f} s after the kill")
+    down()
+
+
 def main():
     global work_dir, compose_cmd, compose_env
     t_start = time.monotonic()
@@ -541,6 +601,7 @@ def main():
         restart_orchestrator([first])
         sigterm_stop()
         down()
+        postgres_farm()
     except Failed as e:
         failed = str(e)
     except subprocess.TimeoutExpired as e:
