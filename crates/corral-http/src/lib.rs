@@ -49,7 +49,8 @@ impl IntoResponse for ProblemResponse {
 
 /// A JSON request body: at most [`MAX_BODY_BYTES`] (413 beyond), read within the
 /// request's [`BodyTimeout`] (408 after), and JSON by content type when one is given (a
-/// missing content type is accepted, for `curl -d`; 415 otherwise). Every failure is a
+/// missing content type is accepted, for `curl -d`; 415 otherwise). A body that cannot
+/// be read for any other reason (cut off, malformed chunks) is 400. Every failure is a
 /// problem.
 pub struct JsonBody(pub Bytes);
 
@@ -76,10 +77,20 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         let read = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES);
         let body = match tokio::time::timeout(deadline, read).await {
             Ok(Ok(body)) => body,
-            Ok(Err(_)) => {
+            Ok(Err(e)) if is_too_large(&e) => {
                 return Err(ProblemResponse(
                     Problem::new(413, "Request body too large").with_detail(format!(
                         "request body is larger than {MAX_BODY_BYTES} bytes"
+                    )),
+                ))
+            }
+            // The client closed mid-body, sent fewer bytes than it announced, or broke
+            // the chunked encoding: the request is malformed, not too large.
+            Ok(Err(e)) => {
+                return Err(ProblemResponse(
+                    Problem::new(400, "Unreadable request body").with_detail(format!(
+                        "the request body could not be read: {}",
+                        root_message(&e)
                     )),
                 ))
             }
@@ -94,6 +105,29 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         };
         Ok(JsonBody(body))
     }
+}
+
+/// Whether reading a body failed because it is larger than the limit (the only failure
+/// that is the body's size; others are a broken or cut-off request).
+fn is_too_large(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The innermost cause of a body error (`connection closed before message completed`),
+/// cut short, for the problem's detail.
+fn root_message(e: &axum::Error) -> String {
+    let mut inner: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string().chars().take(200).collect()
 }
 
 /// A path segment naming a resource. An id that is not even valid UTF-8 names nothing, so

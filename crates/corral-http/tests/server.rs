@@ -280,6 +280,73 @@ async fn a_body_that_stops_coming_is_answered_408() {
 }
 
 #[tokio::test]
+async fn a_body_cut_off_is_400_not_413() {
+    let server = start(limits()).await;
+    let mut stream = server.connect().await;
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: corral\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"from\": 1",
+        )
+        .await
+        .expect("send");
+    // The client is done sending: fewer bytes than it announced.
+    stream.shutdown().await.expect("half-close");
+    let answer = read_answer(&mut stream).await.expect("an answer");
+    assert_problem(&answer, 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_400_not_413() {
+    let server = start(limits()).await;
+    let mut stream = server.connect().await;
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: corral\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        )
+        .await
+        .expect("send");
+    let answer = read_answer(&mut stream).await.expect("an answer");
+    assert_problem(&answer, 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn only_a_body_too_large_is_413() {
+    let server = start(limits()).await;
+    let client = reqwest::Client::new();
+    let big = vec![b' '; corral_http::MAX_BODY_BYTES + 1];
+    let answer = client
+        .post(server.url("/echo"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(answer.status(), 413);
+    // A streamed (chunked) body with no announced length, too large once read.
+    let chunks =
+        futures_util::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b' '; 8 * 1024])));
+    let answer = client
+        .post(server.url("/echo"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(answer.status(), 413);
+    let fine = client
+        .post(server.url("/echo"))
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(fine.status(), 200);
+    assert_eq!(fine.text().await.expect("body"), "2");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
     let server = start(limits()).await;
     let mut stream = server.connect().await;
