@@ -251,6 +251,19 @@ mod tests {
         assert_eq!(t.render(None), "HOST\nevil\\x1b[31m\n");
     }
 
+    proptest::proptest! {
+        /// Whatever a server sends, nothing a terminal acts on gets through, and text
+        /// without such characters is left exactly as it was.
+        #[test]
+        fn nothing_a_terminal_obeys_gets_through(text in "(?s).{0,64}", plain in "[^\\p{Cc}]{0,64}") {
+            let safe = for_terminal(&text);
+            proptest::prop_assert!(!safe.chars().any(is_unsafe), "{:?}", safe);
+            if !plain.chars().any(is_unsafe) {
+                proptest::prop_assert_eq!(for_terminal(&plain), plain.as_str());
+            }
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(duration(Duration::from_millis(850)), "850 ms");
