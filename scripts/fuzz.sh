@@ -6,7 +6,8 @@
 #   scripts/fuzz.sh long [SECONDS]   every target for SECONDS (default 600)
 #   scripts/fuzz.sh run TARGET [SECONDS]   one target
 #
-# Installs cargo-fuzz (`cargo install cargo-fuzz --locked`) when it is missing. The toolchain
+# Installs cargo-fuzz (`cargo install cargo-fuzz --locked`, as scripts/install-deps.sh does)
+# when it is missing. The toolchain
 # may be stable: RUSTC_BOOTSTRAP=1 lets it take the nightly flags cargo-fuzz passes
 # (sanitizer coverage, AddressSanitizer). The corpus grows under $TARGET_DIR/fuzz-corpus
 # (seeded from fuzz/seeds/); a crash leaves its input in fuzz/artifacts/TARGET/ and fails
@@ -20,8 +21,9 @@ mode=${1:-short}
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "fuzz: installing cargo-fuzz (cargo install cargo-fuzz --locked) ..."
-    cargo install cargo-fuzz --locked
+    # The version scripts/install-deps.sh installs too.
+    echo "fuzz: installing cargo-fuzz 0.13.2 (cargo install cargo-fuzz --locked) ..."
+    cargo install cargo-fuzz --version 0.13.2 --locked
 fi
 
 cd "$root/fuzz"
