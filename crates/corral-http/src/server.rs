@@ -52,8 +52,15 @@ pub const MAX_CONNECTIONS: usize = 512;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Pause after an accept error (out of descriptors, most likely) before accepting again,
-/// so the loop does not spin while the process is starved.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// so the loop does not spin while the process is starved and evicted connections have
+/// time to close.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// When the process runs out of descriptors, the connection bound drops to this many
+/// fewer than are open, and idle connections are closed down to it: descriptors are left
+/// for the rest of the process (Blender's pipes, logs, the database), and each later
+/// newcomer evicts an idle connection instead of failing to be accepted.
+const DESCRIPTOR_HEADROOM: usize = 16;
 
 /// The limits a server enforces; [`ServerLimits::default`] holds the constants above.
 /// Tests use shorter values.
@@ -109,6 +116,8 @@ pub async fn serve_with(
     refuse.keep_alive(false);
 
     let table = Arc::new(ConnectionTable::default());
+    // Lowered when the process runs out of descriptors before reaching the bound.
+    let mut max_connections = limits.max_connections.max(1);
     let tasks = TaskTracker::new();
     // Dropped (closed) when the server stops: every connection then shuts down gracefully.
     let (stopping_tx, stopping_rx) = watch::channel(());
@@ -120,18 +129,29 @@ pub async fn serve_with(
                 Ok((stream, _)) => stream,
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
-                    // Most likely out of descriptors: give one back by closing an idle
-                    // connection, so the server stays reachable.
-                    let evicted = table.evict_oldest_idle();
-                    tracing::warn!(error = %e, evicted, "cannot accept a connection");
+                    // Most likely out of descriptors: serve fewer connections from now
+                    // on, and close idle ones down to that, so the server stays reachable.
+                    let open = table.len();
+                    if open > 1 && is_out_of_descriptors(&e) {
+                        max_connections =
+                            max_connections.min(open.saturating_sub(DESCRIPTOR_HEADROOM).max(1));
+                    }
+                    let mut evicted = 0;
+                    while table.len() >= max_connections && table.evict_oldest_idle() {
+                        evicted += 1;
+                    }
+                    tracing::warn!(
+                        error = %e, open, evicted, max_connections,
+                        "cannot accept a connection"
+                    );
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }
             },
         };
-        if table.len() >= limits.max_connections && !table.evict_oldest_idle() {
+        if table.len() >= max_connections && !table.evict_oldest_idle() {
             tracing::warn!(
-                limit = limits.max_connections,
+                limit = max_connections,
                 "every connection is busy; answering 503"
             );
             let conn = refuse.serve_connection(
@@ -237,6 +257,12 @@ fn is_connection_error(e: &std::io::Error) -> bool {
         e.kind(),
         ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
     )
+}
+
+/// `EMFILE` or `ENFILE`: the process or the system has no descriptor left.
+fn is_out_of_descriptors(e: &std::io::Error) -> bool {
+    // 24 and 23 on Linux and the BSDs; std has no ErrorKind for them.
+    matches!(e.raw_os_error(), Some(24 | 23))
 }
 
 /// The open connections, oldest first, with how many requests each has in progress and
