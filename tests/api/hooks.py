@@ -5,8 +5,14 @@
   request field at fault (`field`), as the house rule says.
 - refusal_stores_nothing: a request that changes state (POST, PUT, PATCH, DELETE) and is
   refused with a 4xx leaves the server's stored jobs and nodes as they were. The server is
-  asked for its counts before each such request (`before_call`) and after its answer.
-  Needs a single worker (run.sh passes --workers 1) so no other request runs in between.
+  asked for them before each such request (`before_call`) and after its answer. Needs a
+  single worker (run.sh passes --workers 1) so no other request runs in between. The
+  test's own nodes (CORRAL_API_OWN_NODES) are left out: they re-announce themselves every
+  few seconds, so one that a generated DELETE removed comes back at any moment.
+
+`before_call` also shortens long-polls: a generated `wait` within the node's limit (120 s)
+is cut to 2 s, so a job that happens to exist and stay queued cannot hold a request for
+minutes. Values the node must refuse (negative, not a number, over 120) are sent as they are.
 """
 
 import json
@@ -18,6 +24,8 @@ import schemathesis
 BASE = os.environ["CORRAL_API_BASE"].rstrip("/")
 KIND = os.environ["CORRAL_API_KIND"]  # "orchestrator" or "node"
 CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+OWN_NODES = set(filter(None, os.environ.get("CORRAL_API_OWN_NODES", "").split()))
+LONGEST_WAIT = 2.0
 
 _before = {}
 
@@ -28,17 +36,30 @@ def _get(path):
 
 
 def stored():
-    """What a request could have stored: how many jobs (and, on an orchestrator, nodes)."""
+    """What a request could have stored: how many jobs, and on an orchestrator which nodes
+    (other than the test's own)."""
     if KIND == "orchestrator":
         return {
             "jobs": _get("/api/v1/jobs?limit=1")["total"],
-            "nodes": len(_get("/api/v1/nodes")),
+            "nodes": sorted(n["url"] for n in _get("/api/v1/nodes") if n["url"] not in OWN_NODES),
         }
     return {"jobs": len(_get("/jobs"))}
 
 
+def _shorten_wait(case):
+    query = case.query or {}
+    raw = query.get("wait")
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        return
+    if LONGEST_WAIT < seconds <= 120:
+        query["wait"] = LONGEST_WAIT
+
+
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
+    _shorten_wait(case)
     if case.method.upper() in CHANGING:
         _before[id(case)] = stored()
 

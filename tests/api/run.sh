@@ -14,7 +14,8 @@
 #   CORRAL_BINARY  the `corral` binary to test (this script builds nothing)
 #   WORK_DIR       default: a fresh `mktemp -d`, removed when every check passed
 # Environment: CORRAL_API_SEED (default 20261130), CORRAL_API_EXAMPLES (per operation,
-# default 40), CORRAL_API_VENV (the schemathesis venv scripts/install-deps.sh makes,
+# default 40), CORRAL_API_PHASES (default examples,coverage,fuzzing; add `stateful` for
+# request sequences), CORRAL_API_VENV (the schemathesis venv scripts/install-deps.sh makes,
 # default target/api-venv).
 #
 # Runs inside a private network namespace (`unshare --net`, so root): the generated
@@ -65,6 +66,7 @@ WORK=$2
 VENV=$CORRAL_API_VENV
 SEED=${CORRAL_API_SEED:-20261130}
 EXAMPLES=${CORRAL_API_EXAMPLES:-40}
+PHASES=${CORRAL_API_PHASES:-examples,coverage,fuzzing}
 ip link set lo up
 
 pids=()
@@ -148,10 +150,11 @@ check() {
     local name=$1 kind=$2 base=$3 started=$SECONDS
     shift 3
     echo "api: $name ..."
-    if CORRAL_API_BASE=$base CORRAL_API_KIND=$kind "$VENV/bin/schemathesis" run "$@" \
+    if CORRAL_API_BASE=$base CORRAL_API_KIND=$kind CORRAL_API_OWN_NODES="${NODES[*]}" \
+        "$VENV/bin/schemathesis" run "$@" \
         --url "$base" \
         --checks not_a_server_error,response_schema_conformance,problem_body_on_error,refusal_stores_nothing \
-        --phases examples,coverage,fuzzing \
+        --phases "$PHASES" \
         --max-examples "$EXAMPLES" --seed "$SEED" --workers 1 --request-timeout 30 \
         --report junit --report-dir "$WORK/report-$name" \
         >"$WORK/schemathesis-$name.log" 2>&1; then
