@@ -15,7 +15,8 @@
 #   WORK_DIR       default: a fresh `mktemp -d`, removed when every check passed
 # Environment: CORRAL_API_SEED (default 20261130), CORRAL_API_EXAMPLES (per operation,
 # default 40), CORRAL_API_PHASES (default examples,coverage,fuzzing; add `stateful` for
-# request sequences), CORRAL_API_VENV (the schemathesis venv scripts/install-deps.sh makes,
+# request sequences), CORRAL_API_EXTRA_CHECKS (more schemathesis checks, comma-separated,
+# e.g. status_code_conformance), CORRAL_API_VENV (the schemathesis venv scripts/install-deps.sh makes,
 # default target/api-venv).
 #
 # Runs inside a private network namespace (`unshare --net`, so root): the generated
@@ -67,6 +68,7 @@ VENV=$CORRAL_API_VENV
 SEED=${CORRAL_API_SEED:-20261130}
 EXAMPLES=${CORRAL_API_EXAMPLES:-40}
 PHASES=${CORRAL_API_PHASES:-examples,coverage,fuzzing}
+EXTRA_CHECKS=${CORRAL_API_EXTRA_CHECKS:+,$CORRAL_API_EXTRA_CHECKS}
 ip link set lo up
 
 pids=()
@@ -153,7 +155,7 @@ check() {
     if CORRAL_API_BASE=$base CORRAL_API_KIND=$kind CORRAL_API_OWN_NODES="${NODES[*]}" \
         "$VENV/bin/schemathesis" run "$@" \
         --url "$base" \
-        --checks not_a_server_error,response_schema_conformance,problem_body_on_error,refusal_stores_nothing \
+        --checks "not_a_server_error,response_schema_conformance,problem_body_on_error,refusal_stores_nothing$EXTRA_CHECKS" \
         --phases "$PHASES" \
         --max-examples "$EXAMPLES" --seed "$SEED" --workers 1 --request-timeout 30 \
         --report junit --report-dir "$WORK/report-$name" \
