@@ -152,14 +152,15 @@ check() {
     local name=$1 kind=$2 base=$3 started=$SECONDS
     shift 3
     echo "api: $name ..."
-    if CORRAL_API_BASE=$base CORRAL_API_KIND=$kind CORRAL_API_OWN_NODES="${NODES[*]}" \
+    # schemathesis keeps a cache (.schemathesis/) in its working folder: the work folder.
+    if (cd "$WORK" && CORRAL_API_BASE=$base CORRAL_API_KIND=$kind CORRAL_API_OWN_NODES="${NODES[*]}" \
         "$VENV/bin/schemathesis" run "$@" \
         --url "$base" \
         --checks "not_a_server_error,response_schema_conformance,problem_body_on_error,refusal_stores_nothing$EXTRA_CHECKS" \
         --phases "$PHASES" \
         --max-examples "$EXAMPLES" --seed "$SEED" --workers 1 --request-timeout 30 \
         --report junit --report-dir "$WORK/report-$name" \
-        >"$WORK/schemathesis-$name.log" 2>&1; then
+        >"$WORK/schemathesis-$name.log" 2>&1); then
         passed=$((passed + 1))
         echo "api: $name passed in $((SECONDS - started)) s ($(grep -E '^[0-9]+ passed|passed' "$WORK/schemathesis-$name.log" | tail -n 1))"
     else

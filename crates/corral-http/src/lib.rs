@@ -7,7 +7,7 @@ mod server;
 
 pub use server::{
     serve, serve_with, BodyTimeout, ServerLimits, BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS,
-    SHUTDOWN_GRACE,
+    SHUTDOWN_GRACE, WRITE_TIMEOUT,
 };
 
 use axum::body::Bytes;

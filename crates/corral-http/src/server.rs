@@ -39,6 +39,12 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// few seconds must not hold a connection for hours.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most time a write to a client may stay blocked because the client stopped reading
+/// before the connection is closed. A response of any length (an event stream included)
+/// goes on for as long as the client keeps reading it; one that nobody reads must not
+/// hold a connection, its buffers and a descriptor for ever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Most connections open at once. At the bound, the longest-open idle connection is
 /// closed to make room; when none is idle (every one is in a request, a long-poll or an
 /// event stream), the newcomer is answered 503 and closed. Kept well under the usual
@@ -70,6 +76,8 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// See [`BODY_TIMEOUT`].
     pub body_timeout: Duration,
+    /// See [`WRITE_TIMEOUT`].
+    pub write_timeout: Duration,
     /// See [`MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// See [`SHUTDOWN_GRACE`].
@@ -81,6 +89,7 @@ impl Default for ServerLimits {
         ServerLimits {
             header_timeout: HEADER_TIMEOUT,
             body_timeout: BODY_TIMEOUT,
+            write_timeout: WRITE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
             shutdown_grace: SHUTDOWN_GRACE,
         }
@@ -155,7 +164,7 @@ pub async fn serve_with(
                 "every connection is busy; answering 503"
             );
             let conn = refuse.serve_connection(
-                TokioIo::new(stream),
+                io(stream, &limits),
                 hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
                     Ok::<_, Infallible>(overloaded())
                 }),
@@ -169,7 +178,7 @@ pub async fn serve_with(
         }
         let (id, in_flight, evicted) = table.open();
         let conn = http.serve_connection(
-            TokioIo::new(stream),
+            io(stream, &limits),
             service(app.clone(), in_flight, limits.body_timeout),
         );
         let mut stopping = stopping_rx.clone();
@@ -204,6 +213,17 @@ pub async fn serve_with(
     // The caller's shutdown work is done; open requests get a bounded grace.
     let _ = tokio::time::timeout(limits.shutdown_grace, tasks.wait()).await;
     Ok(())
+}
+
+/// A connection's stream with the write timeout; boxed because the timeout wrapper is not
+/// `Unpin`.
+fn io(
+    stream: tokio::net::TcpStream,
+    limits: &ServerLimits,
+) -> TokioIo<std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>> {
+    let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(limits.write_timeout));
+    TokioIo::new(Box::pin(stream))
 }
 
 /// The per-connection service: `app`, with each request's body deadline attached, and the

@@ -87,6 +87,16 @@ async fn start(limits: ServerLimits) -> Server {
                 Body::from_stream(chunks)
             }),
         )
+        // A response without end, for a client that never reads it.
+        .route(
+            "/endless",
+            get(|| async {
+                let chunks = futures_util::stream::repeat_with(|| {
+                    Ok::<_, std::io::Error>(vec![b'x'; 64 * 1024])
+                });
+                Body::from_stream(chunks)
+            }),
+        )
         // Busy until the test releases it.
         .route(
             "/hold",
@@ -123,6 +133,7 @@ fn limits() -> ServerLimits {
     ServerLimits {
         header_timeout: SHORT,
         body_timeout: SHORT,
+        write_timeout: SHORT,
         max_connections: 64,
         shutdown_grace: SHORT,
     }
@@ -379,6 +390,36 @@ async fn responses_in_progress_outlast_the_timeouts() {
     let stream = stream.expect("stream answered").text().await.expect("body");
     assert_eq!(stream.lines().count(), 10, "{stream}");
     assert!(stream.ends_with("event 9\n"), "{stream}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let server = start(limits()).await;
+    let mut stream = server.connect().await;
+    stream
+        .write_all(b"GET /endless HTTP/1.1\r\nHost: corral\r\n\r\n")
+        .await
+        .expect("send");
+    // Not reading: the socket buffers fill up and the server's write blocks.
+    tokio::time::sleep(SHORT * 3).await;
+    // What was buffered before the server gave up can still be read; then the end.
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let ended = tokio::time::timeout(HANG, async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the endless response kept coming ({received} bytes): the stalled write was never cut"
+    );
+    assert!(received > 0);
     server.stop().await;
 }
 
