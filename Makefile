@@ -4,18 +4,27 @@ CARGO ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR like cargo does).
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: test deps build release demo images docker-test
+.PHONY: test deps build release demo images docker-test fuzz
 
 ## test: install what the tests need, then formatting, clippy (warnings denied), every test,
-## and the Docker end-to-end test (SKIPPED, loudly, when no Docker engine answers)
+## the Docker end-to-end test (SKIPPED, loudly, when no Docker engine answers), a short
+## fuzzing run of every fuzz target (20 s each), and the property-based API tests
+## (schemathesis against a real orchestrator and nodes)
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) test --workspace --locked
 	bash tests/tutorial/run.sh $(TARGET_DIR)/debug/corral
 	python3 tests/docker/e2e.py
+	bash scripts/fuzz.sh short
+	bash tests/api/run.sh $(TARGET_DIR)/debug/corral
 
-## deps: Blender, Node.js with express and axios, curl, iproute2 (apt-get when root)
+## fuzz: every fuzz target for 10 minutes (scripts/fuzz.sh long [SECONDS])
+fuzz:
+	bash scripts/fuzz.sh long
+
+## deps: Blender, Node.js with express and axios, curl, iproute2 (apt-get when root),
+## cargo-fuzz, and schemathesis in a venv (target/api-venv)
 deps:
 	bash scripts/install-deps.sh
 

@@ -6,7 +6,14 @@
 # engine is installed, what the Docker end-to-end test needs: debootstrap (the images' base
 # is made locally) and Compose (Debian's docker-compose, when `docker compose` is missing).
 # As root it uses apt-get; otherwise it prints one line naming what is missing and fails.
+# Then, from the language registries: cargo-fuzz (`cargo install --locked`, for
+# scripts/fuzz.sh) and schemathesis in a Python venv (for tests/api/run.sh; the venv is
+# CORRAL_API_VENV, default target/api-venv, with python3-venv from apt-get when missing).
 set -euo pipefail
+
+# Versions the fuzz and API steps were verified with.
+CARGO_FUZZ_VERSION=0.13.2
+SCHEMATHESIS_VERSION=4.32.5
 
 export NODE_PATH=/usr/share/nodejs${NODE_PATH:+:$NODE_PATH}
 missing=()
@@ -28,16 +35,38 @@ if command -v docker >/dev/null; then
     fi
 fi
 
-if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "install-deps: everything the tests need is installed ($(blender --version 2>/dev/null | head -n1))"
-    exit 0
+# Debian's python3 makes venvs only with python3-venv (ensurepip) installed.
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${CORRAL_API_VENV:-$root/target/api-venv}
+if [[ ! -x $venv/bin/schemathesis ]] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3-venv)
 fi
-if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-deps: every system package the tests need is installed ($(blender --version 2>/dev/null | head -n1))"
+elif [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
     echo "install-deps: missing ${missing[*]}; install them (Debian/Ubuntu: sudo apt-get install ${missing[*]}) and run again" >&2
     exit 1
+else
+    echo "install-deps: installing ${missing[*]} with apt-get ..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    echo "install-deps: installed ${missing[*]} ($(blender --version 2>/dev/null | head -n1))"
 fi
-echo "install-deps: installing ${missing[*]} with apt-get ..."
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q >/dev/null
-apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-echo "install-deps: installed ${missing[*]} ($(blender --version 2>/dev/null | head -n1))"
+
+# cargo-fuzz, for scripts/fuzz.sh (the fuzz targets build with the stable toolchain
+# through RUSTC_BOOTSTRAP=1).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "install-deps: installing cargo-fuzz $CARGO_FUZZ_VERSION (cargo install --locked) ..."
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --quiet
+fi
+
+# schemathesis, for tests/api/run.sh, pinned to the version the API tests were written
+# against, in its own venv (Debian's pip refuses to install into the system Python).
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    echo "install-deps: installing schemathesis $SCHEMATHESIS_VERSION into $venv ..."
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+echo "install-deps: $(cargo fuzz --version), $("$venv/bin/schemathesis" --version)"

@@ -1,6 +1,14 @@
-//! HTTP pieces shared by the node and the orchestrator: every error becomes an RFC 9457
-//! problem answer here, bodies are read with one size limit and content-type check, and
-//! unknown routes and methods answer with problems too.
+//! HTTP pieces shared by the node and the orchestrator: the server itself (timeouts and
+//! a connection bound, in `server`), every error as an RFC 9457 problem answer, bodies
+//! read with one size limit, deadline and content-type check, and problems for unknown
+//! routes and methods too.
+
+mod server;
+
+pub use server::{
+    serve, serve_with, BodyTimeout, ServerLimits, BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS,
+    SHUTDOWN_GRACE, WRITE_TIMEOUT,
+};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -39,8 +47,11 @@ impl IntoResponse for ProblemResponse {
     }
 }
 
-/// A JSON request body: at most [`MAX_BODY_BYTES`], and JSON by content type when one is
-/// given (a missing content type is accepted, for `curl -d`). Every failure is a problem.
+/// A JSON request body: at most [`MAX_BODY_BYTES`] (413 beyond), read within the
+/// request's [`BodyTimeout`] (408 after), and JSON by content type when one is given (a
+/// missing content type is accepted, for `curl -d`; 415 otherwise). A body that cannot
+/// be read for any other reason (cut off, malformed chunks) is 400. Every failure is a
+/// problem.
 pub struct JsonBody(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
@@ -59,16 +70,64 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 ));
             }
         }
-        let body =
-            axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-                .await
-                .map_err(|_| {
-                    ProblemResponse(Problem::new(413, "Request body too large").with_detail(
-                        format!("request body is larger than {MAX_BODY_BYTES} bytes"),
-                    ))
-                })?;
+        let deadline = req
+            .extensions()
+            .get::<BodyTimeout>()
+            .map_or(BODY_TIMEOUT, |t| t.0);
+        let read = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES);
+        let body = match tokio::time::timeout(deadline, read).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) if is_too_large(&e) => {
+                return Err(ProblemResponse(
+                    Problem::new(413, "Request body too large").with_detail(format!(
+                        "request body is larger than {MAX_BODY_BYTES} bytes"
+                    )),
+                ))
+            }
+            // The client closed mid-body, sent fewer bytes than it announced, or broke
+            // the chunked encoding: the request is malformed, not too large.
+            Ok(Err(e)) => {
+                return Err(ProblemResponse(
+                    Problem::new(400, "Unreadable request body").with_detail(format!(
+                        "the request body could not be read: {}",
+                        root_message(&e)
+                    )),
+                ))
+            }
+            Err(_) => {
+                return Err(ProblemResponse(
+                    Problem::new(408, "Request body timeout").with_detail(format!(
+                        "the request body did not arrive within {} s",
+                        deadline.as_secs_f64()
+                    )),
+                ))
+            }
+        };
         Ok(JsonBody(body))
     }
+}
+
+/// Whether reading a body failed because it is larger than the limit (the only failure
+/// that is the body's size; others are a broken or cut-off request).
+fn is_too_large(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The innermost cause of a body error (`connection closed before message completed`),
+/// cut short, for the problem's detail.
+fn root_message(e: &axum::Error) -> String {
+    let mut inner: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string().chars().take(200).collect()
 }
 
 /// A path segment naming a resource. An id that is not even valid UTF-8 names nothing, so
@@ -88,35 +147,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
                 Problem::new(404, "Not found").with_detail("no such id"),
             )),
         }
-    }
-}
-
-/// How long a server waits, once its own shutdown work is done, for open connections to
-/// finish before it exits anyway (a client that never completes its request must not keep
-/// a stopped server alive).
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Serves `app` until `shutdown` completes, then lets open requests finish for at most
-/// [`SHUTDOWN_GRACE`].
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = done_tx.send(());
-    });
-    tokio::select! {
-        result = server => result,
-        () = async {
-            if done_rx.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => Ok(()),
     }
 }
 

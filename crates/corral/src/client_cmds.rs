@@ -5,7 +5,7 @@
 
 use crate::progress::{follow, print_frame_folders, report_end, Followed};
 use crate::scene;
-use crate::table::{age, between, duration, plural, terminal_width, Table};
+use crate::table::{age, between, duration, for_terminal, plural, terminal_width, Table};
 use anyhow::{anyhow, Context};
 use clap::Args;
 use corral_client::FullJob;
@@ -110,6 +110,8 @@ impl ServerArgs {
 /// One line that says what went wrong, for people: the server's own words when it refused,
 /// a hint when it cannot be reached; never a stack of HTTP internals.
 pub fn explain(e: ClientError, server: &str) -> anyhow::Error {
+    let server = for_terminal(server);
+    let server = server.as_ref();
     match e {
         ClientError::Unreachable { source, .. } => {
             let cause = root_cause(&source);
@@ -124,18 +126,23 @@ pub fn explain(e: ClientError, server: &str) -> anyhow::Error {
                 anyhow!("cannot reach the Corral server at {server} ({cause}): {hint}")
             }
         }
-        ClientError::NotFound { url } => anyhow!("{url} was not found on the Corral server"),
+        ClientError::NotFound { url } => anyhow!(
+            "{} was not found on the Corral server",
+            for_terminal(url.as_str())
+        ),
         ClientError::Status {
             status, problem, ..
         } => {
-            let detail = problem.detail.as_deref().unwrap_or(&problem.title);
+            // The server's own words, shown but never obeyed by the terminal.
+            let detail = for_terminal(problem.detail.as_deref().unwrap_or(&problem.title));
             match &problem.field {
-                Some(field) => anyhow!("the server refused `{field}`: {detail}"),
+                Some(field) => anyhow!("the server refused `{}`: {detail}", for_terminal(field)),
                 None => anyhow!("the server answered {status}: {detail}"),
             }
         }
         ClientError::Decode { message, .. } => anyhow!(
-            "{server} answered something that is not Corral's API ({message}); is it a Corral server?"
+            "{server} answered something that is not Corral's API ({}); is it a Corral server?",
+            for_terminal(&message)
         ),
         ClientError::BadUrl(url) => {
             anyhow!("`{url}` is not a server address; expected http://HOST:PORT")
@@ -147,7 +154,8 @@ pub fn explain(e: ClientError, server: &str) -> anyhow::Error {
         ClientError::Redirect {
             status, location, ..
         } => anyhow!(
-            "{server} answered {status}, a redirect to {location}; redirects are not followed: give --server the farm's own address"
+            "{server} answered {status}, a redirect to {}; redirects are not followed: give --server the farm's own address",
+            for_terminal(&location)
         ),
     }
 }
@@ -186,9 +194,18 @@ async fn fetch_full_job(client: &OrchestratorClient, id: &str) -> anyhow::Result
 
 fn not_found_or(e: ClientError, client: &OrchestratorClient, id: &str) -> anyhow::Error {
     match e {
-        ClientError::NotFound { .. } => anyhow!("no job `{id}` on the server at {}", client.base()),
+        ClientError::NotFound { .. } => anyhow!(
+            "no job `{}` on the server at {}",
+            for_terminal(id),
+            client.base()
+        ),
         e => explain(e, client.base()),
     }
+}
+
+/// An error whose text quotes what a server or Blender said, made safe to print.
+fn terminal_safe(e: anyhow::Error) -> anyhow::Error {
+    anyhow!("{}", for_terminal(&format!("{e:#}")))
 }
 
 fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
@@ -271,17 +288,19 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             "the current folder; --scenes names another".to_string(),
         ),
     };
-    let scene = scene::locate(&args.scene, &root, &origin)?;
+    // These errors quote the farm's folders (from the server) and Blender's words.
+    let scene = scene::locate(&args.scene, &root, &origin).map_err(terminal_safe)?;
     let range = match args.frames {
         Some(range) => range,
-        None => scene::read_frame_range(&args.blender, &scene.path).await?,
+        None => scene::read_frame_range(&args.blender, &scene.path)
+            .await
+            .map_err(terminal_safe)?,
     };
     let output = match &args.output {
         None => None,
-        Some(dir) => Some(job_output(
-            dir,
-            farm.as_ref().map(|f| Path::new(&f.output)),
-        )?),
+        Some(dir) => Some(
+            job_output(dir, farm.as_ref().map(|f| Path::new(&f.output))).map_err(terminal_safe)?,
+        ),
     };
     let request = SubmitJob {
         scene: Some(scene.relative.clone()),
@@ -305,7 +324,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             println!("{id}");
             eprintln!(
                 "Submitted {}: frames {}-{}, {}. Follow it: corral status {id} --watch{}",
-                scene.relative,
+                for_terminal(&scene.relative),
                 job.from,
                 job.to,
                 tasks_text(job.tasks_total, job.chunk_size),
@@ -317,7 +336,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     if !args.json {
         println!(
             "Rendering {} · frames {}-{} · {} · job {id}",
-            scene.relative,
+            for_terminal(&scene.relative),
             job.from,
             job.to,
             tasks_text(job.tasks_total, job.chunk_size)
@@ -470,7 +489,7 @@ fn print_status(job: &FullJob) {
     println!("Job {}  {state}", s.id);
     println!(
         "  scene     {}",
-        s.scene.as_deref().unwrap_or("(the nodes' default scene)")
+        for_terminal(s.scene.as_deref().unwrap_or("(the nodes' default scene)"))
     );
     let format = s
         .format
@@ -505,7 +524,7 @@ fn print_status(job: &FullJob) {
     }
     println!("{times}");
     if let Some(failure) = &s.failure {
-        println!("  failure   {failure}");
+        println!("  failure   {}", for_terminal(failure));
     }
     print_frame_folders(job, false);
     if job.tasks.is_empty() {
@@ -696,9 +715,14 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     let client = args.server.connect()?;
     let id = args.job.trim();
     let job = client.cancel(id).await.map_err(|e| match e {
-        ClientError::NotFound { .. } => anyhow!("no job `{id}` on the server at {}", client.base()),
+        ClientError::NotFound { .. } => anyhow!(
+            "no job `{}` on the server at {}",
+            for_terminal(id),
+            client.base()
+        ),
         e => explain(e, client.base()),
     })?;
+    let id = for_terminal(id);
     match job.state {
         JobState::Completed | JobState::Failed => println!(
             "Job {id} had already ended ({}); nothing to cancel.",
@@ -762,7 +786,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
             task.state.as_str()
         );
         if let Some(node) = &task.node {
-            header.push_str(&format!(" on {node}"));
+            header.push_str(&format!(" on {}", for_terminal(node)));
         }
         if task.attempts > 0 {
             header.push_str(&format!(
@@ -773,7 +797,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
         }
         println!("{}", console::style(header).bold());
         if let Some(failure) = &task.failure {
-            println!("{failure}");
+            println!("{}", for_terminal(failure));
         }
         if task.log_tail.is_empty() {
             let why = match task.state {
@@ -784,7 +808,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
             println!("{why}");
         }
         for line in &task.log_tail {
-            println!("{line}");
+            println!("{}", for_terminal(line));
         }
     }
     Ok(ExitCode::SUCCESS)

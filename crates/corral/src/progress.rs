@@ -4,7 +4,7 @@
 //! or which frames failed and why.
 
 use crate::client_cmds::explain;
-use crate::table::{clock, duration, plural};
+use crate::table::{clock, duration, for_terminal, plural};
 use anyhow::bail;
 use corral_client::FullJob;
 use corral_client::OrchestratorClient;
@@ -300,7 +300,7 @@ pub fn report_end(job: &FullJob) -> ExitCode {
             let cross = console::style("✘").red().bold().for_stderr();
             eprintln!(
                 "{cross} job {id} failed: {}",
-                s.failure.as_deref().unwrap_or("a task failed")
+                for_terminal(s.failure.as_deref().unwrap_or("a task failed"))
             );
             let missing: Vec<i64> = job
                 .frames
@@ -326,10 +326,14 @@ pub fn report_end(job: &FullJob) -> ExitCode {
                     task.to,
                     task.attempts,
                     plural(u64::from(task.attempts)),
-                    task.failure.as_deref().unwrap_or("no reason given")
+                    for_terminal(task.failure.as_deref().unwrap_or("no reason given"))
                 );
                 for line in telling_lines(&task.log_tail) {
-                    eprintln!("    {} {line}", console::style("│").dim().for_stderr());
+                    eprintln!(
+                        "    {} {}",
+                        console::style("│").dim().for_stderr(),
+                        for_terminal(line)
+                    );
                 }
             }
             print_frame_folders(job, true);
@@ -378,7 +382,10 @@ pub fn print_frame_folders(job: &FullJob, to_stderr: bool) {
         } else {
             " (on the nodes)"
         };
-        let line = format!("  frames{place}: {}/", folder.display());
+        let line = format!(
+            "  frames{place}: {}/",
+            for_terminal(&folder.display().to_string())
+        );
         if to_stderr {
             eprintln!("{line}");
         } else {

@@ -1,9 +1,40 @@
-//! Text output for people: aligned tables that fit the terminal, and short forms of
-//! durations, ages and frame lists.
+//! Text output for people: aligned tables that fit the terminal, short forms of
+//! durations, ages and frame lists, and `for_terminal`, which every server-supplied string
+//! passes through before it is printed for a person.
 
 use chrono::{DateTime, Utc};
 use console::measure_text_width;
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::time::Duration;
+
+/// `text` made safe to print on a terminal: control characters (C0 including tab and
+/// newline, DEL, C1) and the Unicode bidirectional embeddings, overrides and isolates
+/// (U+202A-U+202E, U+2066-U+2069) are shown as escapes (`\x1b`, `\u{202e}`) instead of
+/// being obeyed. A node's host name, Blender's log lines and every other string a server
+/// sends could otherwise move the cursor, retitle the window, hide text or reorder it.
+/// `--json` output does not need this: JSON escapes control characters itself.
+pub fn for_terminal(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !is_unsafe(c) {
+            out.push(c);
+        } else if c.is_ascii() {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Characters a terminal acts on instead of showing.
+fn is_unsafe(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
 
 /// A table printed with columns aligned; one column may shrink to fit the terminal.
 pub struct Table {
@@ -39,8 +70,18 @@ impl Table {
         self
     }
 
+    /// Adds a row; its cells are made safe for the terminal here ([`for_terminal`]), as
+    /// they usually come from a server.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|cell| match for_terminal(&cell) {
+                    Cow::Borrowed(_) => cell,
+                    Cow::Owned(safe) => safe,
+                })
+                .collect(),
+        );
     }
 
     /// The table as lines, at most `width` columns wide when a width is given (a terminal)
@@ -186,6 +227,41 @@ mod tests {
             "{narrow}"
         );
         assert!(narrow.contains("…/to/scene.blend"), "{narrow}");
+    }
+
+    #[test]
+    fn terminal_controls_are_shown_not_obeyed() {
+        assert_eq!(
+            for_terminal("plain text · ✔ ünïcode"),
+            "plain text · ✔ ünïcode"
+        );
+        assert!(matches!(for_terminal("plain"), Cow::Borrowed(_)));
+        assert_eq!(
+            for_terminal("\u{1b}]0;pwned\u{7}\u{1b}[2J"),
+            "\\x1b]0;pwned\\x07\\x1b[2J"
+        );
+        assert_eq!(for_terminal("a\tb\r\nc\u{7f}"), "a\\x09b\\x0d\\x0ac\\x7f");
+        assert_eq!(for_terminal("\u{9b}31m"), "\\u{9b}31m");
+        assert_eq!(
+            for_terminal("abc\u{202e}fed\u{2066}x\u{2069}"),
+            "abc\\u{202e}fed\\u{2066}x\\u{2069}"
+        );
+        let mut t = Table::new(&["HOST"]);
+        t.row(vec!["evil\u{1b}[31m".into()]);
+        assert_eq!(t.render(None), "HOST\nevil\\x1b[31m\n");
+    }
+
+    proptest::proptest! {
+        /// Whatever a server sends, nothing a terminal acts on gets through, and text
+        /// without such characters is left exactly as it was.
+        #[test]
+        fn nothing_a_terminal_obeys_gets_through(text in "(?s).{0,64}", plain in "[^\\p{Cc}]{0,64}") {
+            let safe = for_terminal(&text);
+            proptest::prop_assert!(!safe.chars().any(is_unsafe), "{:?}", safe);
+            if !plain.chars().any(is_unsafe) {
+                proptest::prop_assert_eq!(for_terminal(&plain), plain.as_str());
+            }
+        }
     }
 
     #[test]
