@@ -6,10 +6,11 @@
 
 use corral_core::node_api::{JobRequest, JobView, NodeInfo};
 use corral_core::orchestrator_api::{
-    FramePage, FrameView, JobDetail, JobPage, JobState, JobSummary, NodeView, SubmitJob, TaskPage,
-    TaskView,
+    Event, FramePage, FrameView, JobDetail, JobPage, JobState, JobSummary, NodeView, SubmitJob,
+    TaskPage, TaskView,
 };
 use corral_core::Problem;
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -291,6 +292,52 @@ pub struct FullJob {
     pub frames: Vec<FrameView>,
 }
 
+/// Longest line read from an event stream: an event is a few hundred bytes; a server that
+/// sends more without a line break is not a Corral farm.
+pub const MAX_EVENT_LINE_BYTES: usize = 1024 * 1024;
+
+type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// Server-Sent Events from an orchestrator, read one [`Event`] at a time.
+pub struct EventStream {
+    url: String,
+    body: ByteStream,
+    buf: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event; `None` when the server closed the stream (it is shutting down).
+    /// Lines that are not a Corral event (comments, keep-alives) are skipped.
+    pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
+        loop {
+            while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                if let Some(data) = line.strip_prefix(b"data:") {
+                    if let Ok(event) = serde_json::from_slice::<Event>(data.trim_ascii()) {
+                        return Some(Ok(event));
+                    }
+                }
+            }
+            if self.buf.len() > MAX_EVENT_LINE_BYTES {
+                return Some(Err(ClientError::TooLarge {
+                    url: self.url.clone(),
+                    limit: MAX_EVENT_LINE_BYTES,
+                }));
+            }
+            match self.body.next().await? {
+                Ok(chunk) => self.buf.extend_from_slice(&chunk),
+                Err(source) => {
+                    return Some(Err(ClientError::Unreachable {
+                        url: self.url.clone(),
+                        source,
+                    }))
+                }
+            }
+        }
+    }
+}
+
 /// Where `corral up` serves [`LocalFarm`].
 pub const LOCAL_FARM_PATH: &str = "/api/v1/local-farm";
 
@@ -496,6 +543,61 @@ impl OrchestratorClient {
             tasks,
             frames,
         })
+    }
+
+    /// The farm's event stream (`GET /api/v1/events`): every job, task, frame and node
+    /// change from now on, as it is committed.
+    pub async fn events(&self) -> Result<EventStream, ClientError> {
+        let url = self.url("/api/v1/events", &[])?;
+        let n = self.bases.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in 0..n {
+            let index = (start + i) % n;
+            let target = match reqwest::Url::parse(&self.bases[index]) {
+                Ok(base) => base.join("/api/v1/events").unwrap_or_else(|_| url.clone()),
+                Err(_) => url.clone(),
+            };
+            let resp = self
+                .http
+                .get(target.clone())
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+                .send()
+                .await;
+            match resp {
+                Ok(resp) if resp.status().is_success() => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Ok(EventStream {
+                        url: target.to_string(),
+                        body: Box::pin(resp.bytes_stream()),
+                        buf: Vec::new(),
+                    });
+                }
+                Ok(resp) => {
+                    // Not an event stream: decode says what it was instead.
+                    return match decode::<serde_json::Value>(
+                        target.as_str(),
+                        Ok(resp),
+                        MAX_ORCHESTRATOR_ANSWER_BYTES,
+                    )
+                    .await
+                    {
+                        Err(e) => Err(e),
+                        Ok(_) => Err(ClientError::Decode {
+                            url: target.to_string(),
+                            message: "not an event stream".into(),
+                        }),
+                    };
+                }
+                Err(source) => {
+                    last = Some(ClientError::Unreachable {
+                        url: target.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::BadUrl(url.to_string())))
     }
 
     /// Cancels a job; answers once its running tasks were stopped on their nodes.

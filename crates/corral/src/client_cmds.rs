@@ -786,7 +786,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
             task.state.as_str()
         );
         if let Some(node) = &task.node {
-            header.push_str(&format!(" on {}", for_terminal(node)));
+            header.push_str(&format!(" on {}", for_terminal(node.as_str())));
         }
         if task.attempts > 0 {
             header.push_str(&format!(

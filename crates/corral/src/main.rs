@@ -1,6 +1,7 @@
 //! `corral`: one binary whose subcommands start the parts of the farm (`up`, `node`,
 //! `orchestrator`) and drive it (`submit`, `status`, `jobs`, `nodes`, `cancel`, `logs`).
 
+mod bench;
 mod client_cmds;
 mod node_cmd;
 mod orchestrator_cmd;
@@ -76,6 +77,9 @@ enum Command {
     /// scheduler and its SQLite database.
     #[command(after_help = orchestrator_cmd::EXAMPLES)]
     Orchestrator(orchestrator_cmd::OrchestratorArgs),
+    /// Measure: the scheduler with simulated nodes, or real renders on this machine.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions {
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
             Command::Orchestrator(args) => orchestrator_cmd::run(args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Bench(command) => bench::run(command).await,
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     });

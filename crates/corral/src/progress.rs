@@ -9,7 +9,7 @@ use anyhow::bail;
 use corral_client::FullJob;
 use corral_client::OrchestratorClient;
 use corral_core::frames::frame_list;
-use corral_core::orchestrator_api::{JobDetail, JobState, NodeState, TaskStateKind};
+use corral_core::orchestrator_api::{Event, JobDetail, JobState, NodeState, TaskStateKind};
 use corral_core::NodeId;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeSet;
@@ -18,13 +18,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// How often the job is asked for: often enough for a lively bar, rarely enough that a
-/// job with many thousands of frames (its detail lists every one) costs little.
-const POLL: Duration = Duration::from_millis(500);
-const POLL_LARGE: Duration = Duration::from_secs(2);
-const LARGE_JOB_FRAMES: u64 = 5_000;
-/// How often the node list (for "nodes busy") is refreshed.
-const NODES_EVERY: Duration = Duration::from_secs(2);
+/// How often the job's detail (tasks running, ETA) and the node list are read again. The
+/// progress itself and the job's end come from the event stream, as they happen; this
+/// refresh is also what follows the job if the stream is lost.
+const REFRESH: Duration = Duration::from_secs(2);
 /// How long the server may stay unreachable before following gives up.
 const LOST_AFTER: Duration = Duration::from_secs(15);
 /// Plain output: a line when progress changed, at most this often...
@@ -44,18 +41,22 @@ pub enum Followed {
     Detached(Box<JobDetail>),
 }
 
-/// Follows job `first` until it ends or Ctrl-C is pressed.
+/// Follows job `first` until it ends or Ctrl-C is pressed: the event stream moves the bar
+/// and reports the end within milliseconds; the detail is read again every [`REFRESH`].
 pub async fn follow(
     client: &OrchestratorClient,
     first: JobDetail,
     quiet: bool,
 ) -> anyhow::Result<Followed> {
-    let id = first.job.id.to_string();
+    let id = first.job.id;
+    let id_text = id.to_string();
     let mut reporter = Reporter::new(&first, quiet);
-    let mut job = first;
+    // Subscribed before the detail is read again, so no change falls between the two.
+    let mut events = client.events().await.ok();
+    let mut job = client.job(&id_text).await.unwrap_or(first);
     let mut nodes_up: Option<usize> = None;
-    let mut nodes_checked: Option<Instant> = None;
     let mut unreachable_since: Option<Instant> = None;
+    let mut refresh_at = Instant::now() + REFRESH;
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
     loop {
@@ -63,35 +64,54 @@ pub async fn follow(
             reporter.finish(&job);
             return Ok(Followed::Ended);
         }
-        let pause = if job.job.frames_total > LARGE_JOB_FRAMES {
-            POLL_LARGE
-        } else {
-            POLL
-        };
-        let poll = async {
-            tokio::time::sleep(pause).await;
-            if nodes_checked.is_none_or(|at| at.elapsed() >= NODES_EVERY) {
-                nodes_checked = Some(Instant::now());
-                nodes_up = client.nodes().await.ok().map(|nodes| {
-                    nodes
-                        .iter()
-                        .filter(|n| n.state == NodeState::Up && !n.draining)
-                        .count()
-                });
+        reporter.update(&job, nodes_up);
+        let next_event = async {
+            match events.as_mut() {
+                Some(stream) => stream.next().await,
+                None => std::future::pending().await,
             }
-            client.job(&id).await
         };
-        let answer = tokio::select! {
+        tokio::select! {
             _ = &mut interrupt => {
                 reporter.abandon();
                 return Ok(Followed::Detached(Box::new(job)));
             }
-            answer = poll => answer,
-        };
-        match answer {
+            event = next_event => match event {
+                Some(Ok(Event::Job { id: of, state, frames_done, .. })) if of == id => {
+                    job.job.frames_done = frames_done;
+                    if state.is_terminal() {
+                        // The final counts and times: read once, at the end.
+                        if let Ok(detail) = client.job(&id_text).await {
+                            job = detail;
+                        }
+                    }
+                    job.job.state = state;
+                    continue;
+                }
+                Some(Ok(_)) => continue,
+                // Lost (the server restarted, or is gone): the refresh follows on, and
+                // subscribes again.
+                Some(Err(_)) | None => events = None,
+            },
+            () = tokio::time::sleep_until(refresh_at.into()) => {}
+        }
+        if Instant::now() < refresh_at {
+            continue;
+        }
+        refresh_at = Instant::now() + REFRESH;
+        nodes_up = client.nodes().await.ok().map(|nodes| {
+            nodes
+                .iter()
+                .filter(|n| n.state == NodeState::Up && !n.draining)
+                .count()
+        });
+        match client.job(&id_text).await {
             Ok(detail) => {
                 unreachable_since = None;
                 job = detail;
+                if events.is_none() {
+                    events = client.events().await.ok();
+                }
             }
             Err(e) if e.is_unreachable() => {
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
@@ -104,14 +124,12 @@ pub async fn follow(
                     );
                 }
                 reporter.note("server not answering; retrying");
-                continue;
             }
             Err(e) => {
                 reporter.abandon();
                 return Err(explain(e, client.base()));
             }
         }
-        reporter.update(&job, nodes_up);
     }
 }
 

@@ -292,7 +292,10 @@ pub async fn run(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     let job: serde_json::Value = resp.json().await?;
     let tasks = job["tasks_total"].as_u64().unwrap_or(0);
-    say(&format!("job of {} frames in {tasks} tasks submitted", args.frames));
+    say(&format!(
+        "job of {} frames in {tasks} tasks submitted",
+        args.frames
+    ));
 
     // Time until every idle node renders (or every task is out, when there are fewer).
     let full_at = (tasks as usize).min(nodes.len());
@@ -325,7 +328,10 @@ pub async fn run(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
             killed_at = Some(Instant::now());
-            say(&format!("killed {n} rendering nodes with {} tasks", killed_tags.len()));
+            say(&format!(
+                "killed {n} rendering nodes with {} tasks",
+                killed_tags.len()
+            ));
         }
         if let Some((_, state)) = done {
             if state != JobState::Completed {
@@ -427,9 +433,14 @@ pub async fn run(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
         results.completion_latency_p50_ms, results.completion_latency_p99_ms
     ));
     if let Some(r) = results.requeue_after_node_loss_s {
-        say(&format!("killed nodes' tasks rendering elsewhere after {r:.1} s"));
+        say(&format!(
+            "killed nodes' tasks rendering elsewhere after {r:.1} s"
+        ));
     }
-    say(&format!("orchestrator peak RSS {:.0} MB", results.peak_rss_mb));
+    say(&format!(
+        "orchestrator peak RSS {:.0} MB",
+        results.peak_rss_mb
+    ));
 
     if !args.no_tutorial {
         let t = tutorial_round_robin(&args, capacity).await?;
@@ -467,7 +478,8 @@ async fn tutorial_round_robin(args: &SimArgs, _capacity: f64) -> anyhow::Result<
     while from <= args.frames as i64 {
         let to = (from + chunk - 1).min(args.frames as i64);
         let url = format!("{}/job", nodes[i % nodes.len()].1);
-        let body = serde_json::json!({ "from": from, "to": to, "tag": format!("tutorial:{from}:0") });
+        let body =
+            serde_json::json!({ "from": from, "to": to, "tag": format!("tutorial:{from}:0") });
         posts.push(http.post(url).json(&body).send());
         from = to + 1;
         i += 1;

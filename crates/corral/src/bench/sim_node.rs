@@ -308,8 +308,8 @@ async fn job(
     Query(q): Query<WaitQuery>,
 ) -> Response {
     let mut changes = node.inner.changes.subscribe();
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs_f64(q.wait.unwrap_or(0.0).clamp(0.0, 60.0));
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs_f64(q.wait.unwrap_or(0.0).clamp(0.0, 60.0));
     loop {
         let Some(view) = node.view(&key) else {
             return StatusCode::NOT_FOUND.into_response();
