@@ -553,27 +553,42 @@ impl SqlStore {
         tx: &mut Tx<'_>,
         task: TaskId,
     ) -> std::result::Result<Option<Locked>, sqlx::Error> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT job_seq FROM tasks WHERE id = $1")
-            .bind(task.0)
-            .fetch_optional(&mut **tx)
-            .await?;
-        let Some(seq) = seq else {
-            return Ok(None);
+        let (job_row, task_row) = match self.dialect {
+            // One writer at a time: nothing to lock, one statement reads both.
+            Dialect::Sqlite => {
+                let row = sqlx::query(&format!(
+                    "SELECT {TASK_COLS}, {JOB_COLS} FROM tasks t JOIN jobs j ON j.seq = t.job_seq
+                     WHERE t.id = $1"
+                ))
+                .bind(task.0)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                (row.clone(), row)
+            }
+            // The job's row first, then the task's: the order every transaction locks in.
+            Dialect::Postgres => {
+                let job_row = sqlx::query(&format!(
+                    "SELECT {JOB_COLS} FROM jobs j
+                     WHERE j.seq = (SELECT job_seq FROM tasks WHERE id = $1) FOR UPDATE"
+                ))
+                .bind(task.0)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(job_row) = job_row else {
+                    return Ok(None);
+                };
+                let task_row = sqlx::query(&format!(
+                    "SELECT {TASK_COLS} FROM tasks t WHERE t.id = $1 FOR UPDATE"
+                ))
+                .bind(task.0)
+                .fetch_one(&mut **tx)
+                .await?;
+                (job_row, task_row)
+            }
         };
-        let job_row = sqlx::query(&format!(
-            "SELECT {JOB_COLS} FROM jobs j WHERE j.seq = $1{}",
-            self.dialect.for_update()
-        ))
-        .bind(seq)
-        .fetch_one(&mut **tx)
-        .await?;
-        let task_row = sqlx::query(&format!(
-            "SELECT {TASK_COLS} FROM tasks t WHERE t.id = $1{}",
-            self.dialect.for_update()
-        ))
-        .bind(task.0)
-        .fetch_one(&mut **tx)
-        .await?;
         let (seq, job) = job_from_row(&job_row).map_err(to_sqlx)?;
         let failed_on: Option<String> = task_row.try_get("t_failed_on")?;
         let task = task_from_row(&task_row, job.id()).map_err(to_sqlx)?;
@@ -691,24 +706,34 @@ impl SqlStore {
         frames: &[SavedFrame],
         now: DateTime<Utc>,
     ) -> std::result::Result<Vec<SavedFrame>, sqlx::Error> {
+        let frames: Vec<&SavedFrame> = frames
+            .iter()
+            .filter(|f| task.range.contains(f.frame))
+            .collect();
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement for the whole report; the frames it inserted come back.
+        let values: Vec<String> = (0..frames.len())
+            .map(|i| format!("($1, $2, $3, {})", placeholders(4 + i * 2, 2)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO frames (job_seq, node_id, done_at, frame, path) VALUES {}
+             ON CONFLICT (job_seq, frame) DO NOTHING RETURNING frame",
+            values.join(", ")
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(&sql)
+            .bind(seq)
+            .bind(node.as_str())
+            .bind(ms(now));
+        for frame in &frames {
+            query = query.bind(frame.frame).bind(frame.path.as_str());
+        }
+        let inserted: std::collections::HashSet<i64> =
+            query.fetch_all(&mut **tx).await?.into_iter().collect();
         let mut new = Vec::new();
         for frame in frames {
-            if !task.range.contains(frame.frame) {
-                continue;
-            }
-            let inserted = sqlx::query(
-                "INSERT INTO frames (job_seq, frame, node_id, path, done_at)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_seq, frame) DO NOTHING",
-            )
-            .bind(seq)
-            .bind(frame.frame)
-            .bind(node.as_str())
-            .bind(frame.path.as_str())
-            .bind(ms(now))
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            if inserted > 0 {
+            if inserted.contains(&frame.frame) {
                 new.push(frame.clone());
             } else {
                 // Rendered again (a retry after a partial attempt): the newest copy is the
@@ -866,6 +891,7 @@ impl SqlStore {
         let Some(mut locked) = self.lock(&mut tx, task).await? else {
             return Ok(Applied::Unknown);
         };
+        let job_before = locked.job.life.clone();
         let holds = |locked: &Locked, lease: Option<LeaseId>| {
             lease == Some(locked.task.task.lease)
                 && matches!(locked.task.task.state, TaskState::Running(_))
@@ -945,7 +971,10 @@ impl SqlStore {
             changes.extend(cancelled);
             job = after;
         }
-        Self::write_job(&mut tx, locked.seq, &job, frame_at).await?;
+        // A dispatch confirmed, a task adopted: the job is as it was, and stays unwritten.
+        if job != job_before || frame_at.is_some() {
+            Self::write_job(&mut tx, locked.seq, &job, frame_at).await?;
+        }
         self.commit(tx, events).await?;
         Ok(Applied::Changed(changes))
     }
