@@ -103,6 +103,9 @@ pub(crate) async fn watch(o: &Orchestrator, task: RunningTask, _following: Follo
                 // long-poll means the render made no progress meanwhile.
                 let progressed = view.version != since;
                 since = view.version;
+                if progressed {
+                    publish_progress(o, &task, &view);
+                }
                 let new: Vec<SavedFrame> = view
                     .outputs
                     .iter()
@@ -164,6 +167,25 @@ pub(crate) async fn watch(o: &Orchestrator, task: RunningTask, _following: Follo
             }
         }
     }
+}
+
+/// Tells this orchestrator's event subscribers (the dashboard) which frame the render is
+/// on and how many of its samples are done. Not stored: it changes several times a second.
+fn publish_progress(o: &Orchestrator, task: &RunningTask, view: &JobView) {
+    if view.state.is_terminal() {
+        return;
+    }
+    let (Some(frame), Some(sample)) = (view.current_frame, view.current_sample) else {
+        return;
+    };
+    o.publish_local(corral_core::orchestrator_api::Event::Progress {
+        job: task.job,
+        task: task.task,
+        node: task.node.clone(),
+        frame,
+        sample_done: sample.done,
+        sample_total: sample.total,
+    });
 }
 
 /// Reports a render's end: completed only with every frame of the range saved.
