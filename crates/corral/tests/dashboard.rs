@@ -219,24 +219,30 @@ async fn js(browser: &Client, script: &str) -> Value {
     browser.execute(script, vec![]).await.expect("script")
 }
 
+/// The text of the element `css` finds now (read in the page: live views replace their
+/// elements, so a WebDriver element reference may be stale by the time it is read).
 async fn text(browser: &Client, css: &str) -> String {
-    browser
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .expect("text")
+    let script = "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;";
+    match browser.execute(script, vec![json!(css)]).await {
+        Ok(Value::String(s)) => s,
+        other => panic!("{css}: {other:?}"),
+    }
 }
 
+/// Clicks what `css` finds, finding it again if a live update replaced it meanwhile.
 async fn click(browser: &Client, css: &str) {
-    browser
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    let mut last = None;
+    for _ in 0..5 {
+        match browser.find(Locator::Css(css)).await {
+            Ok(el) => match el.click().await {
+                Ok(()) => return,
+                Err(e) => last = Some(e.to_string()),
+            },
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("click {css}: {last:?}");
 }
 
 async fn set_field(browser: &Client, css: &str, value: &str) {
@@ -258,8 +264,9 @@ async fn browser(driver: &Driver) -> Client {
                      "--window-size=1440,1000", "--hide-scrollbars", "--autoplay-policy=no-user-gesture-required"]
         }),
     );
-    ClientBuilder::rustls()
-        .expect("TLS roots")
+    // chromedriver is on loopback: plain HTTP.
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
         .capabilities(caps)
         .connect(&driver.url)
         .await
@@ -394,7 +401,13 @@ async fn dashboard_in_a_real_browser() {
         "document.querySelector('video.preview-video').currentTime = 1; return 1",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until(
+        &b,
+        "the video showing a frame",
+        Duration::from_secs(10),
+        "(v => v.readyState >= 2 && !v.seeking)(document.querySelector('video.preview-video'))",
+    )
+    .await;
     shoot(&b, "job-completed").await;
 
     // A thumbnail opens the full frame.
@@ -413,7 +426,7 @@ async fn dashboard_in_a_real_browser() {
     let slow = farm.submit(
         json!({"scene": "slow.blend", "from": 1, "to": 40, "chunk_size": 4, "priority": 5}),
     );
-    click(&b, ".crumbs a").await;
+    click(&b, "nav a[data-nav=jobs]").await;
     until(
         &b,
         "the new job in the list",
