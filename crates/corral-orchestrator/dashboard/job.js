@@ -147,7 +147,7 @@ export function mount(main, { params, live }) {
       progressBar(j.frames_done, j.frames_total, j.state, 'Frames done'),
       h('p', { class: 'bar-text', id: 'frames-text' },
         h('strong', {}, `${j.frames_done} / ${j.frames_total}`), ` frames · ${pct(j.frames_done, j.frames_total)}`));
-    const item = (term, ...value) => [h('dt', {}, term), h('dd', {}, ...value)];
+    const item = (term, ...value) => h('div', {}, h('dt', {}, term), h('dd', {}, ...value));
     fill(stats,
       item('Rate', rate(j)),
       item('ETA', j.eta_seconds !== null && j.eta_seconds !== undefined ? duration(j.eta_seconds) : '–'),

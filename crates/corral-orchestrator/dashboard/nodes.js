@@ -41,7 +41,7 @@ export function mount(main, { live }) {
   function card(n) {
     const state = nodeState(n);
     const busy = n.running_tasks.length;
-    const fact = (term, value) => [h('dt', {}, term), h('dd', {}, value)];
+    const fact = (term, value) => h('div', {}, h('dt', {}, term), h('dd', {}, value));
     const toggle = h('button', {
       type: 'button', dataset: { action: n.draining ? 'enable' : 'drain' },
       async onclick(e) {

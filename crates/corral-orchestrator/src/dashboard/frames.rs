@@ -150,12 +150,14 @@ pub fn make_thumbnail(source: &Path, target: &Path) -> Result<(), MediaError> {
         .map_err(|e| MediaError::Unreadable(e.to_string()))?
         .decode()
         .map_err(|e| MediaError::Undecodable(e.to_string()))?;
-    let small = if img.width() > THUMBNAIL_WIDTH || img.height() > THUMBNAIL_HEIGHT {
-        img.thumbnail(THUMBNAIL_WIDTH, THUMBNAIL_HEIGHT)
+    // Made displayable first, then scaled: the image crate's fast thumbnail filter is
+    // meant for 8- and 16-bit pixels, and mixes channels of floating-point ones.
+    let pixels = DynamicImage::ImageRgba8(displayable(img));
+    let pixels = if pixels.width() > THUMBNAIL_WIDTH || pixels.height() > THUMBNAIL_HEIGHT {
+        pixels.thumbnail(THUMBNAIL_WIDTH, THUMBNAIL_HEIGHT)
     } else {
-        img
+        pixels
     };
-    let pixels = displayable(small);
     let dir = target
         .parent()
         .ok_or_else(|| MediaError::Io("thumbnail path has no folder".into()))?;
