@@ -81,6 +81,9 @@ export function withToken(url) {
 export class Live {
   constructor(onStatus) {
     this.listeners = new Set();
+    /// The latest render progress of each running task (task id -> event), so a view
+    /// opened mid-frame shows it before the next sample report.
+    this.progress = new Map();
     this.onStatus = onStatus;
     this.retry = 1000;
     this.source = null;
@@ -115,6 +118,11 @@ export class Live {
   }
 
   emit(event) {
+    if (event.kind === 'progress') this.progress.set(event.task, event);
+    else if (event.kind === 'task' && event.state !== 'running') this.progress.delete(event.id);
+    else if (event.kind === 'frame') {
+      for (const [task, p] of this.progress) if (p.job === event.job && p.frame === event.frame) this.progress.delete(task);
+    }
     for (const fn of this.listeners) {
       try { fn(event); } catch (e) { console.error(e); }
     }

@@ -448,6 +448,9 @@ export function mount(main, { params, live }) {
     if (e.kind === 'preview' && e.job === id) return loadPreview();
   });
 
+  for (const p of live.progress.values()) {
+    if (p.job === id) progress.set(p.frame, { done: p.sample_done, total: p.sample_total });
+  }
   loadAll();
   return {
     unmount() {

@@ -110,6 +110,9 @@ export function mount(main, { live }) {
   // "Last seen" moves with every probe, which sends no event (only changes do): keep the
   // words true by re-reading the nodes now and then while this page is open.
   const tick = setInterval(() => refresh(), 10000);
+  for (const p of live.progress.values()) {
+    progress.set(p.node, { job: p.job, frame: p.frame, done: p.sample_done, total: p.sample_total });
+  }
   load().catch(showError);
   return { unmount() { stop(); refresh.cancel(); clearInterval(tick); } };
 }

@@ -504,7 +504,10 @@ async fn events(
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     let stored = tokio_stream::wrappers::BroadcastStream::new(o.subscribe());
     let local = tokio_stream::wrappers::BroadcastStream::new(o.subscribe_local());
-    let stream = futures_util::stream::select(stored, local)
+    // Renders in progress first, so a new page shows them before their next sample.
+    let now = futures_util::stream::iter(o.inner.media.progress_snapshot().into_iter().map(Ok));
+    let stream = now
+        .chain(futures_util::stream::select(stored, local))
         .filter_map(|event| async move {
             // A lagging client skips what it missed; the next event carries fresh state.
             let event = event.ok()?;

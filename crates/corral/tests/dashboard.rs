@@ -135,6 +135,20 @@ fn http_get(url: &str) -> Option<bytes_body::Body> {
     })
 }
 
+/// The status and content type of GET `url`.
+fn http_head(url: &str) -> (u16, String) {
+    tokio::task::block_in_place(|| {
+        let res = reqwest::blocking::get(url).expect("GET");
+        let kind = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (res.status().as_u16(), kind)
+    })
+}
+
 mod bytes_body {
     /// An answer's body.
     pub struct Body(pub Vec<u8>);
@@ -388,6 +402,14 @@ async fn dashboard_in_a_real_browser() {
         .json()
         .expect("JSON");
     assert_eq!(preview["state"], "ready");
+    // The media API: a thumbnail and a full frame by content type; a frame not rendered
+    // is a problem, not a guess.
+    let frame =
+        |n: i64, what: &str| http_head(&format!("{base}/api/v1/jobs/{job}/frames/{n}/{what}"));
+    assert_eq!(frame(3, "thumbnail"), (200, "image/png".into()));
+    assert_eq!(frame(3, "image"), (200, "image/png".into()));
+    assert_eq!(frame(99, "image"), (404, "application/problem+json".into()));
+    assert_eq!(frame(99, "thumbnail").0, 404);
     assert_eq!(preview["fps"], 12.0);
     until(
         &b,
@@ -450,6 +472,38 @@ async fn dashboard_in_a_real_browser() {
     let label = js(&b, "return document.querySelector('#frame-grid .cell.s-rendering[style]').getAttribute('aria-label')").await;
     assert!(label.as_str().unwrap_or("").contains("samples"), "{label}");
     shoot(&b, "job-running").await;
+
+    // ---- nodes, with their Blender version and the chunk each renders ----
+    click(&b, "nav a[data-nav=nodes]").await;
+    until(
+        &b,
+        "two nodes rendering the slow job",
+        Duration::from_secs(15),
+        "[...document.querySelectorAll('#nodes .node')].filter(n => n.dataset.state === 'rendering' && n.querySelector('.chunk a')).length === 2",
+    )
+    .await;
+    let version = text(&b, "#nodes .node .blender-version").await;
+    assert!(
+        version.starts_with("3.") || version.starts_with("4."),
+        "Blender version: {version}"
+    );
+    until(
+        &b,
+        "a node's current frame and samples",
+        Duration::from_secs(15),
+        "document.querySelector('#nodes .chunk')?.innerText.includes('samples')",
+    )
+    .await;
+    b.set_window_size(1440, 900).await.expect("window size");
+    shoot(&b, "nodes").await;
+    b.back().await.expect("back to the job");
+    until(
+        &b,
+        "the slow job's page again",
+        Duration::from_secs(10),
+        "document.querySelector('.job-head [data-action=cancel]')",
+    )
+    .await;
     click(&b, ".job-head [data-action=cancel]").await;
     assert_eq!(
         text(&b, ".job-head [data-action=cancel]").await,
@@ -465,20 +519,8 @@ async fn dashboard_in_a_real_browser() {
     .await;
     assert!(text(&b, ".job-head .badge").await.contains("Cancelled"));
 
-    // ---- nodes, with their Blender version ----
+    // The cancelled renders were stopped: both nodes go idle, live.
     click(&b, "nav a[data-nav=nodes]").await;
-    until(
-        &b,
-        "two nodes listed",
-        Duration::from_secs(10),
-        "document.querySelectorAll('#nodes .node').length === 2",
-    )
-    .await;
-    let version = text(&b, "#nodes .node .blender-version").await;
-    assert!(
-        version.starts_with("3.") || version.starts_with("4."),
-        "Blender version: {version}"
-    );
     until(
         &b,
         "both nodes idle",
@@ -486,8 +528,6 @@ async fn dashboard_in_a_real_browser() {
         "[...document.querySelectorAll('#nodes .node')].every(n => n.dataset.state === 'idle')",
     )
     .await;
-    b.set_window_size(1440, 900).await.expect("window size");
-    shoot(&b, "nodes").await;
 
     // ---- the farm restarts under an open page, which recovers by itself ----
     click(&b, "nav a[data-nav=jobs]").await;

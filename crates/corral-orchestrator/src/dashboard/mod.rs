@@ -22,18 +22,24 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use corral_core::orchestrator_api::Event;
 use corral_core::orchestrator_api::PreviewView;
+use corral_core::TaskId;
 use corral_core::{FrameRange, JobId};
 use frames::{FrameSource, SharedFolder};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 pub use preview::run as run_previews;
 
 /// Frames decoded into thumbnails at once: decoding a large EXR takes a core.
 const THUMBNAIL_WORKERS: usize = 2;
+/// How long a task's last progress is replayed to new subscribers (a long frame can go
+/// minutes between sample reports; a render that ended is forgotten at once).
+const PROGRESS_KEPT: Duration = Duration::from_secs(600);
 
 /// Why a frame or a preview cannot be served; each becomes a problem answer in
 /// [`crate::error`].
@@ -66,6 +72,9 @@ pub struct Media {
     making: Mutex<HashSet<JobId>>,
     /// One FFmpeg at a time: previews are a courtesy, renders come first.
     encoder: Semaphore,
+    /// The latest render progress of each task this process follows, with when it came:
+    /// sent first to every new event subscriber, so a page opened mid-frame shows it.
+    progress: Mutex<HashMap<TaskId, (Instant, Event)>>,
 }
 
 impl Media {
@@ -77,7 +86,37 @@ impl Media {
             thumbnails: Semaphore::new(THUMBNAIL_WORKERS),
             making: Mutex::new(HashSet::new()),
             encoder: Semaphore::new(1),
+            progress: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps a task's latest progress event (or forgets it, when `event` is `None`).
+    pub(crate) fn note_progress(&self, task: TaskId, event: Option<Event>) {
+        if let Ok(mut map) = self.progress.lock() {
+            match event {
+                Some(event) => {
+                    map.insert(task, (Instant::now(), event));
+                }
+                None => {
+                    map.remove(&task);
+                }
+            }
+            // A follower that vanished without saying so leaves nothing behind for long.
+            map.retain(|_, (at, _)| at.elapsed() < PROGRESS_KEPT);
+        }
+    }
+
+    /// The progress events worth sending a new subscriber.
+    pub fn progress_snapshot(&self) -> Vec<Event> {
+        self.progress
+            .lock()
+            .map(|map| {
+                map.values()
+                    .filter(|(at, _)| at.elapsed() < PROGRESS_KEPT)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn job_dir(&self, job: JobId) -> PathBuf {

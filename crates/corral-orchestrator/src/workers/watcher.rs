@@ -82,6 +82,13 @@ pub(crate) fn spawn(o: &Orchestrator, task: RunningTask, following: Following) {
 
 /// Follows one task on its node until it ends, its lease moves on, or it changes hands.
 pub(crate) async fn watch(o: &Orchestrator, task: RunningTask, _following: Following) {
+    follow(o, &task).await;
+    // Whatever ended the watch, the render's progress is no longer news.
+    o.inner.media.note_progress(task.task, None);
+}
+
+async fn follow(o: &Orchestrator, task: &RunningTask) {
+    let task = task.clone();
     let (Some(url), Some(node_job)) = (task.node_url.clone(), task.node_job.clone()) else {
         return;
     };
@@ -178,14 +185,16 @@ fn publish_progress(o: &Orchestrator, task: &RunningTask, view: &JobView) {
     let (Some(frame), Some(sample)) = (view.current_frame, view.current_sample) else {
         return;
     };
-    o.publish_local(corral_core::orchestrator_api::Event::Progress {
+    let event = corral_core::orchestrator_api::Event::Progress {
         job: task.job,
         task: task.task,
         node: task.node.clone(),
         frame,
         sample_done: sample.done,
         sample_total: sample.total,
-    });
+    };
+    o.inner.media.note_progress(task.task, Some(event.clone()));
+    o.publish_local(event);
 }
 
 /// Reports a render's end: completed only with every frame of the range saved.
