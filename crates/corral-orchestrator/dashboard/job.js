@@ -102,7 +102,7 @@ export function mount(main, { params, live }) {
   const stats = h('dl', { class: 'stats', id: 'job-stats' });
   const bar = h('div', { class: 'big-bar' });
   const legend = h('p', { class: 'legend', id: 'grid-legend', 'aria-live': 'polite' });
-  const grid = h('div', { class: 'frame-grid', id: 'frame-grid', role: 'list', 'aria-label': 'Frames' });
+  const grid = h('div', { class: 'frame-grid', id: 'frame-grid', 'aria-label': 'Frames' });
   const latestBox = h('figure', { class: 'latest', id: 'latest-frame' });
   const previewBox = h('section', { class: 'panel', id: 'preview', 'aria-labelledby': 'preview-title' });
   const thumbs = h('div', { class: 'thumbs', id: 'thumbnails' });
@@ -225,7 +225,7 @@ export function mount(main, { params, live }) {
     cells.clear();
     const children = [];
     for (let f = job.from; f <= last; f++) {
-      const cell = h('a', { class: 'cell', role: 'listitem', dataset: { frame: f } }, h('span', { class: 'n' }, String(f)));
+      const cell = h('a', { class: 'cell', dataset: { frame: f } }, h('span', { class: 'n' }, String(f)));
       cells.set(f, cell);
       children.push(cell);
     }
@@ -286,7 +286,11 @@ export function mount(main, { params, live }) {
     const src = withToken(`/api/v1/jobs/${id}/frames/${frame}/thumbnail`);
     const full = `/api/v1/jobs/${id}/frames/${frame}/image`;
     return h('a', { class: 'thumb', href: full, dataset: { frameViewer: '', title: `Frame ${frame}`, display: withToken(full), thumb: frame } },
-      h('img', { src, alt: `Frame ${frame}`, loading: 'lazy', width: 160, height: 120 }),
+      h('img', {
+        src, alt: `Frame ${frame}`, loading: 'lazy', width: 160, height: 120,
+        // A frame this orchestrator cannot read (no shared frames folder) has no thumbnail.
+        onerror(e) { e.currentTarget.replaceWith(h('span', { class: 'no-thumb' }, 'No thumbnail here')); },
+      }),
       h('span', { class: 'thumb-n' }, String(frame)));
   }
 

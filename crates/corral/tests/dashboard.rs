@@ -504,6 +504,16 @@ async fn dashboard_in_a_real_browser() {
         "document.querySelector('.job-head [data-action=cancel]')",
     )
     .await;
+    // Its priority changes from the page.
+    set_field(&b, "#priority-input", "7").await;
+    click(&b, ".job-head [data-action=priority]").await;
+    until(
+        &b,
+        "the new priority shown",
+        Duration::from_secs(10),
+        "[...document.querySelectorAll('#job-stats div')].some(d => d.innerText.startsWith('PRIORITY') && d.innerText.endsWith('7'))",
+    )
+    .await;
     click(&b, ".job-head [data-action=cancel]").await;
     assert_eq!(
         text(&b, ".job-head [data-action=cancel]").await,
@@ -518,6 +528,25 @@ async fn dashboard_in_a_real_browser() {
     )
     .await;
     assert!(text(&b, ".job-head .badge").await.contains("Cancelled"));
+    // A cancelled job can be requeued from its page (and is cancelled again at once, so
+    // the farm is free for what follows).
+    click(&b, ".job-head [data-action=requeue]").await;
+    until(
+        &b,
+        "the job requeued",
+        Duration::from_secs(10),
+        "['queued', 'running'].includes(document.querySelector('.job-head .badge')?.dataset.state)",
+    )
+    .await;
+    click(&b, ".job-head [data-action=cancel]").await;
+    click(&b, ".job-head [data-action=cancel]").await;
+    until(
+        &b,
+        "the job cancelled again",
+        Duration::from_secs(20),
+        "document.querySelector('.job-head .badge')?.dataset.state === 'cancelled'",
+    )
+    .await;
 
     // The cancelled renders were stopped: both nodes go idle, live.
     click(&b, "nav a[data-nav=nodes]").await;
@@ -526,6 +555,23 @@ async fn dashboard_in_a_real_browser() {
         "both nodes idle",
         Duration::from_secs(20),
         "[...document.querySelectorAll('#nodes .node')].every(n => n.dataset.state === 'idle')",
+    )
+    .await;
+    // Drain a node, then enable it again.
+    click(&b, "#nodes .node [data-action=drain]").await;
+    until(
+        &b,
+        "a node draining",
+        Duration::from_secs(10),
+        "document.querySelector('#nodes .node[data-state=draining] .badge')?.innerText === 'Draining'",
+    )
+    .await;
+    click(&b, "#nodes .node [data-action=enable]").await;
+    until(
+        &b,
+        "no node draining",
+        Duration::from_secs(10),
+        "!document.querySelector('#nodes .node[data-state=draining]')",
     )
     .await;
 
@@ -555,8 +601,10 @@ async fn dashboard_in_a_real_browser() {
         "document.querySelector('#live').dataset.state === 'live'",
     )
     .await;
-    let again =
-        farm.submit(json!({"scene": "showcase.blend", "from": 1, "to": 6, "chunk_size": 6}));
+    // An EXR job: its thumbnails are tone-mapped, and it gets a note instead of a video.
+    let again = farm.submit(
+        json!({"scene": "showcase.blend", "from": 1, "to": 3, "chunk_size": 3, "format": "OPEN_EXR"}),
+    );
     until(
         &b,
         "a job submitted after the restart, shown without a reload",
@@ -570,9 +618,34 @@ async fn dashboard_in_a_real_browser() {
         "the page reloaded"
     );
 
+    click(&b, &format!("tr[data-job=\"{again}\"] .job-name a")).await;
+    until(
+        &b,
+        "the EXR job's note instead of a video",
+        Duration::from_secs(60),
+        "document.querySelector('#preview-state')?.dataset.state === 'unavailable'",
+    )
+    .await;
+    assert!(text(&b, "#preview-state").await.contains("OpenEXR"));
+    until(
+        &b,
+        "tone-mapped EXR thumbnails",
+        Duration::from_secs(20),
+        "[...document.querySelectorAll('#thumbnails img')].filter(i => i.complete && i.naturalWidth === 160).length === 3",
+    )
+    .await;
+    shoot(&b, "job-exr").await;
+
     // ---- a phone ----
     b.set_window_size(390, 1200).await.expect("window size");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    click(&b, "nav a[data-nav=jobs]").await;
+    until(
+        &b,
+        "the jobs on a phone",
+        Duration::from_secs(10),
+        "document.querySelectorAll('#jobs-table tbody tr[data-job]').length === 3",
+    )
+    .await;
     shoot(&b, "phone-jobs").await;
     b.goto(&format!("{base}/jobs/{job}"))
         .await
