@@ -256,6 +256,7 @@ export function mount(main, { params, live }) {
       cell.setAttribute('href', url);
       cell.dataset.frameViewer = '';
       cell.dataset.title = `Frame ${frame}`;
+      cell.dataset.display = displayUrl(frame);
       cell.removeAttribute('tabindex');
     } else {
       cell.removeAttribute('href');
@@ -281,11 +282,19 @@ export function mount(main, { params, live }) {
 
   // ---- thumbnails and the latest frame -----------------------------------------
 
+  /// What the viewer shows for a frame: the file itself when a browser can show it, its
+  /// (tone-mapped) thumbnail otherwise (EXR, TIFF).
+  function displayUrl(frame) {
+    const path = (frames.get(frame) || {}).path || '';
+    const what = /\.(png|jpe?g|webp|gif|bmp)$/i.test(path) ? 'image' : 'thumbnail';
+    return withToken(`/api/v1/jobs/${id}/frames/${frame}/${what}`);
+  }
+
   const thumbEls = new Map();
   function thumb(frame) {
     const src = withToken(`/api/v1/jobs/${id}/frames/${frame}/thumbnail`);
     const full = `/api/v1/jobs/${id}/frames/${frame}/image`;
-    return h('a', { class: 'thumb', href: full, dataset: { frameViewer: '', title: `Frame ${frame}`, display: withToken(full), thumb: frame } },
+    return h('a', { class: 'thumb', href: full, dataset: { frameViewer: '', title: `Frame ${frame}`, display: displayUrl(frame), thumb: frame } },
       h('img', {
         src, alt: `Frame ${frame}`, loading: 'lazy', width: 160, height: 120,
         // A frame this orchestrator cannot read (no shared frames folder) has no thumbnail.
@@ -319,9 +328,7 @@ export function mount(main, { params, live }) {
       return;
     }
     const full = `/api/v1/jobs/${id}/frames/${latest}/image`;
-    const path = (frames.get(latest) || {}).path || '';
-    const browserCanShow = /\.(png|jpe?g|webp|gif|bmp)$/i.test(path);
-    const src = withToken(browserCanShow ? full : `/api/v1/jobs/${id}/frames/${latest}/thumbnail`);
+    const src = displayUrl(latest);
     const node = (frames.get(latest) || {}).node;
     fill(latestBox,
       h('a', { href: full, dataset: { frameViewer: '', title: `Frame ${latest}`, display: src } },

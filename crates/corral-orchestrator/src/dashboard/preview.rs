@@ -356,3 +356,63 @@ async fn encode(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, Rgb};
+
+    fn png(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
+        let path = dir.join(name);
+        ImageBuffer::from_pixel(w, h, Rgb([200u8, 100, 50]))
+            .save(&path)
+            .expect("write PNG");
+        path
+    }
+
+    #[test]
+    fn frames_of_different_sizes_get_a_note() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let a = png(dir.path(), "a.png", 64, 48);
+        let b = png(dir.path(), "b.png", 64, 48);
+        assert_eq!(same_size(&[a.clone(), b]).expect("one size"), (64, 48));
+        let c = png(dir.path(), "c.png", 32, 48);
+        let err = same_size(&[a, c]).unwrap_err();
+        assert!(err.to_string().contains("64×48 and 32×48"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_ffmpeg_is_a_note_not_a_failure() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = encode(
+            Path::new("/nonexistent/ffmpeg"),
+            dir.path(),
+            "png",
+            24.0,
+            &dir.path().join("out.mp4"),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, MediaError::NoPreview(note) if note.contains("not installed")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn ffmpeg_pads_odd_sizes_into_an_mp4() {
+        // Debian's FFmpeg, installed by scripts/install-deps.sh.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let seq = dir.path().join("seq");
+        std::fs::create_dir_all(&seq).expect("sequence folder");
+        for i in 1..=3 {
+            png(&seq, &format!("{i:06}.png"), 33, 17);
+        }
+        let out = dir.path().join("out.mp4");
+        encode(Path::new("ffmpeg"), &seq, "png", 12.0, &out)
+            .await
+            .expect("an MP4 of odd-sized frames");
+        let bytes = std::fs::read(&out).expect("the MP4");
+        assert_eq!(bytes.get(4..8), Some(&b"ftyp"[..]));
+    }
+}
