@@ -37,18 +37,20 @@ async function tokenFromPerson(reason) {
   setToken(value);
 }
 
-/// Calls the API; answers its JSON (null for 204) or throws an ApiError.
-export async function api(path, { method = 'GET', body, signal } = {}) {
+/// Calls the API; answers its JSON (null for 204) or throws an ApiError. `body` is sent
+/// as JSON, `raw` (a File or Blob) as it is.
+export async function api(path, { method = 'GET', body, raw, signal } = {}) {
   for (let attempt = 0; ; attempt++) {
     const headers = { Accept: 'application/json' };
     const t = token();
     if (t) headers.Authorization = `Bearer ${t}`;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (raw !== undefined) headers['Content-Type'] = 'application/octet-stream';
     let res;
     try {
       res = await fetch(path, {
         method, headers, signal,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: raw !== undefined ? raw : body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (e) {
       if (e.name === 'AbortError') throw e;

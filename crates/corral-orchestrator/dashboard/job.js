@@ -135,14 +135,23 @@ export function mount(main, { params, live }) {
 
   // ---- the job's numbers and actions ----------------------------------------------
 
+  // The actions are rebuilt only when what they offer changes, so a live update does not
+  // undo a half-done "Cancel, Confirm cancel" or a priority being typed.
+  let actions = null;
+  let actionsKey = '';
   function showJob() {
     const j = job;
     document.title = `${sceneName(j)} · ${j.state} · Corral`;
+    const key = `${j.state}|${j.priority}`;
+    if (!actions || key !== actionsKey) {
+      actions = jobActions(j, { onDone: () => refreshJob.now(), onError: showError });
+      actionsKey = key;
+    }
     fill(head,
       h('div', {},
         h('h1', {}, sceneName(j), ' ', badge(j.state)),
         h('p', { class: 'muted mono small' }, `job ${j.id}`)),
-      jobActions(j, { onDone: () => refreshJob.now(), onError: showError }));
+      actions);
     fill(bar,
       progressBar(j.frames_done, j.frames_total, j.state, 'Frames done'),
       h('p', { class: 'bar-text', id: 'frames-text' },

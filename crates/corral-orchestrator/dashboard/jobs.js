@@ -47,6 +47,17 @@ export function mount(main, { query, live, go }) {
         body)),
     more);
 
+  // Each row's buttons, kept while the job's state is the same, so a re-read does not undo
+  // a half-done "Cancel, Confirm cancel".
+  const actions = new Map();
+  function actionsFor(j) {
+    const kept = actions.get(j.id);
+    if (kept && kept.state === j.state) return kept.el;
+    const el = jobActions(j, { compact: true, onDone: refresh.now, onError: showError });
+    actions.set(j.id, { state: j.state, el });
+    return el;
+  }
+
   function row(j) {
     const tr = h('tr', { dataset: { job: j.id, state: j.state } },
       h('th', { scope: 'row', class: 'job-name' },
@@ -63,7 +74,7 @@ export function mount(main, { query, live, go }) {
       h('td', { 'data-label': 'Submitted' }, timeEl(j.submitted_at)),
       h('td', { 'data-label': 'Started' }, timeEl(j.started_at)),
       h('td', { 'data-label': 'Finished' }, timeEl(j.finished_at)),
-      h('td', { class: 'row-actions' }, jobActions(j, { compact: true, onDone: refresh.now, onError: showError })));
+      h('td', { class: 'row-actions' }, actionsFor(j)));
     return tr;
   }
 
@@ -119,7 +130,15 @@ export function mount(main, { query, live, go }) {
     const stateChanged = j.state !== e.state;
     Object.assign(j, { state: e.state, frames_done: e.frames_done, frames_total: e.frames_total });
     const tr = body.querySelector(`tr[data-job="${e.id}"]`);
-    if (tr) tr.replaceWith(row(j));
+    if (tr && stateChanged) tr.replaceWith(row(j));
+    else if (tr) {
+      // Only the numbers move: the row's buttons (a half-done cancel) stay as they are.
+      const cell = tr.querySelector('.progress-col');
+      fill(cell,
+        progressBar(j.frames_done, j.frames_total, j.state, `Frames done of ${sceneName(j)}`),
+        h('span', { class: 'frames small', dataset: { frames: '' } },
+          `${j.frames_done}/${j.frames_total} frames · ${pct(j.frames_done, j.frames_total)}`));
+    }
     if (stateChanged) refresh(); else refreshSoon();
   });
   load().catch(showError);

@@ -15,10 +15,14 @@ export function mount(main, { go }) {
   const input = (name, attrs) => h('input', {
     id: `f-${name}`, name, 'aria-describedby': `err-${name} hint-${name}`, ...attrs,
   });
-  const field = (name, label, control, hint) => h('div', { class: 'field', dataset: { field: name } },
-    h('label', { for: `f-${name}` }, label), control, hint || null, err[name]);
+  const field = (name, label, control, hint, extra) => h('div', { class: 'field', dataset: { field: name } },
+    h('label', { for: `f-${name}` }, label), control, hint || null, extra || null, err[name]);
 
   const scene = input('scene', { type: 'text', list: 'scene-list', placeholder: 'shots/scene.blend', autocomplete: 'off', spellcheck: 'false' });
+  const uploadInput = h('input', { type: 'file', id: 'f-upload', accept: '.blend', 'aria-describedby': 'err-scene' });
+  const uploadNote = h('span', { class: 'hint', id: 'upload-note', 'aria-live': 'polite' });
+  const uploadRow = h('div', { class: 'upload', hidden: true },
+    h('label', { for: 'f-upload' }, 'or upload a .blend'), uploadInput, uploadNote);
   const own = h('input', { type: 'radio', name: 'range', value: 'own', id: 'range-own' });
   const given = h('input', { type: 'radio', name: 'range', value: 'given', id: 'range-given', checked: true });
   const ownHint = h('span', { class: 'hint', id: 'own-hint' });
@@ -34,7 +38,7 @@ export function mount(main, { go }) {
   const button = h('button', { type: 'submit', class: 'primary', id: 'submit-button' }, 'Submit job');
 
   const form = h('form', { class: 'submit-form', id: 'submit-form', novalidate: true },
-    field('scene', 'Scene', scene, sceneHint),
+    field('scene', 'Scene', scene, sceneHint, uploadRow),
     h('fieldset', { class: 'field' },
       h('legend', {}, 'Frames'),
       h('div', { class: 'radio' }, own, h('label', { for: 'range-own' }, 'The scene\'s own range'), ownHint),
@@ -67,6 +71,7 @@ export function mount(main, { go }) {
     fill(sceneHint, `A .blend file in ${list.folder}.`);
     fill(scenes, list.scenes.map((s) => h('option', { value: s })));
     if (list.scenes.length && !scene.value) scene.value = list.scenes[0];
+    uploadRow.hidden = false;
     own.checked = true;
     setRangeInputs();
   }).catch(() => {
@@ -102,6 +107,27 @@ export function mount(main, { go }) {
   }
 
   const number = (el) => (el.value.trim() === '' ? undefined : Number(el.value));
+
+  // An uploaded scene lands in the farm's `uploads/` folder; the form then names it.
+  uploadInput.addEventListener('change', async () => {
+    const file = uploadInput.files && uploadInput.files[0];
+    if (!file) return;
+    clearErrors();
+    fill(uploadNote, `Uploading ${file.name}…`);
+    button.disabled = true;
+    try {
+      const done = await api(`/api/v1/local-farm/scenes?name=${encodeURIComponent(file.name)}`, { method: 'POST', raw: file });
+      scene.value = done.scene;
+      scenes.append(h('option', { value: done.scene }));
+      fill(uploadNote, `Uploaded as ${done.scene}.`);
+    } catch (e) {
+      fill(uploadNote);
+      showProblem(Object.assign(e, { field: 'scene' }));
+    } finally {
+      button.disabled = false;
+      uploadInput.value = '';
+    }
+  });
 
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();

@@ -259,6 +259,17 @@ async fn click(browser: &Client, css: &str) {
     panic!("click {css}: {last:?}");
 }
 
+/// Chooses `path` in the file input `css`.
+async fn send_file(browser: &Client, css: &str, path: &Path) {
+    let el = browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    el.send_keys(&path.display().to_string())
+        .await
+        .expect("choose a file");
+}
+
 async fn set_field(browser: &Client, css: &str, value: &str) {
     let el = browser
         .find(Locator::Css(css))
@@ -308,8 +319,35 @@ async fn dashboard_in_a_real_browser() {
         "document.querySelector('#scene-list option[value=\"showcase.blend\"]')",
     )
     .await;
+    // A scene uploaded through the form (a file that is no .blend is refused beside the
+    // scene field first).
+    let junk = farm.dir.path().join("notes.blend");
+    std::fs::write(&junk, b"not a scene").expect("junk file");
+    send_file(&b, "#f-upload", &junk).await;
+    until(
+        &b,
+        "the refused upload's problem",
+        Duration::from_secs(10),
+        "!document.querySelector('#err-scene').hidden",
+    )
+    .await;
+    assert!(text(&b, "#err-scene").await.contains("not a .blend"));
+    let shot = farm.dir.path().join("shot-010.blend");
+    std::fs::copy(scene(Scene::Showcase), &shot).expect("copy scene");
+    send_file(&b, "#f-upload", &shot).await;
+    until(
+        &b,
+        "the uploaded scene named in the form",
+        Duration::from_secs(20),
+        "document.querySelector('#f-scene').value === 'uploads/shot-010.blend'",
+    )
+    .await;
+    assert!(farm
+        .dir
+        .path()
+        .join("scenes/uploads/shot-010.blend")
+        .is_file());
     click(&b, "#range-given").await;
-    set_field(&b, "#f-scene", "showcase.blend").await;
     set_field(&b, "#f-from", "1").await;
     set_field(&b, "#f-to", "24").await;
     set_field(&b, "#f-chunk_size", "6").await;
@@ -533,9 +571,9 @@ async fn dashboard_in_a_real_browser() {
     click(&b, ".job-head [data-action=requeue]").await;
     until(
         &b,
-        "the job requeued",
-        Duration::from_secs(10),
-        "['queued', 'running'].includes(document.querySelector('.job-head .badge')?.dataset.state)",
+        "the job requeued and running",
+        Duration::from_secs(20),
+        "document.querySelector('.job-head .badge')?.dataset.state === 'running'",
     )
     .await;
     click(&b, ".job-head [data-action=cancel]").await;
