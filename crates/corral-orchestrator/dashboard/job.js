@@ -179,11 +179,16 @@ export function mount(main, { params, live }) {
   function showTasks() {
     fill(taskBody, tasks.map((t) => {
       const took = t.started_at && t.finished_at ? (new Date(t.finished_at) - new Date(t.started_at)) / 1000 : null;
-      const log = t.log_tail && t.log_tail.length
+      const tail = t.log_tail && t.log_tail.length
         ? h('details', {}, h('summary', {}, t.failure ? 'Failure and last lines' : `Last ${t.log_tail.length} lines`),
           t.failure ? h('p', { class: 'failure' }, t.failure) : null,
           h('pre', { class: 'log' }, t.log_tail.join('\n')))
-        : (t.failure ? h('p', { class: 'failure' }, t.failure) : h('span', { class: 'muted' }, '–'));
+        : (t.failure ? h('p', { class: 'failure' }, t.failure) : null);
+      // The whole log stays on the node that rendered; the orchestrator fetches it.
+      const full = t.node
+        ? h('a', { href: withToken(`/api/v1/jobs/${id}/tasks/${t.index}/log`), target: '_blank', rel: 'noopener', class: 'full-log', dataset: { log: t.index } }, 'Full log')
+        : null;
+      const log = tail || full ? h('div', { class: 'log-links' }, tail, full) : h('span', { class: 'muted' }, '–');
       return h('tr', { dataset: { task: t.id, state: t.state } },
         h('td', { class: 'num' }, String(t.index + 1)),
         h('td', {}, t.from === t.to ? String(t.from) : `${t.from}–${t.to}`),

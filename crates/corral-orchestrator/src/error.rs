@@ -50,6 +50,7 @@ impl IntoResponse for ApiError {
                     MediaError::NoPreview(_) => {
                         Problem::new(404, "No preview video").with_detail(detail)
                     }
+                    MediaError::NoLog(_) => Problem::new(404, "No log").with_detail(detail),
                     MediaError::Undecodable(_) => {
                         Problem::new(422, "Frame not decodable").with_detail(detail)
                     }

@@ -64,7 +64,8 @@ const MAX_FRAME_PAGE: u64 = 5000;
         crate::dashboard::frame_thumbnail,
         crate::dashboard::frame_image,
         crate::dashboard::job_preview,
-        crate::dashboard::job_preview_video
+        crate::dashboard::job_preview_video,
+        crate::dashboard::task_log
     ),
     components(schemas(
         SubmitJob,

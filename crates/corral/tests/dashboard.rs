@@ -448,6 +448,15 @@ async fn dashboard_in_a_real_browser() {
     assert_eq!(frame(3, "image"), (200, "image/png".into()));
     assert_eq!(frame(99, "image"), (404, "application/problem+json".into()));
     assert_eq!(frame(99, "thumbnail").0, 404);
+    // A task's whole Blender log, a click away (fetched from its node).
+    let log_link = js(
+        &b,
+        "return document.querySelector('#tasks-table a.full-log[data-log=\"0\"]').href",
+    )
+    .await;
+    let log = http_get(log_link.as_str().expect("the log link")).expect("the full log");
+    let log = String::from_utf8_lossy(&log.0);
+    assert!(log.contains("Saved:") && log.contains("Blender"), "{log}");
     assert_eq!(preview["fps"], 12.0);
     until(
         &b,

@@ -56,6 +56,9 @@ pub enum MediaError {
     Undecodable(String),
     #[error("no preview video: {0}")]
     NoPreview(String),
+    /// A task's full Blender log cannot be had from its node.
+    #[error("no log: {0}")]
+    NoLog(String),
     #[error("media folder: {0}")]
     Io(String),
 }
@@ -181,6 +184,7 @@ pub fn router() -> Router<Orchestrator> {
         .route("/api/v1/jobs/{id}/frames/{frame}/image", get(frame_image))
         .route("/api/v1/jobs/{id}/preview", get(job_preview))
         .route("/api/v1/jobs/{id}/preview.mp4", get(job_preview_video))
+        .route("/api/v1/jobs/{id}/tasks/{index}/log", get(task_log))
 }
 
 async fn find_job(o: &Orchestrator, id: &str) -> Result<JobRecord, ApiError> {
@@ -301,4 +305,71 @@ pub async fn job_preview_video(
         return Err(MediaError::NoPreview(why).into());
     }
     file_response(&path, "video/mp4").await
+}
+
+/// A task's whole Blender log, fetched from the node that ran its latest attempt (nodes
+/// keep their renders' logs; the orchestrator keeps only the last lines). The render is
+/// found among the node's by the tag the dispatcher gave it.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks/{index}/log",
+    params(("id" = String, Path), ("index" = u64, Path, description = "the task's position in its job, from 0")),
+    responses((status = 200, description = "the log", content_type = "text/plain"),
+              (status = 404, body = corral_core::Problem)))]
+pub async fn task_log(
+    State(o): State<Orchestrator>,
+    Path((id, index)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let job = find_job(&o, &id).await?;
+    let index: u64 = index.parse().map_err(|_| {
+        ApiError::InvalidField(corral_core::FieldError::new(
+            "index",
+            "must be a task's position, from 0",
+        ))
+    })?;
+    let no_log = |why: String| ApiError::Media(MediaError::NoLog(why));
+    let task = o
+        .store()
+        .tasks(job.id(), index, 1)
+        .await?
+        .into_iter()
+        .next()
+        .filter(|t| u64::from(t.task.index) == index)
+        .ok_or_else(|| no_log(format!("the job has no task {index}")))?;
+    let node_id = task
+        .task
+        .last_node
+        .clone()
+        .ok_or_else(|| no_log("the task has not run yet".into()))?;
+    let node = o.store().node(&node_id).await?.ok_or_else(|| {
+        no_log(format!(
+            "the node `{node_id}` that ran it is no longer known"
+        ))
+    })?;
+    let renders = o
+        .gateway()
+        .jobs(&node.url)
+        .await
+        .map_err(|e| no_log(format!("the node `{node_id}` did not answer: {e}")))?;
+    let render = renders
+        .into_iter()
+        .filter(|r| {
+            r.tag
+                .as_deref()
+                .and_then(corral_core::ids::parse_render_tag)
+                .is_some_and(|(t, _)| t == task.task.id)
+        })
+        .max_by_key(|r| r.submitted_at)
+        .ok_or_else(|| no_log(format!("the node `{node_id}` no longer keeps this render")))?;
+    let text = o
+        .gateway()
+        .log(&node.url, &render.id.to_string())
+        .await
+        .map_err(|e| no_log(format!("the node `{node_id}` did not send the log: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        text,
+    )
+        .into_response())
 }
