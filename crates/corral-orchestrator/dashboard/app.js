@@ -23,6 +23,7 @@ function showLive(state) {
   const el = document.getElementById('live');
   el.dataset.state = state;
   el.querySelector('.text').textContent = liveText[state] || state;
+  document.getElementById('offline').hidden = state !== 'reconnecting';
 }
 
 const live = new Live(showLive);
