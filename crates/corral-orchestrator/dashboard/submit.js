@@ -54,7 +54,7 @@ export function mount(main, { go }) {
     message,
     h('div', { class: 'actions' }, button));
 
-  fill(main, h('div', { class: 'page-head' }, h('h1', {}, 'Submit a job')), h('section', { class: 'panel' }, form), scenes);
+  fill(main, h('div', { class: 'page-head' }, h('h1', {}, 'Submit a job')), h('section', { class: 'panel submit-panel' }, form), scenes);
 
   let localFarm = false;
   const setRangeInputs = () => {

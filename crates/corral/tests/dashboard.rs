@@ -347,9 +347,11 @@ async fn dashboard_in_a_real_browser() {
         .path()
         .join("scenes/uploads/shot-010.blend")
         .is_file());
-    click(&b, "#range-given").await;
-    set_field(&b, "#f-from", "1").await;
-    set_field(&b, "#f-to", "24").await;
+    // The scene's own range (1-24), which corral up reads with Blender, is the default.
+    assert_eq!(
+        js(&b, "return document.querySelector('#range-own').checked").await,
+        json!(true)
+    );
     set_field(&b, "#f-chunk_size", "6").await;
     set_field(&b, "#f-priority", "5000").await;
     set_field(&b, "#f-fps", "12").await;
