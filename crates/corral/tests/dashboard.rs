@@ -709,13 +709,57 @@ async fn dashboard_in_a_real_browser() {
     shoot(&b, "phone-job").await;
     b.set_window_size(1440, 1000).await.expect("window size");
 
-    // ---- keyboard: the first link after "skip" is reachable, focus is visible ----
-    let focus = js(
+    // ---- keyboard: Tab reaches the skip link first, then the pages; Enter on a frame
+    // opens the viewer and Escape closes it ----
+    let tab = String::from(char::from(fantoccini::key::Key::Tab));
+    js(
         &b,
-        "document.querySelector('.brand').focus(); return document.activeElement.className",
+        "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); return 1",
     )
     .await;
-    assert_eq!(focus, json!("brand"));
+    let body = b.find(Locator::Css("body")).await.expect("body");
+    body.send_keys(&tab).await.expect("Tab");
+    assert_eq!(
+        js(&b, "return document.activeElement.className").await,
+        json!("skip")
+    );
+    b.active_element()
+        .await
+        .expect("focus")
+        .send_keys(&tab)
+        .await
+        .expect("Tab");
+    assert_eq!(
+        js(&b, "return document.activeElement.className").await,
+        json!("brand")
+    );
+    let cell = b
+        .find(Locator::Css("#frame-grid .cell[data-frame='5']"))
+        .await
+        .expect("a done frame's cell");
+    cell.send_keys(&String::from(char::from(fantoccini::key::Key::Enter)))
+        .await
+        .expect("Enter");
+    until(
+        &b,
+        "the viewer opened by Enter",
+        Duration::from_secs(5),
+        "document.querySelector('#frame-dialog').open",
+    )
+    .await;
+    b.active_element()
+        .await
+        .expect("focus")
+        .send_keys(&String::from(char::from(fantoccini::key::Key::Escape)))
+        .await
+        .expect("Escape");
+    until(
+        &b,
+        "the viewer closed by Escape",
+        Duration::from_secs(5),
+        "!document.querySelector('#frame-dialog').open",
+    )
+    .await;
 
     // ---- a token: the question on a 401, asked once, the answer sent as a Bearer ----
     js(&b, r#"
