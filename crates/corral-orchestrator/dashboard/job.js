@@ -352,7 +352,12 @@ export function mount(main, { params, live }) {
 
   // ---- preview video ------------------------------------------------------------
 
+  // Redrawn only when it changes: a re-read must not restart a video being watched.
+  let previewShown = null;
   function showPreview() {
+    const key = JSON.stringify(preview);
+    if (key === previewShown) return;
+    previewShown = key;
     const title = h('h2', { id: 'preview-title' }, 'Preview video');
     if (!preview) return fill(previewBox, title, h('p', { class: 'muted' }, '…'));
     const state = preview.state;

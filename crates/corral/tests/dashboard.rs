@@ -469,14 +469,16 @@ async fn dashboard_in_a_real_browser() {
     .await;
     js(
         &b,
-        "document.querySelector('video.preview-video').currentTime = 1; return 1",
+        "const v = document.querySelector('video.preview-video'); v.preload = 'auto'; v.load(); \
+         v.addEventListener('canplaythrough', () => { v.currentTime = 1; }, { once: true }); return 1",
     )
     .await;
+    // The video decodes: it plays up to a second in.
     until(
         &b,
-        "the video showing a frame",
-        Duration::from_secs(10),
-        "(v => v.readyState >= 2 && !v.seeking)(document.querySelector('video.preview-video'))",
+        "the video showing a frame a second in",
+        Duration::from_secs(15),
+        "(v => v.readyState >= 3 && !v.seeking && v.currentTime >= 0.9)(document.querySelector('video.preview-video'))",
     )
     .await;
     shoot(&b, "job-completed").await;
