@@ -4,7 +4,9 @@
 # the tutorial drop-in test Node.js with express and axios (Debian's packages, since the npm
 # registry may be out of reach), curl, iproute2 and util-linux's unshare; and where a Docker
 # engine is installed, what the Docker end-to-end test needs: debootstrap (the images' base
-# is made locally) and Compose (Debian's docker-compose, when `docker compose` is missing).
+# is made locally) and Compose (Debian's docker-compose, when `docker compose` is missing);
+# for the dashboard, FFmpeg (preview videos) and, for its browser test, Chromium with
+# chromedriver.
 # As root it uses apt-get; otherwise it prints one line naming what is missing and fails.
 # Then, from the language registries: cargo-fuzz (`cargo install --locked`, for
 # scripts/fuzz.sh) and schemathesis in a Python venv (for tests/api/run.sh; the venv is
@@ -21,6 +23,10 @@ command -v blender >/dev/null || missing+=(blender)
 command -v curl >/dev/null || missing+=(curl)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v unshare >/dev/null || missing+=(util-linux)
+# The dashboard's preview videos, and its browser test (headless Chromium via chromedriver).
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 # The store's tests run on a real PostgreSQL server the tests start themselves.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if ! command -v node >/dev/null; then

@@ -167,6 +167,42 @@ impl NodeClient {
         let resp = self.http.get(&url).timeout(REQUEST_TIMEOUT).send().await;
         decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
+
+    /// `GET /job/{id}/log`: the render's whole Blender log (at most
+    /// [`MAX_NODE_ANSWER_BYTES`]).
+    pub async fn log(&self, id: &str) -> Result<String, ClientError> {
+        let url = format!("{}/job/{id}/log", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Err(ClientError::Redirect {
+                url,
+                status: status.as_u16(),
+                location: "elsewhere".into(),
+            });
+        }
+        let body = read_limited(&url, resp, MAX_NODE_ANSWER_BYTES).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(ClientError::NotFound { url });
+        }
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                url,
+                status: status.as_u16(),
+                problem: Box::new(Problem::new(status.as_u16(), "the node refused")),
+            });
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
 }
 
 /// Turns a response into `T`, or into the error that says what went wrong. At most

@@ -187,6 +187,30 @@ pub struct SubmitJob {
     pub format: Option<String>,
     /// Output pattern relative to the nodes' output folder; default `{job id}/frame_####`.
     pub output: Option<String>,
+    /// The scene's frame rate, for the job's preview video (default 24).
+    pub fps: Option<f64>,
+}
+
+/// Frame rates a preview video may play at.
+pub const FPS_RANGE: std::ops::RangeInclusive<f64> = 1.0..=240.0;
+
+impl SubmitJob {
+    /// The frame rate a submission body names, checked; `None` when it names none. Bodies
+    /// are validated for everything else by [`JobSubmission::from_body`].
+    pub fn fps_from_body(body: &[u8]) -> Result<Option<f64>, FieldError> {
+        let req: SubmitJob = parse_json_object(body)?;
+        match req.fps {
+            Some(fps) if !FPS_RANGE.contains(&fps) => Err(FieldError::new(
+                "fps",
+                format!(
+                    "must be between {} and {} frames per second",
+                    FPS_RANGE.start(),
+                    FPS_RANGE.end()
+                ),
+            )),
+            fps => Ok(fps),
+        }
+    }
 }
 
 /// A validated submission.
@@ -487,6 +511,67 @@ pub enum Event {
         state: NodeState,
         draining: bool,
     },
+    /// The frame a running task's Blender is on and how many of its samples are done.
+    /// Sent only to the subscribers of the orchestrator that follows the task and never
+    /// stored: it changes several times a second and means nothing once the frame is saved.
+    Progress {
+        #[schema(value_type = String)]
+        job: JobId,
+        #[schema(value_type = i64)]
+        task: TaskId,
+        #[schema(value_type = String)]
+        node: NodeId,
+        frame: i64,
+        sample_done: u32,
+        sample_total: u32,
+    },
+    /// A job's preview video changed: being made, ready, or impossible (with why). Sent to
+    /// the subscribers of the orchestrator that makes it.
+    Preview {
+        #[schema(value_type = String)]
+        job: JobId,
+        state: PreviewState,
+        note: Option<String>,
+    },
+}
+
+impl Event {
+    /// The SSE event name it is sent under.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Job { .. } => "job",
+            Event::Task { .. } => "task",
+            Event::Frame { .. } => "frame",
+            Event::Node { .. } => "node",
+            Event::Progress { .. } => "progress",
+            Event::Preview { .. } => "preview",
+        }
+    }
+}
+
+/// Where a job's preview video is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PreviewState {
+    /// Not made (the job has not completed).
+    None,
+    /// FFmpeg is making it.
+    Making,
+    /// Ready at `GET /api/v1/jobs/{id}/preview.mp4`.
+    Ready,
+    /// Cannot be made; `note` says why (EXR frames, frames of different sizes, no FFmpeg).
+    Unavailable,
+}
+
+/// `GET /api/v1/jobs/{id}/preview`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PreviewView {
+    pub state: PreviewState,
+    /// Why it is unavailable, or what it is (frames, size, frame rate) once ready.
+    pub note: Option<String>,
+    /// Where the MP4 is, once ready.
+    pub url: Option<String>,
+    pub fps: f64,
 }
 
 #[cfg(test)]
@@ -534,6 +619,22 @@ mod tests {
             let err = JobSubmission::from_body(body.as_bytes(), LIMITS).unwrap_err();
             assert_eq!(err.field, field, "{body}");
         }
+    }
+
+    #[test]
+    fn frame_rates_are_checked() {
+        let fps = |body: &str| SubmitJob::fps_from_body(body.as_bytes());
+        assert_eq!(fps(r#"{"from":1,"to":2}"#).unwrap(), None);
+        assert_eq!(
+            fps(r#"{"from":1,"to":2,"fps":23.976}"#).unwrap(),
+            Some(23.976)
+        );
+        for bad in [r#"{"fps":0}"#, r#"{"fps":1000}"#, r#"{"fps":"24"}"#] {
+            assert_eq!(fps(bad).unwrap_err().field, "fps", "{bad}");
+        }
+        // The rest of the body is checked as before, ignoring the frame rate.
+        let s = JobSubmission::from_body(br#"{"from":1,"to":2,"fps":30}"#, LIMITS).unwrap();
+        assert_eq!(s.range.len(), 2);
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub struct OrchestratorConfig {
     pub stall_timeout: Duration,
     /// Longest long-poll sent to a node.
     pub long_poll: Duration,
+    /// The folder where nodes write frames, when this orchestrator shares it (`--frames`;
+    /// `corral up` sets its output folder). The dashboard reads frames for thumbnails and
+    /// preview videos only at paths that resolve inside it.
+    pub frames_dir: Option<PathBuf>,
+    /// FFmpeg, for preview videos.
+    pub ffmpeg: PathBuf,
 }
 
 impl OrchestratorConfig {
@@ -56,6 +62,8 @@ impl OrchestratorConfig {
             probe_interval: Duration::from_secs(1),
             stall_timeout: Duration::from_secs(600),
             long_poll: Duration::from_secs(20),
+            frames_dir: None,
+            ffmpeg: PathBuf::from("ffmpeg"),
         }
     }
 }

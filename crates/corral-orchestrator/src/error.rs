@@ -20,6 +20,8 @@ pub enum ApiError {
     TooManyJobs(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Media(#[from] crate::dashboard::MediaError),
 }
 
 impl IntoResponse for ApiError {
@@ -36,6 +38,28 @@ impl IntoResponse for ApiError {
             ApiError::TooManyJobs(_) => Problem::new(503, "Too many jobs").with_detail(detail),
             ApiError::Store(StoreError::Unavailable(_)) => Problem::new(503, "Unavailable")
                 .with_detail("the database is unavailable; try again in a few seconds"),
+            ApiError::Media(e) => {
+                use crate::dashboard::MediaError;
+                match e {
+                    MediaError::NotRendered { .. } => {
+                        Problem::new(404, "Frame not rendered").with_detail(detail)
+                    }
+                    MediaError::Unreadable(_) => {
+                        Problem::new(404, "Frame not readable here").with_detail(detail)
+                    }
+                    MediaError::NoPreview(_) => {
+                        Problem::new(404, "No preview video").with_detail(detail)
+                    }
+                    MediaError::NoLog(_) => Problem::new(404, "No log").with_detail(detail),
+                    MediaError::Undecodable(_) => {
+                        Problem::new(422, "Frame not decodable").with_detail(detail)
+                    }
+                    MediaError::Io(_) => {
+                        tracing::error!(error = %detail, "media folder error");
+                        Problem::new(500, "Internal error").with_detail(detail)
+                    }
+                }
+            }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "database error");
                 Problem::new(500, "Internal error")

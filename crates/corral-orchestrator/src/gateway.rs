@@ -28,6 +28,13 @@ pub trait NodeGateway: Send + Sync + 'static {
     async fn jobs(&self, url: &str) -> Result<Vec<JobView>, ClientError>;
     /// `GET /info`: the node's slots, Blender and machine.
     async fn info(&self, url: &str) -> Result<NodeInfo, ClientError>;
+    /// `GET /job/{id}/log`: a render's whole Blender log (for the dashboard). Gateways
+    /// that cannot fetch logs say the node has none.
+    async fn log(&self, url: &str, node_job: &str) -> Result<String, ClientError> {
+        Err(ClientError::NotFound {
+            url: format!("{url}/job/{node_job}/log"),
+        })
+    }
 }
 
 /// The gateway over HTTP: one connection pool for every node, built by
@@ -81,5 +88,9 @@ impl NodeGateway for HttpGateway {
 
     async fn info(&self, url: &str) -> Result<NodeInfo, ClientError> {
         self.client(url)?.info().await
+    }
+
+    async fn log(&self, url: &str, node_job: &str) -> Result<String, ClientError> {
+        self.client(url)?.log(node_job).await
     }
 }

@@ -60,7 +60,12 @@ const MAX_FRAME_PAGE: u64 = 5000;
         drain_node,
         enable_node,
         remove_node,
-        events
+        events,
+        crate::dashboard::frame_thumbnail,
+        crate::dashboard::frame_image,
+        crate::dashboard::job_preview,
+        crate::dashboard::job_preview_video,
+        crate::dashboard::task_log
     ),
     components(schemas(
         SubmitJob,
@@ -75,6 +80,8 @@ const MAX_FRAME_PAGE: u64 = 5000;
         RenderAccepted,
         RenderStatus,
         Event,
+        corral_core::orchestrator_api::PreviewView,
+        corral_core::orchestrator_api::PreviewState,
         corral_core::Problem
     ))
 )]
@@ -103,6 +110,7 @@ pub fn router(o: Orchestrator) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::dashboard::router())
         .fallback(corral_http::route_not_found)
         .method_not_allowed_fallback(corral_http::method_not_allowed)
         .with_state(o)
@@ -240,7 +248,14 @@ async fn submit_job(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let sub = JobSubmission::from_body(&body, limits(&o))?;
+    let fps = SubmitJob::fps_from_body(&body)?;
     let job = accept(&o, sub).await?;
+    if let Some(fps) = fps {
+        // The job is accepted either way; without it its preview plays at 24 fps.
+        if let Err(e) = o.inner.media.remember_fps(job.id(), fps).await {
+            tracing::warn!(job = %job.id(), error = %e, "could not keep the job's frame rate");
+        }
+    }
     let headers = location(format!("/api/v1/jobs/{}", job.id()));
     Ok((
         StatusCode::ACCEPTED,
@@ -480,22 +495,24 @@ async fn remove_node(
 }
 
 /// Server-Sent Events: one `data:` JSON [`Event`] per job, task, frame or node change,
-/// whichever orchestrator made it.
+/// whichever orchestrator made it, and this orchestrator's render progress and preview
+/// videos (not stored). A client that reconnects re-reads the state it shows: nothing is
+/// replayed.
 #[utoipa::path(get, path = "/api/v1/events",
     responses((status = 200, description = "text/event-stream of Event", body = Event)))]
 async fn events(
     State(o): State<Orchestrator>,
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
-    let stream = tokio_stream::wrappers::BroadcastStream::new(o.subscribe())
+    let stored = tokio_stream::wrappers::BroadcastStream::new(o.subscribe());
+    let local = tokio_stream::wrappers::BroadcastStream::new(o.subscribe_local());
+    // Renders in progress first, so a new page shows them before their next sample.
+    let now = futures_util::stream::iter(o.inner.media.progress_snapshot().into_iter().map(Ok));
+    let stream = now
+        .chain(futures_util::stream::select(stored, local))
         .filter_map(|event| async move {
             // A lagging client skips what it missed; the next event carries fresh state.
             let event = event.ok()?;
-            let kind = match &event {
-                Event::Job { .. } => "job",
-                Event::Task { .. } => "task",
-                Event::Frame { .. } => "frame",
-                Event::Node { .. } => "node",
-            };
+            let kind = event.kind();
             SseEvent::default()
                 .event(kind)
                 .json_data(&event)

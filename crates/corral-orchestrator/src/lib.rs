@@ -2,9 +2,10 @@
 //! stores them (SQLite, or PostgreSQL shared by several orchestrators) before answering,
 //! splits them into tasks, leases tasks to render nodes with free slots, follows each task
 //! by long-polling its node, and re-queues work from nodes (or orchestrators) that fail or
-//! vanish.
+//! vanish. It serves the web dashboard at `/` ([`dashboard`]).
 
 mod config;
+pub mod dashboard;
 mod error;
 pub mod gateway;
 mod http;

@@ -60,6 +60,11 @@ pub(crate) struct Inner {
     /// Others' heartbeats are judged only after this long, so an outage everyone lived
     /// through is not mistaken for their death.
     pub healthy_since: Mutex<Option<std::time::Instant>>,
+    /// Events that are never stored (render progress, preview videos), for this process's
+    /// own SSE subscribers.
+    pub local_events: broadcast::Sender<Event>,
+    /// The dashboard's thumbnails and preview videos.
+    pub media: crate::dashboard::Media,
 }
 
 /// Marks a lease as followed for as long as it lives.
@@ -107,6 +112,7 @@ impl Orchestrator {
             .heartbeat(&id, config.advertise_url.as_deref())
             .await?;
         let (fence, _) = watch::channel(store.lead(&id, LEADER_TTL).await?);
+        let media = crate::dashboard::Media::new(&config);
         let o = Orchestrator {
             inner: Arc::new(Inner {
                 id,
@@ -122,6 +128,8 @@ impl Orchestrator {
                 fence,
                 swept: Mutex::new(std::collections::HashMap::new()),
                 healthy_since: Mutex::new(Some(std::time::Instant::now())),
+                local_events: broadcast::channel(1024).0,
+                media,
             }),
         };
         tracing::info!(orchestrator = %o.id(), leader = o.fence().is_some(), "orchestrator started");
@@ -154,6 +162,17 @@ impl Orchestrator {
     /// Every change applied by any orchestrator sharing the database.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.store.subscribe()
+    }
+
+    /// Events of this process that are never stored ([`Event::Progress`],
+    /// [`Event::Preview`]).
+    pub fn subscribe_local(&self) -> broadcast::Receiver<Event> {
+        self.inner.local_events.subscribe()
+    }
+
+    /// Sends an event to this process's subscribers only (nobody listening is fine).
+    pub(crate) fn publish_local(&self, event: Event) {
+        let _ = self.inner.local_events.send(event);
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {

@@ -290,11 +290,15 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     };
     // These errors quote the farm's folders (from the server) and Blender's words.
     let scene = scene::locate(&args.scene, &root, &origin).map_err(terminal_safe)?;
-    let range = match args.frames {
-        Some(range) => range,
-        None => scene::read_frame_range(&args.blender, &scene.path)
-            .await
-            .map_err(terminal_safe)?,
+    // The scene's own range, and its frame rate for the preview video, read by Blender.
+    let (range, fps) = match args.frames {
+        Some(range) => (range, None),
+        None => {
+            let info = scene::read_scene(&args.blender, &scene.path)
+                .await
+                .map_err(terminal_safe)?;
+            (info.range, info.fps)
+        }
     };
     let output = match &args.output {
         None => None,
@@ -311,6 +315,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         engine: args.engine.map(|e| e.blender_name().to_string()),
         format: args.format.map(|f| f.blender_name().to_string()),
         output,
+        fps,
     };
     let job = client
         .submit(&request)

@@ -9,6 +9,7 @@ mod progress;
 mod scene;
 mod table;
 mod up_cmd;
+mod up_scenes;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;

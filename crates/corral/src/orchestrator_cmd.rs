@@ -52,6 +52,19 @@ pub struct OrchestratorArgs {
     /// Seconds a running task may go without progress before it counts as failed.
     #[arg(long, env = "CORRAL_STALL_TIMEOUT", default_value_t = 600, value_parser = clap::value_parser!(u64).range(5..=604_800))]
     stall_timeout: u64,
+    /// The folder the nodes write frames to, when this machine shares it (an NFS mount, a
+    /// Docker volume): the dashboard shows thumbnails and makes preview videos of frames
+    /// inside it, and reads nothing outside it.
+    #[arg(long, env = "CORRAL_FRAMES", value_name = "DIR")]
+    frames: Option<PathBuf>,
+    /// FFmpeg, which makes the preview video of a completed job.
+    #[arg(
+        long,
+        env = "CORRAL_FFMPEG",
+        default_value = "ffmpeg",
+        value_name = "PATH"
+    )]
+    ffmpeg: PathBuf,
 }
 
 fn parse_database(s: &str) -> Result<DatabaseUrl, String> {
@@ -78,6 +91,13 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     config.blocklist_after = args.blocklist_after;
     config.node_timeout = Duration::from_secs(args.node_timeout);
     config.stall_timeout = Duration::from_secs(args.stall_timeout);
+    if let Some(frames) = &args.frames {
+        let frames = frames
+            .canonicalize()
+            .with_context(|| format!("cannot open the frames folder `{}`", frames.display()))?;
+        config.frames_dir = Some(frames);
+    }
+    config.ffmpeg = args.ffmpeg;
     let orchestrator = Orchestrator::start(config)
         .await
         .with_context(|| format!("cannot open the database {database}"))?;
@@ -85,9 +105,10 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(data = %args.data.display(), %database, "orchestrator ready");
+    tracing::info!(data = %args.data.display(), %database, dashboard = %format!("http://{addr}/"), "orchestrator ready");
     // Signal handlers first, then the line that tells the world it is up.
     let shutdown = crate::shutdown_signal();
+    // One line only: scripts read it and may close the pipe after.
     println!("corral orchestrator listening on http://{addr}");
     corral_orchestrator::serve(orchestrator, listener, shutdown).await?;
     Ok(())

@@ -1,5 +1,5 @@
 //! The scene a user submits: its path as the farm's nodes will name it (relative to the
-//! scenes folder they are confined to), and its own frame range, read by Blender.
+//! scenes folder they are confined to), and its own frame range and rate, read by Blender.
 
 use anyhow::{bail, Context};
 use corral_blender::{BlenderProcess, ExitOutcome};
@@ -11,6 +11,8 @@ use std::time::Duration;
 /// The marker the range-reading expression prints before the numbers, so no other line
 /// of Blender's output can be mistaken for the answer.
 const RANGE_MARKER: &str = "CORRAL_RANGE";
+/// The same for the frame rate.
+const FPS_MARKER: &str = "CORRAL_FPS";
 
 /// How long Blender may take to open a scene and print its range.
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
@@ -54,11 +56,20 @@ pub fn locate(scene: &Path, root: &Path, root_origin: &str) -> anyhow::Result<Sc
     Ok(SceneFile { path, relative })
 }
 
+/// What Blender says about a scene: its frame range and frame rate.
+#[derive(Debug, Clone, Copy)]
+pub struct SceneInfo {
+    pub range: FrameRange,
+    /// `fps / fps_base`; `None` if Blender printed none that makes sense.
+    pub fps: Option<f64>,
+}
+
 /// Opens `scene` in Blender (background, factory settings, scripts in the file not run)
-/// and returns its frame range, `frame_start`-`frame_end`.
-pub async fn read_frame_range(blender: &Path, scene: &Path) -> anyhow::Result<FrameRange> {
+/// and returns its frame range, `frame_start`-`frame_end`, and its frame rate.
+pub async fn read_scene(blender: &Path, scene: &Path) -> anyhow::Result<SceneInfo> {
     let expr = format!(
-        "import bpy; s = bpy.context.scene; print('{RANGE_MARKER}', s.frame_start, s.frame_end)"
+        "import bpy; s = bpy.context.scene; print('{RANGE_MARKER}', s.frame_start, s.frame_end); \
+         print('{FPS_MARKER}', s.render.fps / s.render.fps_base)"
     );
     // An absolute scene path cannot be read as an option; `-Y` keeps scripts stored in the
     // file from running just because someone asked for its frame range.
@@ -73,10 +84,17 @@ pub async fn read_frame_range(blender: &Path, scene: &Path) -> anyhow::Result<Fr
     let process = BlenderProcess::spawn(blender, &args)
         .map_err(|e| anyhow::anyhow!("{e}; or pass --frames A-B"))?;
     let mut range = None;
+    let mut fps = None;
     let mut error = None;
     let run = process.run(std::future::pending(), |line| {
         if let Some(rest) = line.trim().strip_prefix(RANGE_MARKER) {
             range = Some(parse_range_line(rest));
+        } else if let Some(rest) = line.trim().strip_prefix(FPS_MARKER) {
+            fps = rest
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| corral_core::orchestrator_api::FPS_RANGE.contains(f));
         } else if error.is_none() && line.trim_start().starts_with("Error:") {
             error = Some(line.trim().to_string());
         }
@@ -93,7 +111,7 @@ pub async fn read_frame_range(blender: &Path, scene: &Path) -> anyhow::Result<Fr
         .context("Blender's output could not be read")?;
     let cannot = || format!("cannot read the frame range of `{}`", scene.display());
     match (range, outcome) {
-        (Some(Ok(range)), ExitOutcome::Exited(0)) => Ok(range),
+        (Some(Ok(range)), ExitOutcome::Exited(0)) => Ok(SceneInfo { range, fps }),
         (Some(Err(e)), _) => Err(anyhow::anyhow!("{e}")).with_context(cannot),
         (_, outcome) => {
             let why = error.unwrap_or_else(|| format!("Blender ended with {outcome:?}"));

@@ -127,6 +127,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     config.static_nodes = urls.clone();
     config.forget_other_loopback_nodes = true;
     config.batch_size = args.batch_size;
+    // The nodes write into this process's own output folder: the dashboard may read it.
+    config.frames_dir = Some(output.clone());
     let orchestrator = Orchestrator::start(config).await.with_context(|| {
         format!(
             "cannot open the database in `{}`",
@@ -141,7 +143,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         threads,
     };
     let app = corral_orchestrator::router(orchestrator.clone())
-        .merge(Router::new().route(LOCAL_FARM_PATH, get(move || async move { Json(farm) })));
+        .merge(Router::new().route(LOCAL_FARM_PATH, get(move || async move { Json(farm) })))
+        .merge(crate::up_scenes::router(
+            scenes.clone(),
+            args.blender.clone(),
+        ));
 
     // Stopping order: the orchestrator's loops first, so no task is dispatched or marked
     // failed while the nodes go down; then the nodes, which kill their Blender processes
@@ -240,6 +246,11 @@ fn print_banner(
     println!("  {}  {}", style("frames").dim(), output.display());
     println!("  {}    {}", style("data").dim(), data.display());
     println!();
+    println!(
+        "  {}    {client_url}/  {}",
+        style("open").bold(),
+        style("(the dashboard, in a browser)").dim()
+    );
     println!(
         "  {}  corral submit scene.blend --wait{server_flag}",
         style("render").bold()

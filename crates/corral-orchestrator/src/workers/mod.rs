@@ -35,6 +35,11 @@ pub(crate) fn spawn_all(o: &Orchestrator) {
     o.inner
         .workers
         .spawn(async move { dispatcher::run(d).await });
+    // The dashboard's preview videos, made as jobs complete.
+    let p = o.clone();
+    o.inner
+        .workers
+        .spawn(async move { crate::dashboard::run_previews(p).await });
 }
 
 /// Runs `round` every `every` until shutdown, logging a failed round and carrying on.

@@ -82,6 +82,13 @@ pub(crate) fn spawn(o: &Orchestrator, task: RunningTask, following: Following) {
 
 /// Follows one task on its node until it ends, its lease moves on, or it changes hands.
 pub(crate) async fn watch(o: &Orchestrator, task: RunningTask, _following: Following) {
+    follow(o, &task).await;
+    // Whatever ended the watch, the render's progress is no longer news.
+    o.inner.media.note_progress(task.task, None);
+}
+
+async fn follow(o: &Orchestrator, task: &RunningTask) {
+    let task = task.clone();
     let (Some(url), Some(node_job)) = (task.node_url.clone(), task.node_job.clone()) else {
         return;
     };
@@ -103,6 +110,9 @@ pub(crate) async fn watch(o: &Orchestrator, task: RunningTask, _following: Follo
                 // long-poll means the render made no progress meanwhile.
                 let progressed = view.version != since;
                 since = view.version;
+                if progressed {
+                    publish_progress(o, &task, &view);
+                }
                 let new: Vec<SavedFrame> = view
                     .outputs
                     .iter()
@@ -164,6 +174,27 @@ pub(crate) async fn watch(o: &Orchestrator, task: RunningTask, _following: Follo
             }
         }
     }
+}
+
+/// Tells this orchestrator's event subscribers (the dashboard) which frame the render is
+/// on and how many of its samples are done. Not stored: it changes several times a second.
+fn publish_progress(o: &Orchestrator, task: &RunningTask, view: &JobView) {
+    if view.state.is_terminal() {
+        return;
+    }
+    let (Some(frame), Some(sample)) = (view.current_frame, view.current_sample) else {
+        return;
+    };
+    let event = corral_core::orchestrator_api::Event::Progress {
+        job: task.job,
+        task: task.task,
+        node: task.node.clone(),
+        frame,
+        sample_done: sample.done,
+        sample_total: sample.total,
+    };
+    o.inner.media.note_progress(task.task, Some(event.clone()));
+    o.publish_local(event);
 }
 
 /// Reports a render's end: completed only with every frame of the range saved.

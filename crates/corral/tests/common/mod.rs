@@ -27,6 +27,9 @@ pub enum Scene {
     /// 64x48, 4 samples, frames 5-9: a range no default would guess, to see it read from
     /// the file.
     Range,
+    /// 160x120, 16 samples, frames 1-24, several moving objects: frames worth looking at in
+    /// the dashboard's screenshots.
+    Showcase,
 }
 
 impl Scene {
@@ -36,6 +39,7 @@ impl Scene {
             Scene::Slow => "slow",
             Scene::Denoise => "denoise",
             Scene::Range => "range",
+            Scene::Showcase => "showcase",
         }
     }
 
@@ -45,6 +49,19 @@ impl Scene {
             Scene::Slow => vec!["--samples", "4000", "--start", "1", "--end", "500"],
             Scene::Denoise => vec!["--samples", "4", "--denoise"],
             Scene::Range => vec!["--samples", "4", "--start", "5", "--end", "9"],
+            Scene::Showcase => vec![
+                "--motion",
+                "--width",
+                "160",
+                "--height",
+                "120",
+                "--samples",
+                "16",
+                "--start",
+                "1",
+                "--end",
+                "24",
+            ],
         }
     }
 }
