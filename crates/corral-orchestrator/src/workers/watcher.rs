@@ -21,6 +21,12 @@ use std::time::{Duration, Instant};
 /// often: it only moves the stall clock, which counts in minutes.
 const SAMPLE_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// New frames are written at most this often per task: a render saving frames faster than
+/// this (small images, a farm of a thousand nodes) has them recorded a few at a time, in
+/// one transaction, instead of one each. A frame that takes longer than this to render is
+/// recorded the moment it is saved.
+const FRAMES_EVERY: Duration = Duration::from_millis(200);
+
 /// Reports a command about `task`, retrying while the store is unavailable. Answers
 /// whether it was applied, or `None` if the orchestrator is shutting down first.
 pub(crate) async fn report(
@@ -94,15 +100,18 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
     };
     let mut since = 0;
     let mut recorded: HashSet<i64> = HashSet::new();
-    let mut last_write = Instant::now();
+    let mut last_write: Option<Instant> = None;
+    // When frames are waiting to be written, the next long-poll ends in time to write them.
+    let mut wait = o.config().long_poll;
     loop {
         if o.inner.shutdown.is_cancelled() {
             return;
         }
         let answer = tokio::select! {
             () = o.inner.shutdown.cancelled() => return,
-            answer = o.gateway().wait(&url, node_job.as_str(), since, o.config().long_poll) => answer,
+            answer = o.gateway().wait(&url, node_job.as_str(), since, wait) => answer,
         };
+        wait = o.config().long_poll;
         match answer {
             Ok(view) => {
                 // The node bumps a render's version only on progress (a new frame, a
@@ -126,8 +135,13 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                     ended(o, &task, view, new).await;
                     return;
                 }
-                let due = progressed && last_write.elapsed() >= SAMPLE_PROGRESS_EVERY;
-                if new.is_empty() && !due {
+                let since_write = last_write.map_or(Duration::MAX, |t| t.elapsed());
+                let samples_due = progressed && since_write >= SAMPLE_PROGRESS_EVERY;
+                if new.is_empty() && !samples_due {
+                    continue;
+                }
+                if !new.is_empty() && since_write < FRAMES_EVERY {
+                    wait = FRAMES_EVERY - since_write;
                     continue;
                 }
                 let command = Command::Progress {
@@ -141,7 +155,7 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                 match o.apply(task.task, command, note).await {
                     Ok(Applied::Changed(changes)) => {
                         recorded.extend(new.iter().map(|f| f.frame));
-                        last_write = Instant::now();
+                        last_write = Some(Instant::now());
                         let still_ours = changes.first().is_some_and(|c| {
                             matches!(&c.task.state, TaskState::Running(r) if r.owner == *o.id())
                         });
