@@ -105,8 +105,12 @@ pub enum Command {
     /// The node reported progress; `new_frames` frames were saved that were not before
     /// (none when only samples of a long frame moved on).
     Progress { lease: LeaseId, new_frames: u64 },
-    /// The node finished the render with every frame saved.
-    Complete { lease: LeaseId },
+    /// The node finished the render. `frames_recorded` is how many frames of the task's
+    /// range are recorded as saved (the store counts them); completion needs all of them.
+    Complete {
+        lease: LeaseId,
+        frames_recorded: u64,
+    },
     /// The attempt failed; the task waits for another unless it has used `max_attempts`.
     Fail {
         lease: LeaseId,
@@ -127,6 +131,14 @@ pub enum Command {
     Retry,
     /// No node may run the task any more.
     GiveUp { reason: String },
+    /// Keeps frames up to `keep_to` and cuts the rest off into a new queued task: a
+    /// queued task of a job the farm sizes (before leasing its head, `lease: None`), or a
+    /// running one whose node stops after `keep_to` (its unstarted tail goes to a node that
+    /// is idle, under the running task's lease).
+    Cut {
+        lease: Option<LeaseId>,
+        keep_to: i64,
+    },
 }
 
 impl Command {
@@ -142,6 +154,7 @@ impl Command {
             Command::Cancel => "cancel",
             Command::Retry => "retry",
             Command::GiveUp { .. } => "give up",
+            Command::Cut { .. } => "cut",
         }
     }
 
@@ -150,10 +163,11 @@ impl Command {
         match self {
             Command::Dispatched { lease, .. }
             | Command::Progress { lease, .. }
-            | Command::Complete { lease }
+            | Command::Complete { lease, .. }
             | Command::Fail { lease, .. }
             | Command::TakeBack { lease }
             | Command::Adopt { lease, .. } => Some(*lease),
+            Command::Cut { lease, .. } => *lease,
             Command::Lease { .. } | Command::Cancel | Command::Retry | Command::GiveUp { .. } => {
                 None
             }
@@ -177,6 +191,10 @@ pub enum Refusal {
         command: &'static str,
         state: TaskStateKind,
     },
+    /// The node said the render completed, but frames of the task's range were never
+    /// reported saved.
+    #[error("node reported completion with {missing} frame(s) missing")]
+    Incomplete { missing: u64 },
 }
 
 /// A render a node should stop: its task went elsewhere or ended.
@@ -249,7 +267,7 @@ pub fn job_state(tally: &Tally, paused: bool, cancelled: bool) -> JobState {
 }
 
 /// What the lifecycle knows of a job: derived from its tasks, and the user's flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobLife {
     pub id: JobId,
     pub state: JobState,
@@ -262,6 +280,9 @@ pub struct JobLife {
     pub failure: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Render time per frame measured on completed tasks (start to end, over frames), in
+    /// milliseconds; what the farm sizes the job's tasks by.
+    pub frame_ms: Option<f64>,
 }
 
 impl JobLife {
@@ -278,6 +299,7 @@ impl JobLife {
             failure: None,
             started_at: None,
             finished_at: None,
+            frame_ms: None,
         }
     }
 
@@ -327,6 +349,8 @@ pub struct Transition {
     pub task: Task,
     /// The render to stop on its node (a running task was cancelled or taken back).
     pub stop: Option<StopRender>,
+    /// Frames cut off the task, to become a new queued task of the job.
+    pub cut_off: Option<FrameRange>,
 }
 
 /// Checks `command` against `task` and answers the task's next state.
@@ -352,6 +376,7 @@ pub fn transition(
     }
     let mut next = task.clone();
     let mut stop = None;
+    let mut cut_off = None;
     let running = match &task.state {
         TaskState::Running(r) => Some(r),
         _ => None,
@@ -392,7 +417,16 @@ pub fn transition(
             r.progress_at = now;
             next.state = TaskState::Running(r);
         }
-        (Command::Complete { .. }, TaskState::Running(_)) => {
+        (
+            Command::Complete {
+                frames_recorded, ..
+            },
+            TaskState::Running(_),
+        ) => {
+            let missing = task.range.len().saturating_sub(*frames_recorded);
+            if missing > 0 {
+                return Err(Refusal::Incomplete { missing });
+            }
             next.last_failure = None;
             next.state = TaskState::Completed { finished_at: now };
         }
@@ -439,6 +473,20 @@ pub fn transition(
             next.last_failure = None;
             next.state = TaskState::Queued;
         }
+        (Command::Cut { keep_to, lease }, TaskState::Queued | TaskState::Running(_)) => {
+            // A running task is cut only under its lease (checked above), a queued one
+            // without one.
+            if lease.is_none() != matches!(task.state, TaskState::Queued) {
+                return Err(not_allowed());
+            }
+            let head = FrameRange::new(task.range.from(), *keep_to);
+            let tail = FrameRange::new(keep_to.saturating_add(1), task.range.to());
+            let (Ok(head), Ok(tail)) = (head, tail) else {
+                return Err(not_allowed());
+            };
+            next.range = head;
+            cut_off = Some(tail);
+        }
         (Command::GiveUp { reason }, TaskState::Queued) => {
             next.last_failure = Some(reason.clone());
             next.state = TaskState::Failed {
@@ -448,15 +496,22 @@ pub fn transition(
         }
         _ => return Err(not_allowed()),
     }
-    Ok(Transition { task: next, stop })
+    Ok(Transition {
+        task: next,
+        stop,
+        cut_off,
+    })
 }
 
 /// A task's change with its job's: what the store writes in one transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub task: Task,
     pub job: JobLife,
     pub stop: Option<StopRender>,
+    /// Frames cut off the task: the store adds them to the job as a new queued task (the
+    /// job's tally already counts it).
+    pub cut_off: Option<FrameRange>,
     /// True when this step failed the job: its other tasks are to be cancelled (each
     /// through [`step`] with [`Command::Cancel`]).
     pub cancel_the_rest: bool,
@@ -472,12 +527,28 @@ pub fn step(
     command: &Command,
     now: DateTime<Utc>,
 ) -> Result<Step, Refusal> {
-    let Transition { task: next, stop } = transition(task, command, now)?;
+    let Transition {
+        task: next,
+        stop,
+        cut_off,
+    } = transition(task, command, now)?;
     let mut next_job = job.clone();
     let (from, to) = (task.state.kind(), next.state.kind());
     next_job.tally.moved(from, to);
+    if cut_off.is_some() {
+        next_job.tally.queued += 1;
+    }
     if let Command::Progress { new_frames, .. } = command {
         next_job.frames_done = (job.frames_done + new_frames).min(job.frames_total);
+    }
+    if let (Command::Complete { .. }, TaskState::Running(r)) = (command, &task.state) {
+        let took = (now - r.started_at).num_milliseconds().max(0) as f64;
+        let per_frame = took / task.range.len().max(1) as f64;
+        // A moving average: recent tasks count most, one odd task does not swing it.
+        next_job.frame_ms = Some(match job.frame_ms {
+            Some(old) => 0.7 * old + 0.3 * per_frame,
+            None => per_frame,
+        });
     }
     let failure = match &next.state {
         TaskState::Failed { reason, .. } => Some(reason.as_str()),
@@ -501,6 +572,7 @@ pub fn step(
         task: next,
         job: next_job,
         stop,
+        cut_off,
         cancel_the_rest,
         events,
     })
@@ -634,6 +706,7 @@ mod tests {
             &running,
             &Command::Complete {
                 lease: running.lease,
+                frames_recorded: 5,
             },
             now(),
         )
@@ -656,7 +729,10 @@ mod tests {
                 lease: old,
                 new_frames: 1,
             },
-            Command::Complete { lease: old },
+            Command::Complete {
+                lease: old,
+                frames_recorded: 5,
+            },
             Command::Fail {
                 lease: old,
                 reason: "x".into(),
@@ -695,6 +771,7 @@ mod tests {
         .task;
         let late = Command::Complete {
             lease: running.lease,
+            frames_recorded: 5,
         };
         assert!(matches!(
             transition(&back, &late, now()),
@@ -783,6 +860,7 @@ mod tests {
             &running,
             &Command::Complete {
                 lease: running.lease,
+                frames_recorded: 5,
             },
             now(),
         )
@@ -856,6 +934,84 @@ mod tests {
         .unwrap()
         .task;
         assert_eq!(kind(&gave_up), TaskStateKind::Failed);
+    }
+
+    #[test]
+    fn completion_needs_every_frame_recorded() {
+        let running = dispatched(&lease(&task()));
+        let short = Command::Complete {
+            lease: running.lease,
+            frames_recorded: 3,
+        };
+        assert_eq!(
+            transition(&running, &short, now()),
+            Err(Refusal::Incomplete { missing: 2 })
+        );
+    }
+
+    #[test]
+    fn cuts_keep_the_head_and_hand_off_the_tail() {
+        let queued = task();
+        let cut = Command::Cut {
+            lease: None,
+            keep_to: 2,
+        };
+        let tr = transition(&queued, &cut, now()).unwrap();
+        assert_eq!((tr.task.range.from(), tr.task.range.to()), (1, 2));
+        assert_eq!(tr.cut_off, Some(FrameRange::new(3, 5).unwrap()));
+        assert_eq!(tr.task.lease, queued.lease, "a cut is no new lease");
+        // Nothing to cut off, or nothing left: refused.
+        for keep_to in [5, 0, 9] {
+            let cut = Command::Cut {
+                lease: None,
+                keep_to,
+            };
+            assert!(transition(&queued, &cut, now()).is_err(), "{keep_to}");
+        }
+        // A running task only under its lease.
+        let running = dispatched(&lease(&queued));
+        let blind = Command::Cut {
+            lease: None,
+            keep_to: 2,
+        };
+        assert!(matches!(
+            transition(&running, &blind, now()),
+            Err(Refusal::NotAllowed { .. })
+        ));
+        let stale = Command::Cut {
+            lease: Some(LeaseId(0)),
+            keep_to: 2,
+        };
+        assert!(matches!(
+            transition(&running, &stale, now()),
+            Err(Refusal::Stale { .. })
+        ));
+        let steal = Command::Cut {
+            lease: Some(running.lease),
+            keep_to: 3,
+        };
+        let mut job = job_of(&running, 1);
+        job.tally = Tally {
+            running: 1,
+            ..Tally::default()
+        };
+        let s = step(&running, &job, &steal, now()).unwrap();
+        assert_eq!(s.task.state.kind(), TaskStateKind::Running);
+        assert_eq!(s.task.range.to(), 3);
+        assert_eq!(s.cut_off, Some(FrameRange::new(4, 5).unwrap()));
+        assert_eq!((s.job.tally.queued, s.job.tally.running), (1, 1));
+        // A finished task cannot be cut.
+        let done = transition(
+            &running,
+            &Command::Complete {
+                lease: running.lease,
+                frames_recorded: 5,
+            },
+            now(),
+        )
+        .unwrap()
+        .task;
+        assert!(transition(&done, &cut, now()).is_err());
     }
 
     #[test]
@@ -970,7 +1126,10 @@ mod tests {
         let stale = step(
             &running,
             &job,
-            &Command::Complete { lease: LeaseId(99) },
+            &Command::Complete {
+                lease: LeaseId(99),
+                frames_recorded: 5,
+            },
             now(),
         );
         assert!(matches!(stale, Err(Refusal::Stale { .. })));

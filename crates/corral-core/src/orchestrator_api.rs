@@ -179,8 +179,12 @@ pub struct SubmitJob {
     pub scene: Option<String>,
     pub from: Option<i64>,
     pub to: Option<i64>,
-    /// Frames per task (default: the orchestrator's `--batch-size`).
+    /// Frames per task. Without it (and without an orchestrator `--batch-size`), the farm
+    /// sizes tasks from the frame time it measures, smaller toward the end.
+    #[schema(minimum = 1, maximum = 100000)]
     pub chunk_size: Option<u64>,
+    /// Render the first, middle and last frames before the rest, so problems show early.
+    pub preview_first: Option<bool>,
     /// Higher runs first (default 0).
     pub priority: Option<i64>,
     pub engine: Option<String>,
@@ -218,7 +222,9 @@ impl SubmitJob {
 pub struct JobSubmission {
     pub scene: Option<String>,
     pub range: FrameRange,
-    pub chunk_size: u64,
+    /// Frames per task; `None`: sized by the farm as it goes.
+    pub chunk_size: Option<u64>,
+    pub preview_first: bool,
     pub priority: i64,
     pub engine: Engine,
     pub format: Option<ImageFormat>,
@@ -229,7 +235,8 @@ pub struct JobSubmission {
 #[derive(Debug, Clone, Copy)]
 pub struct SubmitLimits {
     pub max_frames: u64,
-    pub default_chunk_size: u64,
+    /// The orchestrator's `--batch-size`; `None`: tasks are sized by the farm.
+    pub default_chunk_size: Option<u64>,
 }
 
 impl JobSubmission {
@@ -262,8 +269,8 @@ impl JobSubmission {
             req.engine.as_deref(),
             req.format.as_deref(),
         )?;
-        let chunk_size = req.chunk_size.unwrap_or(limits.default_chunk_size);
-        if !(1..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+        let chunk_size = req.chunk_size.or(limits.default_chunk_size);
+        if chunk_size.is_some_and(|c| !(1..=MAX_CHUNK_SIZE).contains(&c)) {
             return Err(FieldError::new(
                 "chunk_size",
                 format!("must be between 1 and {MAX_CHUNK_SIZE}"),
@@ -277,6 +284,7 @@ impl JobSubmission {
             scene: req.scene,
             range,
             chunk_size,
+            preview_first: req.preview_first.unwrap_or(false),
             priority,
             engine,
             format,
@@ -325,7 +333,8 @@ pub struct JobSummary {
     pub scene: Option<String>,
     pub from: i64,
     pub to: i64,
-    pub chunk_size: u64,
+    /// Frames per task; `null` when the farm sizes tasks as it goes.
+    pub chunk_size: Option<u64>,
     pub priority: i64,
     #[schema(value_type = String)]
     pub engine: Engine,
@@ -580,7 +589,7 @@ mod tests {
 
     const LIMITS: SubmitLimits = SubmitLimits {
         max_frames: 1000,
-        default_chunk_size: 5,
+        default_chunk_size: Some(5),
     };
 
     #[test]
@@ -595,7 +604,7 @@ mod tests {
     #[test]
     fn render_bodies_take_only_from_and_to() {
         let s = JobSubmission::from_render_body(br#"{"from":1,"to":20}"#, LIMITS).unwrap();
-        assert_eq!((s.range.len(), s.chunk_size, s.priority), (20, 5, 0));
+        assert_eq!((s.range.len(), s.chunk_size, s.priority), (20, Some(5), 0));
         let err = JobSubmission::from_render_body(br#"{"from":1,"to":2,"scene":"a"}"#, LIMITS)
             .unwrap_err();
         assert_eq!(err.field, "scene");

@@ -11,7 +11,7 @@ use crate::job::JobId;
 use std::collections::HashSet;
 
 /// A task waiting for a slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueuedTask {
     pub task_id: TaskId,
     pub job_id: JobId,
@@ -23,6 +23,41 @@ pub struct QueuedTask {
     pub index: u32,
     /// Nodes this task already failed on; another node is preferred for the retry.
     pub failed_on: Vec<NodeId>,
+    /// Frames in the task.
+    pub frames: u64,
+    /// The task may be cut into pieces as it is dispatched (its job's tasks are sized by
+    /// the farm).
+    pub splittable: bool,
+    /// The job's measured render time per frame, in milliseconds, once known.
+    pub frame_ms: Option<f64>,
+}
+
+/// One placement: `task` to `node`; `frames: Some(n)` cuts the first `n` frames off a
+/// splittable task for this node (the rest stays queued).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub task: TaskId,
+    pub node: NodeId,
+    pub frames: Option<u64>,
+}
+
+/// How long a task the farm sizes aims to render: long enough that starting it is a small
+/// part of it, short enough that the work spreads over every node.
+pub const TARGET_TASK_MS: f64 = 30_000.0;
+
+/// Frames for the next piece of a job the farm sizes, with `remaining` frames not yet
+/// dispatched and `farm_slots` render slots in the farm: one frame until the job's frame
+/// time is measured, then what renders in about [`TARGET_TASK_MS`], but never more than
+/// an even share of what remains over every slot, so pieces shrink toward the end and
+/// every node finishes at about the same time.
+pub fn auto_chunk(remaining: u64, farm_slots: usize, frame_ms: Option<f64>) -> u64 {
+    let remaining = remaining.max(1);
+    let Some(ms) = frame_ms.filter(|ms| *ms > 0.0) else {
+        return 1;
+    };
+    let target = (TARGET_TASK_MS / ms).floor().max(1.0) as u64;
+    let share = remaining.div_ceil(farm_slots.max(1) as u64);
+    target.min(share).clamp(1, remaining)
 }
 
 /// A node that can take work now.
@@ -35,32 +70,51 @@ pub struct NodeSlots {
 }
 
 /// Pairs queued tasks with free node slots: tasks in order of job priority (highest
-/// first), then job submission, then position in the job; each to an allowed node with a
-/// free slot, preferring one the task has not failed on, then the one with most free
-/// slots (spreading work), then the first listed.
-pub fn assign(tasks: &[QueuedTask], nodes: &[NodeSlots]) -> Vec<(TaskId, NodeId)> {
+/// first), then job submission, then position in the job's queue order; each to an allowed node with a free
+/// slot, preferring one the task has not failed on, then the one with most free slots
+/// (spreading work), then the first listed. A splittable task is cut into pieces of
+/// [`auto_chunk`] frames, one per free slot, until it is all placed. `farm_slots` counts
+/// every slot of the farm, busy or not.
+pub fn assign(tasks: &[QueuedTask], nodes: &[NodeSlots], farm_slots: usize) -> Vec<Assignment> {
     let mut order: Vec<&QueuedTask> = tasks.iter().collect();
     order.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.job_seq, t.index));
     let mut free: Vec<usize> = nodes.iter().map(|n| n.free).collect();
     let mut out = Vec::new();
     for task in order {
-        if free.iter().all(|&f| f == 0) {
-            break;
-        }
-        let best = nodes
-            .iter()
-            .enumerate()
-            .filter(|(i, n)| free[*i] > 0 && !n.blocked_jobs.contains(&task.job_id))
-            .min_by_key(|(i, n)| {
-                (
-                    task.failed_on.contains(&n.node_id),
-                    std::cmp::Reverse(free[*i]),
-                    *i,
-                )
-            });
-        if let Some((i, node)) = best {
+        let mut remaining = task.frames.max(1);
+        loop {
+            if free.iter().all(|&f| f == 0) {
+                return out;
+            }
+            let best = nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, n)| free[*i] > 0 && !n.blocked_jobs.contains(&task.job_id))
+                .min_by_key(|(i, n)| {
+                    (
+                        task.failed_on.contains(&n.node_id),
+                        std::cmp::Reverse(free[*i]),
+                        *i,
+                    )
+                });
+            let Some((i, node)) = best else {
+                break;
+            };
             free[i] -= 1;
-            out.push((task.task_id, node.node_id.clone()));
+            let piece = if task.splittable {
+                auto_chunk(remaining, farm_slots, task.frame_ms)
+            } else {
+                remaining
+            };
+            out.push(Assignment {
+                task: task.task_id,
+                node: node.node_id.clone(),
+                frames: (piece < remaining).then_some(piece),
+            });
+            remaining -= piece;
+            if remaining == 0 {
+                break;
+            }
         }
     }
     out
@@ -78,6 +132,9 @@ mod tests {
             job_seq,
             index,
             failed_on: vec![],
+            frames: 5,
+            splittable: false,
+            frame_ms: None,
         }
     }
 
@@ -89,16 +146,27 @@ mod tests {
         }
     }
 
+    /// `(task, node)` pairs of an assignment, for comparing.
+    fn pairs(got: Vec<Assignment>) -> Vec<(i64, String)> {
+        got.into_iter()
+            .map(|a| (a.task.0, a.node.as_str().to_string()))
+            .collect()
+    }
+
     #[test]
     fn only_free_slots_get_work() {
         let job = JobId::new();
         let tasks: Vec<_> = (0..5).map(|i| task(i, job, 0, 1, i as u32)).collect();
-        let got = assign(&tasks, &[node("a", 1), node("b", 0), node("c", 2)]);
+        let got = pairs(assign(
+            &tasks,
+            &[node("a", 1), node("b", 0), node("c", 2)],
+            3,
+        ));
         assert_eq!(got.len(), 3);
-        assert_eq!(got.iter().filter(|(_, n)| n.as_str() == "a").count(), 1);
-        assert_eq!(got.iter().filter(|(_, n)| n.as_str() == "c").count(), 2);
-        assert!(assign(&tasks, &[node("a", 0)]).is_empty());
-        assert!(assign(&[], &[node("a", 3)]).is_empty());
+        assert_eq!(got.iter().filter(|(_, n)| n == "a").count(), 1);
+        assert_eq!(got.iter().filter(|(_, n)| n == "c").count(), 2);
+        assert!(assign(&tasks, &[node("a", 0)], 1).is_empty());
+        assert!(assign(&[], &[node("a", 3)], 3).is_empty());
     }
 
     #[test]
@@ -110,9 +178,9 @@ mod tests {
             task(3, new, 0, 2, 0),
             task(4, urgent, 10, 3, 0),
         ];
-        let got: Vec<i64> = assign(&tasks, &[node("a", 3)])
+        let got: Vec<i64> = pairs(assign(&tasks, &[node("a", 3)], 3))
             .into_iter()
-            .map(|(t, _)| t.0)
+            .map(|(t, _)| t)
             .collect();
         assert_eq!(got, vec![4, 2, 1]);
     }
@@ -123,28 +191,67 @@ mod tests {
         let mut t = task(1, job, 0, 1, 0);
         t.failed_on = vec![NodeId::new("a")];
         assert_eq!(
-            assign(&[t.clone()], &[node("a", 2), node("b", 1)]),
-            vec![(TaskId(1), NodeId::new("b"))]
+            pairs(assign(&[t.clone()], &[node("a", 2), node("b", 1)], 3)),
+            vec![(1, "b".to_string())]
         );
         // With only the node it failed on, the retry still runs there...
         assert_eq!(
-            assign(&[t.clone()], &[node("a", 1)]),
-            vec![(TaskId(1), NodeId::new("a"))]
+            pairs(assign(&[t.clone()], &[node("a", 1)], 1)),
+            vec![(1, "a".to_string())]
         );
         // ...unless that node is blocklisted for the job.
         let mut blocked = node("a", 1);
         blocked.blocked_jobs.insert(job);
-        assert!(assign(&[t], &[blocked]).is_empty());
+        assert!(assign(&[t], &[blocked], 1).is_empty());
     }
 
     #[test]
     fn work_spreads_over_nodes_with_most_free_slots() {
         let job = JobId::new();
         let tasks: Vec<_> = (0..2).map(|i| task(i, job, 0, 1, i as u32)).collect();
-        let got = assign(&tasks, &[node("a", 1), node("b", 1)]);
+        let got = pairs(assign(&tasks, &[node("a", 1), node("b", 1)], 2));
+        assert_eq!(got, vec![(0, "a".to_string()), (1, "b".to_string())]);
+    }
+
+    #[test]
+    fn a_splittable_task_is_cut_one_piece_per_free_slot() {
+        let job = JobId::new();
+        let mut t = task(1, job, 0, 1, 0);
+        t.splittable = true;
+        t.frames = 100;
+        // Frame time unknown: one frame each, to measure it.
+        let got = assign(&[t.clone()], &[node("a", 1), node("b", 2)], 3);
+        assert_eq!(got.len(), 3);
+        assert!(got
+            .iter()
+            .all(|a| a.task == TaskId(1) && a.frames == Some(1)));
+        // Known: an even share of what remains over the farm's 4 slots (100/4, then
+        // 75/4), at most a target task's worth (30 frames of a second).
+        t.frame_ms = Some(1000.0);
+        let got = assign(&[t.clone()], &[node("a", 2)], 4);
         assert_eq!(
-            got,
-            vec![(TaskId(0), NodeId::new("a")), (TaskId(1), NodeId::new("b"))]
+            got.iter().map(|a| a.frames).collect::<Vec<_>>(),
+            [Some(25), Some(19)]
         );
+        // The last piece takes what is left (no cut).
+        t.frames = 3;
+        let got = assign(&[t], &[node("a", 5)], 5);
+        assert_eq!(
+            got.iter().map(|a| a.frames).collect::<Vec<_>>(),
+            [Some(1), Some(1), None]
+        );
+    }
+
+    #[test]
+    fn auto_chunks_aim_at_a_target_and_shrink_toward_the_end() {
+        assert_eq!(auto_chunk(1000, 10, None), 1);
+        // 30 s of 100 ms frames is 300 frames, but a tenth of 1000 is 100.
+        assert_eq!(auto_chunk(1000, 10, Some(100.0)), 100);
+        assert_eq!(auto_chunk(100_000, 10, Some(100.0)), 300);
+        // Slow frames: at least one each.
+        assert_eq!(auto_chunk(1000, 10, Some(600_000.0)), 1);
+        // Toward the end, pieces shrink to a frame.
+        assert_eq!(auto_chunk(15, 10, Some(100.0)), 2);
+        assert_eq!(auto_chunk(3, 10, Some(100.0)), 1);
     }
 }

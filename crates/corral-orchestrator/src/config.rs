@@ -19,8 +19,9 @@ pub struct OrchestratorConfig {
     /// left in the database by an earlier run (their ports are gone) are forgotten at
     /// start, before the dispatcher can lease them anything.
     pub forget_other_loopback_nodes: bool,
-    /// Frames per task when a submission names none (the tutorial's BATCH_SIZE).
-    pub batch_size: u64,
+    /// Frames per task when a submission names none (the tutorial's BATCH_SIZE); `None`:
+    /// the farm sizes tasks from the frame times it measures.
+    pub batch_size: Option<u64>,
     pub max_frames: u64,
     /// Most jobs queued, running or paused at once; more are refused with 503.
     pub max_unfinished_jobs: u64,
@@ -53,7 +54,7 @@ impl OrchestratorConfig {
             advertise_url: None,
             static_nodes: Vec::new(),
             forget_other_loopback_nodes: false,
-            batch_size: 5,
+            batch_size: None,
             max_frames: 100_000,
             max_unfinished_jobs: 10_000,
             max_attempts: 3,

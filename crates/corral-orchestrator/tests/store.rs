@@ -13,6 +13,7 @@ use corral_core::node_api::NodeInfo;
 use corral_core::orchestrator_api::{
     Event, FrameSpan, JobState, JobSubmission, NodeState, SubmitLimits, TaskStateKind,
 };
+use corral_core::schedule::Assignment;
 use corral_core::{JobId, LeaseId, NodeId, NodeJobId, OrchestratorId, TaskId};
 use corral_orchestrator::store::{
     Admission, Applied, DatabaseUrl, Fence, JobOutcome, NewJob, Note, RunningFilter, SavedFrame,
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 const LIMITS: SubmitLimits = SubmitLimits {
     max_frames: 1000,
-    default_chunk_size: 5,
+    default_chunk_size: Some(5),
 };
 
 /// A database for one test: a SQLite file or a database on a PostgreSQL server of its own.
@@ -148,7 +149,12 @@ async fn leader(store: &dyn Store, me: &str) -> Fence {
 
 /// Leases one task to one node under `fence`; its lease.
 async fn lease(store: &dyn Store, fence: &Fence, task: TaskId, node: &NodeId) -> Option<LeaseId> {
-    let leased = store.lease(&[(task, node.clone())], fence).await.unwrap();
+    let one = Assignment {
+        task,
+        node: node.clone(),
+        frames: None,
+    };
+    let leased = store.lease(&[one], fence).await.unwrap();
     leased.first().map(|t| t.lease)
 }
 
@@ -236,7 +242,10 @@ async fn leases_fence_out_stale_writers(db: &Db) {
             lease: first,
             new_frames: 0,
         },
-        Command::Complete { lease: first },
+        Command::Complete {
+            lease: first,
+            frames_recorded: 0,
+        },
         Command::Fail {
             lease: first,
             reason: "late".into(),
@@ -268,7 +277,14 @@ async fn leases_fence_out_stale_writers(db: &Db) {
         .unwrap()
         .is_applied());
     let done = store
-        .apply(task, Command::Complete { lease: second }, frames(&[2]))
+        .apply(
+            task,
+            Command::Complete {
+                lease: second,
+                frames_recorded: 0,
+            },
+            frames(&[2]),
+        )
         .await
         .unwrap();
     assert!(done.is_applied());
@@ -443,7 +459,14 @@ async fn job_commands_follow_one_rule(db: &Db) {
     ));
     // The running task's late report is refused: its lease was fenced off by the cancel.
     let late = store
-        .apply(task, Command::Complete { lease: l }, Note::default())
+        .apply(
+            task,
+            Command::Complete {
+                lease: l,
+                frames_recorded: 0,
+            },
+            Note::default(),
+        )
         .await
         .unwrap();
     assert!(matches!(late, Applied::Refused(_)));
@@ -654,10 +677,20 @@ async fn events_reach_every_orchestrator(db: &Db) {
     let task = tasks(first.as_ref(), id).await[0].task.id;
     let l = lease(first.as_ref(), &fence, task, &a).await.unwrap();
     // A refused command publishes nothing.
-    let stale = Command::Complete { lease: LeaseId(99) };
+    let stale = Command::Complete {
+        lease: LeaseId(99),
+        frames_recorded: 0,
+    };
     first.apply(task, stale, Note::default()).await.unwrap();
     first
-        .apply(task, Command::Complete { lease: l }, frames(&[1, 2]))
+        .apply(
+            task,
+            Command::Complete {
+                lease: l,
+                frames_recorded: 0,
+            },
+            frames(&[1, 2]),
+        )
         .await
         .unwrap();
     let expect_completed = |events: &[Event]| {

@@ -228,6 +228,9 @@ pub struct SubmitArgs {
     #[arg(long, env = "CORRAL_BATCH_SIZE", value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     batch_size: Option<u64>,
+    /// Render the first, middle and last frames before the rest, to see problems early.
+    #[arg(long)]
+    preview_first: bool,
     /// Higher runs first, from -1000 to 1000.
     #[arg(long, env = "CORRAL_PRIORITY", value_name = "P", allow_negative_numbers = true,
           value_parser = clap::value_parser!(i64).range(-1000..=1000))]
@@ -311,6 +314,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         from: Some(range.from()),
         to: Some(range.to()),
         chunk_size: args.batch_size,
+        preview_first: args.preview_first.then_some(true),
         priority: args.priority,
         engine: args.engine.map(|e| e.blender_name().to_string()),
         format: args.format.map(|f| f.blender_name().to_string()),
@@ -352,11 +356,11 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `1 task` or `4 tasks of up to 5 frames`.
-fn tasks_text(tasks: u64, chunk: u64) -> String {
-    if tasks == 1 {
-        "1 task".into()
-    } else {
-        format!("{tasks} tasks of up to {chunk} frame{}", plural(chunk))
+fn tasks_text(tasks: u64, chunk: Option<u64>) -> String {
+    match (tasks, chunk) {
+        (1, Some(_)) => "1 task".into(),
+        (tasks, Some(chunk)) => format!("{tasks} tasks of up to {chunk} frame{}", plural(chunk)),
+        (_, None) => "tasks sized by the farm".into(),
     }
 }
 
@@ -501,10 +505,13 @@ fn print_status(job: &FullJob) {
         .map(|f| f.blender_name().to_string())
         .unwrap_or_else(|| "the scene's format".into());
     println!(
-        "  frames    {}-{} in tasks of {}, {}, {format}, priority {}",
+        "  frames    {}-{} in {}, {}, {format}, priority {}",
         s.from,
         s.to,
-        s.chunk_size,
+        s.chunk_size.map_or_else(
+            || "tasks sized by the farm".to_string(),
+            |c| format!("tasks of {c}")
+        ),
         s.engine.blender_name(),
         s.priority
     );

@@ -31,9 +31,10 @@ pub struct OrchestratorArgs {
     /// `postgres://user:password@host:5432/db`, which several orchestrators may share.
     #[arg(long, env = "CORRAL_DATABASE", value_name = "URL", value_parser = parse_database)]
     database: Option<DatabaseUrl>,
-    /// Frames per task when a job names no chunk size (the tutorial's BATCH_SIZE).
-    #[arg(long, env = "CORRAL_BATCH_SIZE", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    batch_size: u64,
+    /// Frames per task when a job names no chunk size (the tutorial's BATCH_SIZE). Without
+    /// it, the farm sizes tasks from the frame time it measures, smaller toward the end.
+    #[arg(long, env = "CORRAL_BATCH_SIZE", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch_size: Option<u64>,
     /// Most frames one job may ask for.
     #[arg(long, env = "CORRAL_MAX_FRAMES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=2_097_149))]
     max_frames: u64,

@@ -58,10 +58,11 @@ pub struct UpArgs {
         value_name = "DIR"
     )]
     data: PathBuf,
-    /// Frames per task when a job names no --batch-size.
-    #[arg(long, env = "CORRAL_BATCH_SIZE", default_value_t = 5,
+    /// Frames per task when a job names no --batch-size. Without it, the farm sizes tasks
+    /// from the frame time it measures, smaller toward the end.
+    #[arg(long, env = "CORRAL_BATCH_SIZE",
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    batch_size: u64,
+    batch_size: Option<u64>,
     /// Blender executable.
     #[arg(long, env = "CORRAL_BLENDER", default_value = "blender")]
     blender: PathBuf,

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use corral_core::lifecycle::{Command, JobCommand, JobLife, JobRefusal, Refusal, Task};
 use corral_core::node_api::NodeInfo;
 use corral_core::orchestrator_api::{Event, FrameSpan, JobState, JobSubmission, NodeState};
-use corral_core::schedule::QueuedTask;
+use corral_core::schedule::{Assignment, QueuedTask};
 use corral_core::{
     Engine, FrameRange, ImageFormat, JobId, LeaseId, NodeId, NodeJobId, OrchestratorId, TaskId,
 };
@@ -76,7 +76,8 @@ pub struct RenderSpec {
 pub struct JobRecord {
     pub life: JobLife,
     pub range: FrameRange,
-    pub chunk_size: u64,
+    /// Frames per task; `None` when the farm sizes the job's tasks.
+    pub chunk_size: Option<u64>,
     pub priority: i64,
     pub render: RenderSpec,
     pub submitted_at: DateTime<Utc>,
@@ -298,13 +299,10 @@ pub trait Store: Send + Sync + 'static {
     /// frames when the command's lease holds; nothing changes when it is refused.
     async fn apply(&self, task: TaskId, command: Command, note: Note) -> Result<Applied>;
     /// Leases tasks to nodes, each only if it is still queued and its node is known, up,
-    /// not draining and has a free slot, and only while `fence` holds; answers the leases
+    /// not draining and has a free slot, and only while `fence` holds; a piece of a
+    /// splittable task is cut off it first (the rest stays queued). Answers the leases
     /// made, in one transaction.
-    async fn lease(
-        &self,
-        assignments: &[(TaskId, NodeId)],
-        fence: &Fence,
-    ) -> Result<Vec<RunningTask>>;
+    async fn lease(&self, assignments: &[Assignment], fence: &Fence) -> Result<Vec<RunningTask>>;
     /// The queue's head: queued tasks of runnable jobs by priority, submission, position.
     async fn queue_head(&self, limit: u64) -> Result<Vec<QueuedTask>>;
     /// `(job, node)` pairs where the node failed at least `threshold` of the job's tasks,

@@ -120,14 +120,14 @@ const JOB_COLS: &str = "j.seq AS j_seq, j.id AS j_id, j.scene AS j_scene,
     j.tasks_completed AS j_completed, j.tasks_failed AS j_failed,
     j.tasks_cancelled AS j_cancelled_tasks, j.frames_done AS j_frames_done,
     j.last_frame_at AS j_last_frame_at, j.submitted_at AS j_submitted_at,
-    j.started_at AS j_started_at, j.finished_at AS j_finished_at";
+    j.started_at AS j_started_at, j.finished_at AS j_finished_at, j.frame_us AS j_frame_us";
 
 const TASK_COLS: &str = "t.id AS t_id, t.job_seq AS t_job_seq, t.idx AS t_idx,
     t.frame_from AS t_from, t.frame_to AS t_to, t.state AS t_state, t.attempts AS t_attempts,
     t.lease AS t_lease, t.node_id AS t_node, t.owner AS t_owner, t.node_job_id AS t_node_job,
     t.failure AS t_failure, t.failed_on AS t_failed_on, t.log_tail AS t_log_tail,
     t.started_at AS t_started_at, t.finished_at AS t_finished_at,
-    t.progress_at AS t_progress_at";
+    t.progress_at AS t_progress_at, t.rank AS t_rank, t.splittable AS t_splittable";
 
 const NODE_COLS: &str = "id, url, state, draining, slots, hostname, blender_version, cores,
     memory_bytes, frames_rendered, last_seen, registered_at";
@@ -253,13 +253,15 @@ fn job_from_row(row: &AnyRow) -> Result<(i64, JobRecord)> {
         failure: get(row, "j_failure")?,
         started_at: time_opt(get(row, "j_started_at")?),
         finished_at: time_opt(get(row, "j_finished_at")?),
+        frame_ms: get::<Option<i64>>(row, "j_frame_us")?.map(|us| us as f64 / 1000.0),
     };
     Ok((
         seq,
         JobRecord {
             life,
             range,
-            chunk_size: count("j_chunk")?,
+            // 0: the farm sizes the job's tasks.
+            chunk_size: Some(count("j_chunk")?).filter(|c| *c > 0),
             priority: get(row, "j_priority")?,
             render: RenderSpec {
                 scene: get(row, "j_scene")?,
@@ -644,7 +646,8 @@ impl SqlStore {
         sqlx::query(
             "UPDATE tasks SET state = $1, attempts = $2, lease = $3, node_id = $4, owner = $5,
                 node_job_id = $6, failure = $7, started_at = COALESCE($8, started_at),
-                finished_at = $9, progress_at = $10, log_tail = COALESCE($11, log_tail)
+                finished_at = $9, progress_at = $10, log_tail = COALESCE($11, log_tail),
+                frame_from = $13, frame_to = $14
              WHERE id = $12",
         )
         .bind(task.state.kind().as_str())
@@ -659,9 +662,36 @@ impl SqlStore {
         .bind(progress_at)
         .bind(log_tail)
         .bind(task.id.0)
+        .bind(task.range.from())
+        .bind(task.range.to())
         .execute(&mut **tx)
         .await?;
         Ok(())
+    }
+
+    /// Adds the frames cut off a task (`from`, a task of job `seq`) as a new queued task
+    /// beside it, with its queue rank and splittability; answers its id.
+    async fn insert_cut_off(
+        tx: &mut Tx<'_>,
+        seq: i64,
+        from: TaskId,
+        range: FrameRange,
+    ) -> std::result::Result<TaskId, sqlx::Error> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tasks (job_seq, idx, frame_from, frame_to, state, priority, held, rank,
+                splittable, failed_on)
+             SELECT t.job_seq, (SELECT MAX(idx) + 1 FROM tasks WHERE job_seq = $1), $2, $3,
+                'queued', t.priority, t.held, t.rank, t.splittable, t.failed_on
+             FROM tasks t WHERE t.id = $4
+             RETURNING id",
+        )
+        .bind(seq)
+        .bind(range.from())
+        .bind(range.to())
+        .bind(from.0)
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(TaskId(id))
     }
 
     async fn write_job(
@@ -675,7 +705,8 @@ impl SqlStore {
             "UPDATE jobs SET state = $1, paused = $2, cancelled = $3, failure = $4,
                 tasks_queued = $5, tasks_running = $6, tasks_completed = $7, tasks_failed = $8,
                 tasks_cancelled = $9, frames_done = $10,
-                last_frame_at = COALESCE($11, last_frame_at), started_at = $12, finished_at = $13
+                last_frame_at = COALESCE($11, last_frame_at), started_at = $12, finished_at = $13,
+                frame_us = $15
              WHERE seq = $14",
         )
         .bind(job.state.as_str())
@@ -692,6 +723,7 @@ impl SqlStore {
         .bind(job.started_at.map(ms))
         .bind(job.finished_at.map(ms))
         .bind(seq)
+        .bind(job.frame_ms.map(|ms| (ms * 1000.0) as i64))
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -943,6 +975,21 @@ impl SqlStore {
                 }
             }
         }
+        if let Command::Complete {
+            frames_recorded, ..
+        } = &mut command
+        {
+            let range = locked.task.task.range;
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM frames WHERE job_seq = $1 AND frame >= $2 AND frame <= $3",
+            )
+            .bind(locked.seq)
+            .bind(range.from())
+            .bind(range.to())
+            .fetch_one(&mut *tx)
+            .await?;
+            *frames_recorded = n.max(0) as u64;
+        }
         let step = match lifecycle::step(&locked.task.task, &locked.job.life, &command, now) {
             Ok(step) => step,
             Err(refusal) => {
@@ -1154,7 +1201,7 @@ impl SqlStore {
     ) -> std::result::Result<Admission, sqlx::Error> {
         let now = Utc::now();
         let sub = &job.submission;
-        let ranges = corral_core::chunk::split(sub.range, sub.chunk_size);
+        let ranges = corral_core::chunk::plan(sub.range, sub.chunk_size, sub.preview_first);
         let mut conn = self.writer.acquire().await?;
         if self.dialect == Dialect::Sqlite {
             // The pool has one connection, so this setting covers exactly this
@@ -1184,7 +1231,7 @@ impl SqlStore {
             .bind(sub.scene.clone())
             .bind(sub.range.from())
             .bind(sub.range.to())
-            .bind(sub.chunk_size as i64)
+            .bind(sub.chunk_size.map_or(0, |c| c as i64))
             .bind(sub.priority)
             .bind(sub.engine.blender_name())
             .bind(sub.format.map(|f| f.blender_name().to_string()))
@@ -1195,19 +1242,29 @@ impl SqlStore {
             .await?;
             for (batch_no, batch) in ranges.chunks(TASK_INSERT_BATCH).enumerate() {
                 let values: Vec<String> = (0..batch.len())
-                    .map(|i| format!("({}, 'queued', {})", placeholders(i * 4 + 1, 4), sub.priority))
+                    .map(|i| {
+                        format!(
+                            "({}, 'queued', {})",
+                            placeholders(i * 6 + 1, 6),
+                            sub.priority
+                        )
+                    })
                     .collect();
                 let sql = format!(
-                    "INSERT INTO tasks (job_seq, idx, frame_from, frame_to, state, priority) VALUES {}",
+                    "INSERT INTO tasks (job_seq, idx, frame_from, frame_to, rank, splittable,
+                        state, priority) VALUES {}",
                     values.join(", ")
                 );
                 let mut query = sqlx::query(&sql);
-                for (i, range) in batch.iter().enumerate() {
+                for (i, planned) in batch.iter().enumerate() {
                     query = query
                         .bind(seq)
                         .bind((batch_no * TASK_INSERT_BATCH + i) as i64)
-                        .bind(range.from())
-                        .bind(range.to());
+                        .bind(planned.range.from())
+                        .bind(planned.range.to())
+                        // Preview frames first in the job's queue order.
+                        .bind(i64::from(!planned.preview))
+                        .bind(i64::from(planned.splittable));
                 }
                 query.execute(&mut *tx).await?;
             }
@@ -1239,7 +1296,7 @@ impl SqlStore {
 
     async fn lease_once(
         &self,
-        assignments: &[(TaskId, NodeId)],
+        assignments: &[Assignment],
         fence: &Fence,
     ) -> std::result::Result<Vec<RunningTask>, sqlx::Error> {
         let now = Utc::now();
@@ -1277,7 +1334,7 @@ impl SqlStore {
             }
         }
         // Jobs in ascending order (see the module's note on lock order).
-        let ids: Vec<i64> = assignments.iter().map(|(t, _)| t.0).collect();
+        let ids: Vec<i64> = assignments.iter().map(|a| a.task.0).collect();
         let seqs: Vec<(i64, i64)> = sqlx::query_as(&format!(
             "SELECT id, job_seq FROM tasks WHERE id IN ({})",
             placeholders(1, ids.len())
@@ -1286,14 +1343,22 @@ impl SqlStore {
         .fetch_all(&mut *tx)
         .await?;
         let seq_of: HashMap<i64, i64> = seqs.into_iter().collect();
-        let mut ordered: Vec<&(TaskId, NodeId)> = assignments
+        // A stable sort: the pieces of one task stay in order.
+        let mut ordered: Vec<&Assignment> = assignments
             .iter()
-            .filter(|(t, _)| seq_of.contains_key(&t.0))
+            .filter(|a| seq_of.contains_key(&a.task.0))
             .collect();
-        ordered.sort_by_key(|(t, _)| (seq_of.get(&t.0).copied().unwrap_or_default(), t.0));
+        ordered.sort_by_key(|a| (seq_of.get(&a.task.0).copied().unwrap_or_default(), a.task.0));
         let mut leased = Vec::new();
         let mut events = Vec::new();
-        for (task, node_id) in ordered {
+        // A task cut for one piece goes on as its cut-off tail for the next piece.
+        let mut continues_as: HashMap<TaskId, TaskId> = HashMap::new();
+        for assignment in ordered {
+            let node_id = &assignment.node;
+            let task = &continues_as
+                .get(&assignment.task)
+                .copied()
+                .unwrap_or(assignment.task);
             let Some(node) = nodes.get_mut(node_id) else {
                 continue;
             };
@@ -1306,6 +1371,23 @@ impl SqlStore {
             let Some(mut locked) = self.lock(&mut tx, *task).await? else {
                 continue;
             };
+            if let Some(piece) = assignment.frames {
+                let head = &locked.task.task;
+                if head.state == TaskState::Queued && piece < head.range.len() {
+                    let cut = Command::Cut {
+                        lease: None,
+                        keep_to: head.range.from() + piece as i64 - 1,
+                    };
+                    if let Ok(step) = lifecycle::step(head, &locked.job.life, &cut, now) {
+                        let tail = step.cut_off;
+                        Self::write_locked(&mut tx, &mut locked, step, None, &cut, now).await?;
+                        if let Some(tail) = tail {
+                            let id = Self::insert_cut_off(&mut tx, locked.seq, *task, tail).await?;
+                            continues_as.insert(assignment.task, id);
+                        }
+                    }
+                }
+            }
             let command = Command::Lease {
                 node: node_id.clone(),
                 owner: fence.holder.clone(),
@@ -1541,7 +1623,7 @@ impl Store for SqlStore {
     async fn tasks(&self, job: JobId, offset: u64, limit: u64) -> Result<Vec<TaskRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {TASK_COLS} FROM tasks t JOIN jobs j ON j.seq = t.job_seq
-             WHERE j.id = $1 ORDER BY t.idx LIMIT $2 OFFSET $3"
+             WHERE j.id = $1 ORDER BY t.frame_from LIMIT $2 OFFSET $3"
         ))
         .bind(job.to_string())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -1608,29 +1690,28 @@ impl Store for SqlStore {
             .await
     }
 
-    async fn lease(
-        &self,
-        assignments: &[(TaskId, NodeId)],
-        fence: &Fence,
-    ) -> Result<Vec<RunningTask>> {
+    async fn lease(&self, assignments: &[Assignment], fence: &Fence) -> Result<Vec<RunningTask>> {
         self.retrying(|| self.lease_once(assignments, fence)).await
     }
 
     async fn queue_head(&self, limit: u64) -> Result<Vec<QueuedTask>> {
         let rows = sqlx::query(
-            "SELECT t.id, t.job_seq, t.priority, t.idx, t.failed_on, j.id AS job_id
+            "SELECT t.id, t.job_seq, t.priority, t.failed_on, t.frame_from, t.frame_to,
+                t.splittable, j.id AS job_id, j.frame_us
              FROM tasks t JOIN jobs j ON j.seq = t.job_seq
              WHERE t.state = 'queued' AND t.held = 0
-             ORDER BY t.priority DESC, t.job_seq, t.idx LIMIT $1",
+             ORDER BY t.priority DESC, t.job_seq, t.rank, t.frame_from LIMIT $1",
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
         rows.iter()
-            .map(|row| {
+            .enumerate()
+            .map(|(position, row)| {
                 let job_id: String = get(row, "job_id")?;
                 let failed_on: Option<String> = get(row, "failed_on")?;
+                let (from, to): (i64, i64) = (get(row, "frame_from")?, get(row, "frame_to")?);
                 Ok(QueuedTask {
                     task_id: TaskId(get(row, "id")?),
                     job_id: job_id
@@ -1638,13 +1719,17 @@ impl Store for SqlStore {
                         .map_err(|_| corrupt(format!("job id `{job_id}`")))?,
                     priority: get(row, "priority")?,
                     job_seq: get(row, "job_seq")?,
-                    index: get::<i64>(row, "idx")?.max(0) as u32,
+                    // The queue's own order (rank, then frame), for the policy to keep.
+                    index: u32::try_from(position).unwrap_or(u32::MAX),
                     failed_on: failed_on
                         .and_then(|f| serde_json::from_str::<Vec<String>>(&f).ok())
                         .unwrap_or_default()
                         .into_iter()
                         .map(NodeId::new)
                         .collect(),
+                    frames: (to - from + 1).max(1) as u64,
+                    splittable: get::<i64>(row, "splittable")? != 0,
+                    frame_ms: get::<Option<i64>>(row, "frame_us")?.map(|us| us as f64 / 1000.0),
                 })
             })
             .collect()

@@ -81,7 +81,12 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
             n
         })
         .collect();
-    let assignments = schedule::assign(&tasks, &slots);
+    let farm_slots: usize = nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Up && !n.draining)
+        .map(|n| n.slots as usize)
+        .sum();
+    let assignments = schedule::assign(&tasks, &slots, farm_slots);
     if assignments.is_empty() {
         return Ok(());
     }

@@ -11,7 +11,7 @@ use crate::orchestrator::{Following, Orchestrator};
 use crate::store::{Applied, Note, RunningTask, SavedFrame, StoreError};
 use chrono::Utc;
 use corral_client::ClientError;
-use corral_core::lifecycle::{Command, TaskState};
+use corral_core::lifecycle::{Command, Refusal, TaskState};
 use corral_core::node_api::JobView;
 use corral_core::JobState as RenderState;
 use std::collections::HashSet;
@@ -223,18 +223,32 @@ async fn ended(o: &Orchestrator, task: &RunningTask, view: JobView, new: Vec<Sav
     };
     match view.state {
         RenderState::Completed => {
-            let missing = task
-                .range
-                .frames()
-                .filter(|f| !view.outputs.iter().any(|o| o.frame == *f))
-                .count();
-            if missing > 0 {
-                let reason = format!("node reported completion with {missing} frame(s) missing");
-                return fail(o, task, reason, note).await;
-            }
-            let command = Command::Complete { lease: task.lease };
-            if report(o, task, command, note).await == Some(true) {
-                tracing::info!(task = %task.task, node = %task.node, "task completed");
+            // The store checks that every frame of the task's range (as it is now: a tail
+            // may have been cut off and given to another node) is recorded.
+            let command = Command::Complete {
+                lease: task.lease,
+                frames_recorded: 0,
+            };
+            loop {
+                match o.apply(task.task, command.clone(), note.clone()).await {
+                    Ok(Applied::Changed(_)) => {
+                        tracing::info!(task = %task.task, node = %task.node, "task completed");
+                        return;
+                    }
+                    Ok(Applied::Refused(Refusal::Incomplete { missing })) => {
+                        let reason =
+                            format!("node reported completion with {missing} frame(s) missing");
+                        return fail(o, task, reason, note).await;
+                    }
+                    Ok(Applied::Refused(_) | Applied::Unknown) => return,
+                    Err(e) => {
+                        log_store_error(task, &e);
+                        if o.inner.shutdown.is_cancelled() {
+                            return;
+                        }
+                        o.pause(Duration::from_secs(1)).await;
+                    }
+                }
             }
         }
         RenderState::Failed => {
