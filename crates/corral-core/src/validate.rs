@@ -167,14 +167,28 @@ pub fn confined_relative_path(field: &str, value: &str) -> Result<(), FieldError
     Ok(())
 }
 
+/// Names starting with this are the node's own (its `.corral-partial-{job}` folders, which
+/// a restarted node sweeps away): an output path may not use them.
+pub const RESERVED_NAME_PREFIX: &str = ".corral-";
+
 /// Checks an output pattern (`shots/a/frame_####`): a confined relative path whose last
-/// part is a file name, since Blender writes `PATTERN` + frame number + extension.
+/// part is a file name, since Blender writes `PATTERN` + frame number + extension. No part
+/// of it may start with [`RESERVED_NAME_PREFIX`].
 pub fn output_pattern(field: &str, value: &str) -> Result<(), FieldError> {
     confined_relative_path(field, value)?;
     if value.ends_with('/') {
         return Err(FieldError::new(
             field,
             "must end with a file name pattern such as `frame_####`",
+        ));
+    }
+    if value
+        .split('/')
+        .any(|name| name.starts_with(RESERVED_NAME_PREFIX))
+    {
+        return Err(FieldError::new(
+            field,
+            format!("names starting with `{RESERVED_NAME_PREFIX}` are reserved for the node's own folders"),
         ));
     }
     Ok(())
@@ -236,5 +250,29 @@ mod tests {
         assert!(confined_relative_path("scene", "/etc/passwd").is_err());
         assert!(confined_relative_path("scene", "").is_err());
         assert!(confined_relative_path("scene", "a\0b").is_err());
+    }
+
+    #[test]
+    fn output_patterns_refuse_the_nodes_reserved_names() {
+        // The node's start-up sweep removes `.corral-partial-*` folders: frames rendered
+        // into one would be deleted at the next restart.
+        for bad in [
+            ".corral-partial-x/f_####",
+            "shots/.corral-partial-01a2/f_####",
+            ".corral-anything/f_####",
+            "a/b/.corral-",
+            ".corral-f_####",
+        ] {
+            let err = output_pattern("output", bad).expect_err(bad);
+            assert_eq!(err.field, "output");
+            assert!(err.message.contains(".corral-"), "{bad}: {err}");
+        }
+        for good in [
+            "corral-x/f_####",
+            "shots/.corral/f_####",
+            "a/x.corral-y_####",
+        ] {
+            assert!(output_pattern("output", good).is_ok(), "{good}");
+        }
     }
 }

@@ -428,6 +428,16 @@ fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
             "output",
         ),
         (
+            "output in a partial folder",
+            json!({"from": 1, "to": 2, "output": ".corral-partial-x/f_####"}).to_string(),
+            "output",
+        ),
+        (
+            "output reserved name below",
+            json!({"from": 1, "to": 2, "output": "shots/.corral-x/f_####"}).to_string(),
+            "output",
+        ),
+        (
             "negative frames",
             json!({"from": -3, "to": -3}).to_string(),
             "from",
