@@ -438,6 +438,21 @@ fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
             "output",
         ),
         (
+            "output right-to-left override",
+            json!({"from": 1, "to": 2, "output": "f_####\u{202e}gnp.exe"}).to_string(),
+            "output",
+        ),
+        (
+            "output isolate",
+            json!({"from": 1, "to": 2, "output": "\u{2067}shots/f_####"}).to_string(),
+            "output",
+        ),
+        (
+            "output C1 control",
+            json!({"from": 1, "to": 2, "output": "shots\u{9b}/f_####"}).to_string(),
+            "output",
+        ),
+        (
             "negative frames",
             json!({"from": -3, "to": -3}).to_string(),
             "from",
