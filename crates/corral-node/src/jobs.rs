@@ -273,6 +273,8 @@ impl Node {
         if !path.is_file() {
             return Err(invalid(format!("`{}` is not a file", path.display())));
         }
+        crate::blend::check_blend_file(&path)
+            .map_err(|why| invalid(format!("`{}` {why}", path.display())))?;
         Ok(path)
     }
 

@@ -1,6 +1,7 @@
 //! Corral's render node: serves the tutorial's node API (`POST /job`, `GET /job/{id}`, ...)
 //! and runs the submitted frame ranges through Blender, at most `slots` at a time.
 
+mod blend;
 mod config;
 mod error;
 mod host;
@@ -8,6 +9,7 @@ mod http;
 mod jobs;
 mod runner;
 
+pub use blend::check_blend_file;
 pub use config::{NodeConfig, ShutdownPolicy};
 pub use http::router;
 pub use jobs::Node;

@@ -200,11 +200,15 @@ pub fn resolve_config(
         Some(blend) if !blend.is_file() => {
             bail!("--blend `{}` is not a file", blend.display())
         }
-        Some(blend) => Some(
-            blend
-                .canonicalize()
-                .with_context(|| format!("cannot open `{}`", blend.display()))?,
-        ),
+        Some(blend) => {
+            corral_node::check_blend_file(blend)
+                .map_err(|why| anyhow::anyhow!("--blend `{}` {why}", blend.display()))?;
+            Some(
+                blend
+                    .canonicalize()
+                    .with_context(|| format!("cannot open `{}`", blend.display()))?,
+            )
+        }
         None => None,
     };
     let output_dir = prepare_dir(&args.output, "output")?;
