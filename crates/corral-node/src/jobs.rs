@@ -278,7 +278,8 @@ impl Node {
         Ok(path)
     }
 
-    /// Checks that a job's output pattern lands inside `--output` and that the whole path
+    /// Checks that a job's output pattern lands inside `--output` (symbolic links followed)
+    /// and that the whole path
     /// Blender writes (with the partial folder, frame digits and extension) stays within
     /// Blender's 1024-byte path limit, which it would otherwise cut silently.
     fn check_output(&self, output: &str) -> Result<(), ApiError> {
@@ -289,6 +290,11 @@ impl Node {
             return Err(
                 FieldError::new("output", "must stay inside the node's output folder").into(),
             );
+        }
+        // Symbolic links already in the output folder must not lead the frames out of it.
+        if let Some(dir) = full.parent() {
+            crate::confine::check_output_dir(output_dir, dir)
+                .map_err(|why| FieldError::new("output", why))?;
         }
         if full.as_os_str().len() > MAX_OUTPUT_PATH_BYTES {
             return Err(FieldError::new(

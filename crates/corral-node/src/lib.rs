@@ -3,6 +3,7 @@
 
 mod blend;
 mod config;
+mod confine;
 mod error;
 mod host;
 mod http;

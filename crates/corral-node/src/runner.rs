@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 /// Where one job's files go.
 struct Paths {
+    /// The node's output folder (canonical): nothing is placed outside it.
+    root: PathBuf,
     /// Blender's `-o` pattern inside the per-job partial folder.
     partial_pattern: PathBuf,
     partial_dir: PathBuf,
@@ -38,6 +40,7 @@ impl Paths {
         // Beside the final files, so the rename never crosses a file system.
         let partial_dir = final_dir.join(format!(".corral-partial-{id}"));
         Paths {
+            root: config.output_dir.clone(),
             partial_pattern: partial_dir.join(file_pattern),
             partial_dir,
             final_dir,
@@ -136,9 +139,13 @@ async fn render(
     paths: &Paths,
     cancel: tokio_util::sync::CancellationToken,
 ) -> Result<End, String> {
-    for dir in [&paths.partial_dir, &paths.final_dir] {
+    // Checked at submission, and again now: a folder may have become a symbolic link
+    // leading out of the output folder while the job was queued.
+    crate::confine::check_output_dir(&paths.root, &paths.final_dir)?;
+    for dir in [&paths.final_dir, &paths.partial_dir] {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create folder `{}`: {e}", dir.display()))?;
+        crate::confine::open_confined_dir(&paths.root, dir)?;
     }
     let log_file = File::create(&paths.log)
         .map_err(|e| format!("cannot create log `{}`: {e}", paths.log.display()))?;
@@ -246,10 +253,13 @@ fn place_frame(
         .or(progress_frame)
         .filter(|f| range.contains(*f))
         .ok_or_else(|| format!("Blender saved `{reported}`, which is not a frame of {range}"))?;
-    let final_path = paths.final_dir.join(name);
-    std::fs::rename(reported_path, &final_path)
-        .map_err(|e| format!("cannot move `{reported}` into place: {e}"))?;
-    Ok((frame, final_path.display().to_string()))
+    // Both folders are checked on open handles right before the rename, which goes
+    // through those handles: a folder swapped for a symbolic link leading out of the
+    // output folder at any time during the render is refused, not written through.
+    let from = crate::confine::open_confined_dir(&paths.root, &paths.partial_dir)?;
+    let to = crate::confine::open_confined_dir(&paths.root, &paths.final_dir)?;
+    to.rename_from(&from, Path::new(name))?;
+    Ok((frame, to.path.join(name).display().to_string()))
 }
 
 /// Reads the frame number Blender put in place of the `#` run of `pattern` (or after the

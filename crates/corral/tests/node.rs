@@ -574,6 +574,61 @@ fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
     assert_eq!(wait_done(&node, id)["state"], "completed");
 }
 
+/// Folders in the output folder may be symbolic links, but frames never land outside it:
+/// a link leading out is refused at submission, and a folder that becomes one while the
+/// job waits fails the job when it starts, with nothing written through the link.
+#[test]
+fn output_folders_behind_symbolic_links_out_are_refused() {
+    let slow = scene(Scene::Slow);
+    let node = NodeProcess::start(&["--blend", slow.to_str().unwrap(), "--slots", "1"]);
+    let out = node.out_dir();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), out.join("escape")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/corral", out.join("dangling")).unwrap();
+    std::fs::create_dir(out.join("real")).unwrap();
+    std::os::unix::fs::symlink(out.join("real"), out.join("inside")).unwrap();
+    for output in ["escape/f_####", "escape/new/f_####", "dangling/f_####"] {
+        let resp = post_job(&node, &json!({"from": 1, "to": 1, "output": output}));
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{output}");
+        let problem: Value = resp.json().unwrap();
+        assert_eq!(problem["field"], "output", "{output}: {problem}");
+    }
+
+    // A job waits behind a slow one; meanwhile its folder turns into a link out.
+    let (slow_id, _) = start_slow_job(&node);
+    let resp = post_job(
+        &node,
+        &json!({"from": 1, "to": 1, "output": "later/f_####"}),
+    );
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let queued: Value = resp.json().unwrap();
+    assert_eq!(queued["state"], "queued");
+    std::os::unix::fs::symlink(elsewhere.path(), out.join("later")).unwrap();
+    client()
+        .delete(format!("{}/job/{slow_id}", node.url))
+        .send()
+        .unwrap();
+    let done = wait_done(&node, queued["id"].as_str().unwrap());
+    assert_eq!(done["state"], "failed", "{done}");
+    let failure = done["failure"].as_str().unwrap();
+    assert!(
+        failure.contains("outside the node's output folder"),
+        "{failure}"
+    );
+    assert_eq!(
+        std::fs::read_dir(elsewhere.path()).unwrap().count(),
+        0,
+        "something was written through the link"
+    );
+
+    // A link that stays inside is followed.
+    let resp = post_job(
+        &node,
+        &json!({"from": 1, "to": 1, "output": "inside/f_####"}),
+    );
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+}
+
 #[test]
 fn only_the_newest_ended_jobs_are_kept() {
     let node = small_node(&["--keep-jobs", "2"]);
