@@ -89,12 +89,16 @@ pub async fn run_job(node: Node, id: JobId) {
 struct End {
     outcome: ExitOutcome,
     first_error: Option<String>,
+    /// Frames of the range Blender wrote no file for.
     missing: Vec<i64>,
+    /// Frames placed under their final name whose file is gone by the end.
+    vanished: Vec<i64>,
 }
 
 impl End {
-    /// The job's end state and, unless it completed, why. Completion needs all three:
-    /// exit code 0, no `Error:` line, and a file for every frame of the range.
+    /// The job's end state and, unless it completed, why. Completion needs all four:
+    /// exit code 0, no `Error:` line, a file for every frame of the range, and every
+    /// placed file still there.
     fn verdict(&self) -> (JobState, Option<String>) {
         let failure = match self.outcome {
             ExitOutcome::Cancelled => {
@@ -116,6 +120,10 @@ impl End {
                     "Blender exited 0 but wrote no file for frame(s) {}",
                     corral_core::frames::frame_list(&self.missing)
                 ),
+                None if !self.vanished.is_empty() => format!(
+                    "the files of frame(s) {} were placed but are gone",
+                    corral_core::frames::frame_list(&self.vanished)
+                ),
                 None => return (JobState::Completed, None),
             },
         };
@@ -125,6 +133,10 @@ impl End {
     fn apply(self, job: &mut Job) {
         if let ExitOutcome::Exited(code) = self.outcome {
             job.exit_code = Some(code);
+        }
+        // `outputs` lists frames that are on disk.
+        for frame in &self.vanished {
+            job.outputs.remove(frame);
         }
         let (state, failure) = self.verdict();
         job.state = state;
@@ -222,10 +234,17 @@ async fn render(
         .await
         .map_err(|e| format!("lost track of Blender: {e}"))?;
     let missing = range.frames().filter(|f| !saved.contains_key(f)).collect();
+    // A frame is reported done only if its file is still there now.
+    let vanished = saved
+        .iter()
+        .filter(|(_, path)| std::fs::symlink_metadata(path).is_err())
+        .map(|(&frame, _)| frame)
+        .collect();
     Ok(End {
         outcome,
         first_error,
         missing,
+        vanished,
     })
 }
 
@@ -300,8 +319,25 @@ mod tests {
             outcome,
             first_error: error.map(str::to_string),
             missing: missing.to_vec(),
+            vanished: Vec::new(),
         }
         .verdict()
+    }
+
+    #[test]
+    fn a_placed_frame_that_vanished_fails_the_job() {
+        let end = End {
+            outcome: ExitOutcome::Exited(0),
+            first_error: None,
+            missing: Vec::new(),
+            vanished: vec![2, 3, 7],
+        };
+        let (state, why) = end.verdict();
+        assert_eq!(state, JobState::Failed);
+        assert_eq!(
+            why.as_deref(),
+            Some("the files of frame(s) 2-3, 7 were placed but are gone")
+        );
     }
 
     #[test]

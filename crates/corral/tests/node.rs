@@ -629,6 +629,63 @@ fn output_folders_behind_symbolic_links_out_are_refused() {
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
 }
 
+/// Writes an executable shell script `name` into `dir` to be given as `--blender`: it
+/// runs the real Blender (found on PATH) as `body` says. The node still runs it from an
+/// argument vector; the script is the test's, standing in for a site's wrapper.
+fn blender_wrapper(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A frame that was placed but is gone when Blender ends (deleted by someone else, a
+/// full or failing disk) makes the job fail, naming the frame, instead of `completed`.
+#[test]
+fn a_job_whose_placed_frame_vanished_fails() {
+    let blend = scene(Scene::Small);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // After Blender exits, and before the node decides, frame 2 disappears. Only a cold
+    // render has a Blender that exits after each task, so the test pins that mode.
+    let wrapper = blender_wrapper(
+        dir.path(),
+        "blender-then-rm",
+        &format!(
+            "blender \"$@\"\nrc=$?\nrm -f '{}/blender-render_0002.png'\nexit $rc",
+            out.display()
+        ),
+    );
+    let node = NodeProcess::start_in(
+        dir,
+        &[
+            "--blend",
+            blend.to_str().unwrap(),
+            "--blender",
+            wrapper.to_str().unwrap(),
+        ],
+    );
+    let v: Value = post_job(&node, &json!({"from": 1, "to": 3}))
+        .json()
+        .unwrap();
+    let done = wait_done(&node, v["id"].as_str().unwrap());
+    assert_eq!(done["state"], "failed", "{done}");
+    let failure = done["failure"].as_str().unwrap();
+    assert!(failure.contains("frame(s) 2"), "{failure}");
+    let frames: Vec<u64> = done["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["frame"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        frames,
+        [1, 3],
+        "outputs list only frames that exist: {done}"
+    );
+}
+
 #[test]
 fn only_the_newest_ended_jobs_are_kept() {
     let node = small_node(&["--keep-jobs", "2"]);
