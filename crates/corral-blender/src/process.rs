@@ -15,13 +15,19 @@ use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-/// Longest output line kept whole; longer ones are split. Blender's lines are short, but
-/// its output is input from outside and must not grow memory without bound.
-const MAX_LINE_BYTES: u64 = 16 * 1024;
+/// Longest output line kept; the rest of a longer one is dropped, and the line says so
+/// (see [`cut_marker`]). Blender's lines are short, but its output is input from outside
+/// and must not grow memory, or the job's log file, without bound.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// What ends a line that was cut at [`MAX_LINE_BYTES`].
+pub fn cut_marker(dropped: u64) -> String {
+    format!(" [corral: line cut, {dropped} more bytes dropped]")
+}
 
 /// How a Blender run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,21 +185,99 @@ impl Drop for BlenderProcess {
 async fn forward_lines(stream: impl AsyncRead + Unpin, tx: mpsc::Sender<String>) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match (&mut reader)
-            .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                let line = line.trim_end_matches(['\n', '\r']).to_string();
-                if tx.send(line).await.is_err() {
-                    return;
-                }
-            }
+    while let Ok(Some(line)) = next_line(&mut reader, &mut buf).await {
+        if tx.send(line).await.is_err() {
+            return;
         }
+    }
+}
+
+/// Reads one line (without its line ending, lossily decoded), keeping at most
+/// [`MAX_LINE_BYTES`] of it: the rest, up to the next newline, is read and dropped, and
+/// the kept part ends with [`cut_marker`]. `None` at the end of the stream.
+pub async fn next_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<String>> {
+    buf.clear();
+    let read = (&mut *reader)
+        .take(MAX_LINE_BYTES as u64)
+        .read_until(b'\n', buf)
+        .await?;
+    if read == 0 {
+        return Ok(None);
+    }
+    let complete = buf.ends_with(b"\n") || read < MAX_LINE_BYTES;
+    let mut line = String::from_utf8_lossy(buf)
+        .trim_end_matches(['\n', '\r'])
+        .to_string();
+    if !complete {
+        let mut dropped = 0u64;
+        loop {
+            let available = reader.fill_buf().await?;
+            if available.is_empty() {
+                break;
+            }
+            if let Some(end) = available.iter().position(|&b| b == b'\n') {
+                dropped += end as u64;
+                reader.consume(end + 1);
+                break;
+            }
+            let len = available.len();
+            dropped += len as u64;
+            reader.consume(len);
+        }
+        if dropped > 0 {
+            line.push_str(&cut_marker(dropped));
+        }
+    }
+    Ok(Some(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8]) -> Vec<String> {
+        let mut reader = BufReader::new(input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        while let Some(line) = next_line(&mut reader, &mut buf).await.unwrap() {
+            out.push(line);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_and_marked_and_the_rest_is_dropped() {
+        let mut input = b"Fra:1 short\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 5 * MAX_LINE_BYTES + 10));
+        input.extend(b"\nSaved: 'a.png'\nno newline at the end");
+        let got = lines(&input).await;
+        assert_eq!(
+            got.len(),
+            4,
+            "{:?}",
+            got.iter().map(String::len).collect::<Vec<_>>()
+        );
+        assert_eq!(got[0], "Fra:1 short");
+        let expected_cut = format!(
+            "{}{}",
+            "x".repeat(MAX_LINE_BYTES),
+            cut_marker(4 * MAX_LINE_BYTES as u64 + 10)
+        );
+        assert_eq!(got[1], expected_cut);
+        assert_eq!(got[2], "Saved: 'a.png'");
+        assert_eq!(got[3], "no newline at the end");
+    }
+
+    #[tokio::test]
+    async fn a_line_of_exactly_the_limit_is_not_cut() {
+        let mut input = vec![b'y'; MAX_LINE_BYTES];
+        input.extend(b"\nnext\n");
+        assert_eq!(
+            lines(&input).await,
+            ["y".repeat(MAX_LINE_BYTES), "next".into()]
+        );
     }
 }

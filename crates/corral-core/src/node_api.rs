@@ -128,6 +128,9 @@ pub struct JobView {
     pub exit_code: Option<i32>,
     pub failure: Option<String>,
     pub log_tail: Vec<String>,
+    /// Why the job's log file stopped being written (a full disk, ...); the render goes on.
+    #[serde(default)]
+    pub log_error: Option<String>,
     pub submitted_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,

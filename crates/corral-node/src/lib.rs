@@ -7,6 +7,7 @@ mod confine;
 mod error;
 mod host;
 mod http;
+mod job_log;
 mod jobs;
 mod runner;
 

@@ -7,12 +7,11 @@
 //! leaves a half-written frame under a final name. The partial folder is removed when the
 //! job ends, whatever the outcome.
 
+use crate::job_log::JobLog;
 use crate::jobs::{Job, Node, LOG_TAIL_LINES};
 use corral_blender::{BlenderProcess, ExitOutcome, OutputParser, ParsedLine, RenderArgs};
 use corral_core::{JobId, JobState};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Where one job's files go.
@@ -159,16 +158,24 @@ async fn render(
             .map_err(|e| format!("cannot create folder `{}`: {e}", dir.display()))?;
         crate::confine::open_confined_dir(&paths.root, dir)?;
     }
-    let log_file = File::create(&paths.log)
-        .map_err(|e| format!("cannot create log `{}`: {e}", paths.log.display()))?;
-    let mut log = BufWriter::new(log_file);
+    let (mut log, create_error) = JobLog::create(&paths.log);
+    if let Some(why) = create_error {
+        log_failed(node, id, why);
+    }
     args.output_pattern = paths.partial_pattern.clone();
     let range = args.range;
     let argv = args.to_argv().map_err(|e| e.to_string())?;
     let program = &node.config().blender;
     let command_line: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
-    let _ = writeln!(log, "# {} {}", program.display(), command_line.join(" "));
-    let _ = log.flush();
+    let write_log = |log: &mut JobLog, text: &str| {
+        if let Err(why) = log.line(text) {
+            log_failed(node, id, why);
+        }
+    };
+    write_log(
+        &mut log,
+        &format!("# {} {}", program.display(), command_line.join(" ")),
+    );
 
     let process = BlenderProcess::spawn(program, &argv).map_err(|e| e.to_string())?;
     let blender_pid = process.pid();
@@ -183,8 +190,7 @@ async fn render(
     let mut saved: BTreeMap<i64, String> = BTreeMap::new();
     let outcome = process
         .run(cancel.cancelled_owned(), |line| {
-            let _ = writeln!(log, "{line}");
-            let _ = log.flush();
+            write_log(&mut log, line);
             let parsed = parser.parse(line);
             let mut moved = None;
             match &parsed {
@@ -196,7 +202,7 @@ async fn render(
                             moved = Some((frame, final_path));
                         }
                         Err(why) => {
-                            let _ = writeln!(log, "# corral: {why}");
+                            write_log(&mut log, &format!("# corral: {why}"));
                             if first_error.is_none() {
                                 first_error = Some(why);
                             }
@@ -246,6 +252,17 @@ async fn render(
         missing,
         vanished,
     })
+}
+
+/// Records that job `id`'s log stopped being written: in the job (`log_error`, and a line
+/// in its tail, which goes on) and once in the node's own log. The render goes on.
+fn log_failed(node: &Node, id: JobId, why: String) {
+    tracing::warn!(job = %id, error = %why, "the job's log cannot be written; the render goes on");
+    node.update(id, |job| {
+        push_tail(&mut job.log_tail, &format!("# corral: {why}"));
+        job.log_error = Some(why);
+        true
+    });
 }
 
 /// Moves a frame Blender reported saved from the partial folder to its final name.

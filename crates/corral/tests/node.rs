@@ -686,6 +686,113 @@ fn a_job_whose_placed_frame_vanished_fails() {
     );
 }
 
+/// A 50 MB output line does not make a 50 MB log: each line is cut at 16 KiB in the log
+/// file (and in the job's tail), marked, and the render is unaffected.
+#[test]
+fn a_huge_output_line_is_cut_in_the_log() {
+    let blend = scene(Scene::Small);
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = blender_wrapper(
+        dir.path(),
+        "blender-chatty",
+        "[ \"$1\" = --version ] || { head -c 50000000 /dev/zero | tr '\\0' x; echo; echo after; }\nexec blender \"$@\"",
+    );
+    let node = NodeProcess::start_in(
+        dir,
+        &[
+            "--blend",
+            blend.to_str().unwrap(),
+            "--blender",
+            wrapper.to_str().unwrap(),
+        ],
+    );
+    let v: Value = post_job(&node, &json!({"from": 1, "to": 2}))
+        .json()
+        .unwrap();
+    let id = v["id"].as_str().unwrap();
+    let done = wait_done(&node, id);
+    assert_eq!(done["state"], "completed", "{done}");
+    let log = client()
+        .get(format!("{}/job/{id}/log", node.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(log.len() < 1_000_000, "the log is {} bytes", log.len());
+    let cut = log
+        .lines()
+        .find(|l| l.starts_with("xxxx"))
+        .expect("the long line's start is in the log");
+    assert!(
+        cut.ends_with(" [corral: line cut, 49983616 more bytes dropped]"),
+        "{}",
+        &cut[cut.len().saturating_sub(80)..]
+    );
+    assert!(log.lines().any(|l| l == "after"), "the next line is kept");
+    assert!(log.contains("Saved: '"), "Blender's own output follows");
+}
+
+/// Unmounts a file system mounted for a test, when the test ends.
+struct Mounted(std::path::PathBuf);
+
+impl Mounted {
+    /// Mounts a tmpfs of `size` at `dir` (created); `None` when mounting is not allowed
+    /// here (not root).
+    fn tmpfs(dir: &std::path::Path, size: &str) -> Option<Mounted> {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .ok()?;
+        status.success().then(|| Mounted(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A full disk under the node's data folder stops the job's log, not the job: the log
+/// ends with a line saying so, the job view has `log_error`, and every frame is rendered.
+#[test]
+fn a_full_log_disk_is_reported_and_the_render_goes_on() {
+    let blend = scene(Scene::Small);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mounted) = Mounted::tmpfs(&dir.path().join("data"), "48k") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let node = NodeProcess::start_in(dir, &["--blend", blend.to_str().unwrap()]);
+    let v: Value = post_job(&node, &json!({"from": 1, "to": 12}))
+        .json()
+        .unwrap();
+    let id = v["id"].as_str().unwrap();
+    let done = wait_done(&node, id);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["frames_done"], 12);
+    let error = done["log_error"].as_str().expect("log_error is set");
+    assert!(error.contains("No space left on device"), "{error}");
+    let log = client()
+        .get(format!("{}/job/{id}/log", node.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("# corral: cannot write the log") && last.contains("not in this file"),
+        "the log ends with: {last:?}"
+    );
+    drop(node);
+    drop(mounted);
+}
+
 #[test]
 fn only_the_newest_ended_jobs_are_kept() {
     let node = small_node(&["--keep-jobs", "2"]);
