@@ -72,6 +72,8 @@ pub async fn run_job(node: Node, id: JobId) {
     let result = render(&node, id, args, &paths, cancel).await;
     // The partial folder holds only what Blender wrote and we did not move: debris.
     let _ = std::fs::remove_dir_all(&paths.partial_dir);
+    // Anything a killed supervisor left behind was handed to the node: end it now.
+    let _ = tokio::task::spawn_blocking(corral_blender::process::reap_orphans).await;
     node.finish(id, |job| match result {
         Ok(end) => end.apply(job),
         Err(reason) => {
@@ -177,8 +179,8 @@ async fn render(
         &format!("# {} {}", program.display(), command_line.join(" ")),
     );
 
-    let process = BlenderProcess::spawn(program, &argv).map_err(|e| e.to_string())?;
-    let blender_pid = process.pid();
+    let mut process = BlenderProcess::spawn(program, &argv).map_err(|e| e.to_string())?;
+    let blender_pid = process.blender_pid().await;
     node.update(id, |job| {
         job.blender_pid = Some(blender_pid);
         true

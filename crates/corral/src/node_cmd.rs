@@ -232,7 +232,29 @@ pub fn resolve_config(
     })
 }
 
+/// How often the node kills and reaps processes handed to it as a subreaper.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(2);
+
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    // A helper process of Blender's whose supervisor was killed is handed to the node
+    // rather than to init, so it can be ended (see corral_blender::process).
+    match corral_blender::process::become_subreaper() {
+        Ok(()) => {
+            tokio::spawn(async {
+                let mut every = tokio::time::interval(ORPHAN_SWEEP);
+                loop {
+                    every.tick().await;
+                    let reaped = tokio::task::spawn_blocking(corral_blender::process::reap_orphans)
+                        .await
+                        .unwrap_or(0);
+                    if reaped > 0 {
+                        tracing::info!(processes = reaped, "killed processes Blender left behind");
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot become a child subreaper"),
+    }
     let blender = corral_blender::probe_blender(&args.blender, Duration::from_secs(60)).await?;
     let config = resolve_config(&args, blender)?;
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{assert_png, blender_processes_under, eventually, scene, NodeProcess, Scene, CORRAL};
+use common::{
+    assert_png, blender_processes_under, eventually, processes_with_env, scene, NodeProcess, Scene,
+    CORRAL,
+};
 use nix::sys::signal::Signal;
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
@@ -1023,6 +1026,133 @@ fn blender_dies_with_a_crashed_node() {
         eventually(Duration::from_secs(5), || !process_alive(blender_pid)),
         "Blender {blender_pid} outlived a SIGKILLed node"
     );
+}
+
+/// A site's `blender` wrapper that starts helpers before Blender: a child with a
+/// grandchild in Blender's process group, and one that leaves the group and the session
+/// (`setsid`). Returns the node (with every process it starts marked by an environment
+/// variable), and the mark.
+fn node_with_helper_spawning_wrapper(blend: &std::path::Path) -> (NodeProcess, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = blender_wrapper(
+        dir.path(),
+        "blender-with-helpers",
+        "[ \"$1\" = --version ] && exec blender \"$@\"\n\
+         sh -c 'sleep 600 & sleep 600' &\n\
+         setsid sleep 600 &\n\
+         exec blender \"$@\"",
+    );
+    let mark = format!("{}-{}", std::process::id(), dir.path().display());
+    let node = NodeProcess::start_with_env(
+        dir,
+        &[
+            "--blend",
+            blend.to_str().unwrap(),
+            "--blender",
+            wrapper.to_str().unwrap(),
+        ],
+        &[("CORRAL_TEST_MARK", &mark)],
+    );
+    (node, mark)
+}
+
+/// What runs below the node: every marked process but the node itself.
+fn below_node(node: &NodeProcess, mark: &str) -> Vec<(i32, String)> {
+    let node_pid = node.pid().as_raw();
+    processes_with_env("CORRAL_TEST_MARK", mark)
+        .into_iter()
+        .filter(|(pid, _)| *pid != node_pid)
+        .collect()
+}
+
+/// Waits until the running job's helpers (two `sleep`s in Blender's group and one in a
+/// session of its own) are up; returns everything below the node.
+fn wait_for_helpers(node: &NodeProcess, mark: &str) -> Vec<(i32, String)> {
+    let mut below = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            below = below_node(node, mark);
+            below
+                .iter()
+                .filter(|(_, cmd)| cmd.starts_with("sleep"))
+                .count()
+                >= 3
+        }),
+        "helpers never started: {below:?}"
+    );
+    below
+}
+
+/// A node killed with SIGKILL leaves nothing behind: not Blender, not what a wrapper
+/// script started beside it in its process group, not what left the group.
+#[test]
+fn nothing_blender_started_survives_a_sigkilled_node() {
+    let slow = scene(Scene::Slow);
+    let (mut node, mark) = node_with_helper_spawning_wrapper(&slow);
+    let (_, blender_pid) = start_slow_job(&node);
+    let before = wait_for_helpers(&node, &mark);
+    assert!(
+        before.iter().any(|(pid, _)| *pid == blender_pid),
+        "{before:?}"
+    );
+    node.signal_and_wait(Signal::SIGKILL, Duration::from_secs(5))
+        .expect("node did not die");
+    let mut left = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            left = processes_with_env("CORRAL_TEST_MARK", &mark);
+            left.is_empty()
+        }),
+        "survived the node: {left:?}"
+    );
+}
+
+/// Cancel ends Blender and every helper of its wrapper, those that left its process
+/// group included; so does a supervisor killed from outside (its orphans are handed to
+/// the node, which kills them).
+#[test]
+fn cancel_and_a_killed_supervisor_leave_no_helper_behind() {
+    let slow = scene(Scene::Slow);
+    let (node, mark) = node_with_helper_spawning_wrapper(&slow);
+    let (id, _) = start_slow_job(&node);
+    let before = wait_for_helpers(&node, &mark);
+    let resp = client()
+        .delete(format!("{}/job/{id}", node.url))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let gone = |old: &[(i32, String)]| {
+        eventually(Duration::from_secs(10), || {
+            old.iter().all(|(pid, _)| !process_alive(*pid))
+        })
+    };
+    assert!(
+        gone(&before),
+        "survived cancel: {:?}",
+        below_node(&node, &mark)
+    );
+
+    let (_, blender_pid) = start_slow_job(&node);
+    let before = wait_for_helpers(&node, &mark);
+    let supervisor = parent_of(blender_pid);
+    assert!(
+        before
+            .iter()
+            .any(|(pid, cmd)| *pid == supervisor && cmd.contains("__reaper")),
+        "Blender {blender_pid} runs under {supervisor}: {before:?}"
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
+    assert!(
+        gone(&before),
+        "survived their supervisor: {:?}",
+        below_node(&node, &mark)
+    );
+}
+
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[test]

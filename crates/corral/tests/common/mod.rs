@@ -112,6 +112,16 @@ impl NodeProcess {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> NodeProcess {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// Like [`start_in`](Self::start_in), with extra environment variables for the node
+    /// (and so for every process it starts).
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let stderr_path = dir.path().join("node.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let mut child = Command::new(CORRAL)
@@ -122,6 +132,7 @@ impl NodeProcess {
             .arg("--data")
             .arg(dir.path().join("data"))
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -186,7 +197,8 @@ impl Drop for NodeProcess {
 }
 
 /// Process ids of live Blender processes whose command line mentions `dir` (every Blender
-/// a test's node starts writes below the test's own temporary folder).
+/// a test's node starts writes below the test's own temporary folder). Blender's
+/// supervisor (`corral __reaper -- blender ...`) is not counted.
 pub fn blender_processes_under(dir: &Path) -> Vec<i32> {
     let needle = dir.to_string_lossy().into_owned();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -200,8 +212,34 @@ pub fn blender_processes_under(dir: &Path) -> Vec<i32> {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // Zombies (state Z) are already dead; only a reaper is missing.
             let alive = !stat.contains(") Z ");
+            let supervisor = cmdline.split(|&b| b == 0).nth(1) == Some(b"__reaper");
             let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            alive && text.contains("blender") && text.contains(&needle)
+            alive && !supervisor && text.contains("blender") && text.contains(&needle)
+        })
+        .collect()
+}
+
+/// Live processes (zombies excluded) whose environment holds `NAME=value`: what a node
+/// started with that variable, and everything below it, however far it wandered from its
+/// process group or session.
+pub fn processes_with_env(name: &str, value: &str) -> Vec<(i32, String)> {
+    let needle = format!("{name}={value}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let marked = environ
+                .split(|&b| b == 0)
+                .any(|var| var == needle.as_bytes());
+            let alive = !stat.contains(") Z ");
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (marked && alive).then_some((pid, cmdline))
         })
         .collect()
 }
