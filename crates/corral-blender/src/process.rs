@@ -554,10 +554,11 @@ mod tests {
             resolve_program(Path::new("/nonexistent/blender")),
             Err(SpawnError::NotFound(_))
         ));
-        assert!(matches!(
-            resolve_program(Path::new("/etc/hostname")),
-            Err(SpawnError::NotExecutable { .. })
-        ));
+        let plain = std::env::temp_dir().join(format!("corral-plain-{}", std::process::id()));
+        std::fs::write(&plain, b"not a program").unwrap();
+        let result = resolve_program(&plain);
+        let _ = std::fs::remove_file(&plain);
+        assert!(matches!(result, Err(SpawnError::NotExecutable { .. })));
         assert!(matches!(
             resolve_program(Path::new("corral-surely-not-on-path")),
             Err(SpawnError::NotFound(_))
