@@ -356,6 +356,21 @@ impl BlenderProcess {
         })
     }
 
+    /// Whether the direct child has exited (it is reaped if so).
+    pub fn has_exited(&mut self) -> bool {
+        if self.reaped {
+            return true;
+        }
+        match self.child.try_wait() {
+            Ok(Some(_)) => {
+                self.reaped();
+                true
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
     /// Kills Blender and everything it started, and reaps the direct child.
     pub async fn kill(&mut self) -> io::Result<()> {
         if self.reaped {

@@ -139,6 +139,18 @@ pub struct JobView {
     pub version: u64,
 }
 
+/// A Blender process a node keeps running between tasks (render mode `warm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Blender's process id.
+    pub pid: u32,
+    /// `idle` or `rendering`.
+    pub state: String,
+    /// Tasks and frames it rendered since it started.
+    pub tasks: u64,
+    pub frames: u64,
+}
+
 /// What `GET /info` returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -153,6 +165,12 @@ pub struct NodeInfo {
     pub engines: Vec<Engine>,
     pub formats: Vec<ImageFormat>,
     pub max_frames_per_job: u64,
+    /// `warm` (a Blender per slot, kept running) or `cold` (a Blender per task).
+    #[serde(default)]
+    pub render_mode: String,
+    /// The Blender processes kept running (warm mode).
+    #[serde(default)]
+    pub workers: Vec<WorkerInfo>,
 }
 
 #[cfg(test)]

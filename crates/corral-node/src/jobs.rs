@@ -4,9 +4,12 @@
 //! Architecture invariant: at most `slots` jobs are `running` at once; a job leaves the
 //! queue only in [`Node::pump`], which checks that under the same lock that counts them.
 
+use crate::backend::{RenderBackend, RenderMode};
+use crate::cold::ColdBackend;
 use crate::config::{NodeConfig, ShutdownPolicy};
 use crate::error::ApiError;
 use crate::runner;
+use crate::warm::{WarmBackend, WarmSettings};
 use chrono::{DateTime, Utc};
 use corral_core::node_api::{FrameOutput, JobSpec, JobView, NodeInfo, SampleProgress};
 use corral_core::{Engine, FieldError, ImageFormat, JobId, JobState};
@@ -33,6 +36,8 @@ pub struct Node {
 
 struct Shared {
     config: NodeConfig,
+    /// Runs tasks through Blender: a process per task, or a worker per slot.
+    backend: Arc<dyn RenderBackend>,
     hostname: String,
     state: Mutex<Table>,
     /// Bumped after every change to any job; long-polls wait for it to move.
@@ -156,11 +161,29 @@ impl Job {
 }
 
 impl Node {
+    /// A node with `config`; in warm mode its workers start now. Must be called within a
+    /// Tokio runtime.
     pub fn new(config: NodeConfig) -> Self {
         let (changes, _) = watch::channel(0);
+        let backend: Arc<dyn RenderBackend> = match (config.render_mode, &config.warm_driver) {
+            (RenderMode::Warm, Some(driver)) => Arc::new(WarmBackend::start(WarmSettings {
+                blender: config.blender.clone(),
+                driver: driver.clone(),
+                slots: config.slots,
+                recycle_after_frames: config.recycle_after_frames,
+                recycle_above_bytes: (config.recycle_above_mb > 0)
+                    .then(|| config.recycle_above_mb.saturating_mul(1_000_000)),
+            })),
+            (RenderMode::Warm, None) => {
+                tracing::warn!("no warm driver script was written; rendering cold");
+                Arc::new(ColdBackend::new(config.blender.clone()))
+            }
+            (RenderMode::Cold, _) => Arc::new(ColdBackend::new(config.blender.clone())),
+        };
         Node {
             inner: Arc::new(Shared {
                 config,
+                backend,
                 hostname: crate::host::hostname(),
                 state: Mutex::new(Table {
                     accepting: true,
@@ -177,6 +200,10 @@ impl Node {
 
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn backend(&self) -> &dyn RenderBackend {
+        self.inner.backend.as_ref()
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -490,6 +517,8 @@ impl Node {
             engines: Engine::ALL.to_vec(),
             formats: ImageFormat::ALL.to_vec(),
             max_frames_per_job: config.max_frames,
+            render_mode: self.inner.backend.mode().name().to_string(),
+            workers: self.inner.backend.workers(),
         }
     }
 
@@ -524,6 +553,8 @@ impl Node {
         }
         self.inner.runners.close();
         self.inner.runners.wait().await;
+        // No task runs any more: end the Blender processes kept between tasks.
+        self.inner.backend.shut_down().await;
         // Only now, with every end recorded, wake long-polls so they answer the final
         // state and the HTTP server's graceful shutdown is not held up by them.
         self.inner.closed.cancel();

@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    assert_png, blender_processes_under, eventually, processes_with_env, scene, NodeProcess, Scene,
-    CORRAL,
+    assert_png, blender_processes_under, eventually, processes_with_env, scene, warm, NodeProcess,
+    Scene, CORRAL,
 };
 use nix::sys::signal::Signal;
 use reqwest::blocking::{Client, Response};
@@ -95,7 +95,11 @@ fn renders_frames_and_reports_completion_with_the_tutorial_api() {
     assert_eq!(done["status"], "Job completed");
     assert_eq!(done["frames_total"], 3);
     assert_eq!(done["frames_done"], 3);
-    assert_eq!(done["exit_code"], 0);
+    // A warm worker does not exit after a task: there is no exit code to report.
+    assert_eq!(
+        done["exit_code"],
+        if warm() { json!(null) } else { json!(0) }
+    );
     assert!(done["failure"].is_null());
     assert!(
         done["blender_pid"].is_null(),
@@ -167,6 +171,41 @@ fn renders_frames_and_reports_completion_with_the_tutorial_api() {
         .as_array()
         .unwrap()
         .contains(&json!("CYCLES")));
+    assert_eq!(info["render_mode"], common::render_mode());
+    let workers = info["workers"].as_array().unwrap();
+    if warm() {
+        assert_eq!(workers.len(), 1, "{info}");
+        assert_eq!(workers[0]["state"], "idle");
+        assert_eq!(
+            (workers[0]["tasks"].as_u64(), workers[0]["frames"].as_u64()),
+            (Some(1), Some(3))
+        );
+    } else {
+        assert!(workers.is_empty(), "{info}");
+    }
+}
+
+/// The Blender processes below `node` are only its idle warm workers (none in cold mode):
+/// nothing is rendering.
+fn assert_nothing_renders(node: &NodeProcess) {
+    let (_, info) = get_json(&format!("{}/info", node.url));
+    let workers = info["workers"].as_array().unwrap();
+    let mut idle: Vec<i64> = workers
+        .iter()
+        .filter(|w| w["state"] == "idle")
+        .map(|w| w["pid"].as_i64().unwrap())
+        .collect();
+    idle.sort();
+    let mut blenders: Vec<i64> = blender_processes_under(node.dir.path())
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    blenders.sort();
+    assert_eq!(workers.len(), idle.len(), "a worker is busy: {info}");
+    assert_eq!(
+        blenders, idle,
+        "Blender processes besides idle workers: {info}"
+    );
 }
 
 #[test]
@@ -555,7 +594,7 @@ fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
     let (_, jobs) = get_json(&format!("{}/jobs", node.url));
     assert_eq!(jobs, json!([]));
     assert!(!marker.exists(), "a shell ran the injected command");
-    assert!(blender_processes_under(node.dir.path()).is_empty());
+    assert_nothing_renders(&node);
 
     // A good job, then bad query parameters on it.
     let ok: Value = post_job(&node, &json!({"from": 1, "to": 1, "scene": "ok.blend"}))
@@ -667,6 +706,8 @@ fn a_job_whose_placed_frame_vanished_fails() {
             blend.to_str().unwrap(),
             "--blender",
             wrapper.to_str().unwrap(),
+            "--render-mode",
+            "cold",
         ],
     );
     let v: Value = post_job(&node, &json!({"from": 1, "to": 3}))
@@ -961,7 +1002,15 @@ fn cancel_kills_the_running_blender_and_drops_queued_jobs() {
         !process_alive(blender_pid),
         "Blender {blender_pid} survived cancel"
     );
-    assert!(blender_processes_under(node.dir.path()).is_empty());
+    // In warm mode a fresh worker took the killed one's place.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (_, info) = get_json(&format!("{}/info", node.url));
+            info["workers"].as_array().unwrap().len() == usize::from(warm())
+        }),
+        "no fresh worker"
+    );
+    assert_nothing_renders(&node);
     // Cancelling again changes nothing.
     let (status, again) = get_json(&format!("{}/job/{id}", node.url));
     assert_eq!(

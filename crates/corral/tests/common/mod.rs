@@ -14,6 +14,16 @@ use std::time::{Duration, Instant};
 
 pub const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
+/// The render mode nodes are started in: `CORRAL_TEST_RENDER_MODE` (`warm` or `cold`) when
+/// set, else the node's default, `warm`. Run a suite once per mode to cover both.
+pub fn render_mode() -> String {
+    std::env::var("CORRAL_TEST_RENDER_MODE").unwrap_or_else(|_| "warm".into())
+}
+
+pub fn warm() -> bool {
+    render_mode() == "warm"
+}
+
 /// A scene the tests render; each is generated once and reused by every test binary.
 #[derive(Debug, Clone, Copy)]
 pub enum Scene {
@@ -27,6 +37,8 @@ pub enum Scene {
     /// 64x48, 4 samples, frames 5-9: a range no default would guess, to see it read from
     /// the file.
     Range,
+    /// 64x48, Workbench, frames 1-20.
+    Workbench,
 }
 
 impl Scene {
@@ -36,6 +48,7 @@ impl Scene {
             Scene::Slow => "slow",
             Scene::Denoise => "denoise",
             Scene::Range => "range",
+            Scene::Workbench => "workbench",
         }
     }
 
@@ -45,6 +58,7 @@ impl Scene {
             Scene::Slow => vec!["--samples", "4000", "--start", "1", "--end", "500"],
             Scene::Denoise => vec!["--samples", "4", "--denoise"],
             Scene::Range => vec!["--samples", "4", "--start", "5", "--end", "9"],
+            Scene::Workbench => vec!["--engine", "BLENDER_WORKBENCH", "--end", "20"],
         }
     }
 }
@@ -105,7 +119,8 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts `corral node --listen 127.0.0.1:0 --output DIR/out --data DIR/data
-    /// --threads 1 EXTRA...` and waits for its listening line.
+    /// --threads 1 [--render-mode MODE] EXTRA...` and waits for its listening line. The
+    /// mode is [`render_mode`], unless EXTRA names one.
     pub fn start(extra: &[&str]) -> NodeProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         Self::start_in(dir, extra)
@@ -131,6 +146,12 @@ impl NodeProcess {
             .arg(dir.path().join("out"))
             .arg("--data")
             .arg(dir.path().join("data"))
+            .args(
+                (!extra.contains(&"--render-mode"))
+                    .then(|| ["--render-mode".to_string(), render_mode()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(extra)
             .envs(env.iter().copied())
             .env("RUST_LOG", "debug")
