@@ -1204,6 +1204,241 @@ fn parent_of(pid: i32) -> i32 {
     rest.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Renders `from`-`to` of `scene` with plain Blender, as a cold node would (`blender -b
+/// SCENE -o OUT -E ENGINE -s A -e B -j 1 -t 1 -a`), into `out`; returns the frames' paths.
+fn cold_reference(
+    scene: &std::path::Path,
+    engine: &str,
+    (from, to): (i64, i64),
+    out: &std::path::Path,
+) -> Vec<std::path::PathBuf> {
+    let status = std::process::Command::new("blender")
+        .arg("-b")
+        .arg(scene)
+        .arg("-o")
+        .arg(out.join("ref_####"))
+        .args(["-E", engine, "-s", &from.to_string(), "-e", &to.to_string()])
+        .args(["-j", "1", "-t", "1", "-a"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (from..=to)
+        .map(|f| out.join(format!("ref_{f:04}.png")))
+        .collect()
+}
+
+/// Asserts that two images have the same size and the same pixels (PNG metadata such as
+/// render times may differ).
+fn assert_same_pixels(a: &std::path::Path, b: &std::path::Path) {
+    let (ia, ib) = (image::open(a).unwrap(), image::open(b).unwrap());
+    assert_eq!(
+        (ia.width(), ia.height()),
+        (ib.width(), ib.height()),
+        "{} vs {}",
+        a.display(),
+        b.display()
+    );
+    assert!(
+        ia.to_rgba8().as_raw() == ib.to_rgba8().as_raw(),
+        "{} and {} differ",
+        a.display(),
+        b.display()
+    );
+}
+
+fn outputs(done: &Value) -> Vec<std::path::PathBuf> {
+    done["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["path"].as_str().unwrap().into())
+        .collect()
+}
+
+fn worker_pids(node: &NodeProcess) -> Vec<i64> {
+    let (_, info) = get_json(&format!("{}/info", node.url));
+    info["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["pid"].as_i64().unwrap())
+        .collect()
+}
+
+/// A warm worker renders the same pixels as a cold `blender -b ... -a` of the same frames,
+/// for Cycles and Workbench, whatever the tasks it rendered before (another scene, another
+/// engine and format, another frame range), and picks up a scene file that changed.
+#[test]
+fn warm_frames_match_a_cold_render() {
+    let scenes = tempfile::tempdir().unwrap();
+    let cycles = scenes.path().join("cycles.blend");
+    let workbench = scenes.path().join("workbench.blend");
+    std::fs::copy(scene(Scene::Small), &cycles).unwrap();
+    std::fs::copy(scene(Scene::Workbench), &workbench).unwrap();
+    let reference = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&[
+        "--scenes",
+        scenes.path().to_str().unwrap(),
+        "--render-mode",
+        "warm",
+    ]);
+    let render = |body: Value| -> Value {
+        let resp = post_job(&node, &body);
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let v: Value = resp.json().unwrap();
+        let done = wait_done(&node, v["id"].as_str().unwrap());
+        assert_eq!(done["state"], "completed", "{done}");
+        done
+    };
+    let compare = |done: &Value, expected: &[std::path::PathBuf]| {
+        let got = outputs(done);
+        assert_eq!(got.len(), expected.len(), "{done}");
+        for (g, e) in got.iter().zip(expected) {
+            assert_same_pixels(g, e);
+        }
+    };
+
+    let done = render(json!({"from": 1, "to": 3, "scene": "cycles.blend", "output": "a/f_####"}));
+    let worker = worker_pids(&node);
+    compare(
+        &done,
+        &cold_reference(&cycles, "CYCLES", (1, 3), &reference.path().join("a")),
+    );
+
+    let done = render(json!({"from": 2, "to": 3, "scene": "workbench.blend",
+                             "engine": "BLENDER_WORKBENCH", "output": "b/f_####"}));
+    compare(
+        &done,
+        &cold_reference(
+            &workbench,
+            "BLENDER_WORKBENCH",
+            (2, 3),
+            &reference.path().join("b"),
+        ),
+    );
+
+    // Another engine, another format, one frame: none of it may stay for the next task.
+    let done = render(json!({"from": 7, "to": 7, "scene": "cycles.blend",
+                             "engine": "BLENDER_WORKBENCH", "format": "JPEG", "output": "c/f_####"}));
+    assert!(
+        outputs(&done)[0].to_string_lossy().ends_with(".jpg"),
+        "{done}"
+    );
+
+    let done = render(json!({"from": 4, "to": 5, "scene": "cycles.blend", "output": "d/f_####"}));
+    compare(
+        &done,
+        &cold_reference(&cycles, "CYCLES", (4, 5), &reference.path().join("d")),
+    );
+
+    // The file changes (replaced, as a save does): the worker opens it again.
+    let tmp = scenes.path().join("cycles.blend.tmp");
+    std::fs::copy(&workbench, &tmp).unwrap();
+    std::fs::rename(&tmp, &cycles).unwrap();
+    let done = render(json!({"from": 1, "to": 1, "scene": "cycles.blend", "output": "e/f_####"}));
+    compare(
+        &done,
+        &cold_reference(&cycles, "CYCLES", (1, 1), &reference.path().join("e")),
+    );
+
+    // Every task ran on the one worker started with the node.
+    assert_eq!(worker_pids(&node), worker);
+    let (_, info) = get_json(&format!("{}/info", node.url));
+    assert_eq!(info["workers"][0]["tasks"], 5, "{info}");
+}
+
+/// A warm worker is replaced by a fresh one after `--recycle-after-frames` frames, or when
+/// its memory passes `--recycle-above-mb`; until then the same process takes every task.
+#[test]
+fn warm_workers_are_recycled() {
+    let blend = scene(Scene::Small);
+    let node = small_node(&["--render-mode", "warm", "--recycle-after-frames", "3"]);
+    let run = |from: i64, to: i64| {
+        let v: Value = post_job(&node, &json!({"from": from, "to": to}))
+            .json()
+            .unwrap();
+        assert_eq!(
+            wait_done(&node, v["id"].as_str().unwrap())["state"],
+            "completed"
+        );
+    };
+    run(1, 2);
+    let first = worker_pids(&node);
+    assert_eq!(first.len(), 1);
+    run(3, 3);
+    // Three frames: recycled once the task was over.
+    let second = worker_pids(&node);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first, "not recycled after 3 frames");
+    assert!(
+        !process_alive(first[0] as i32),
+        "the old worker is still running"
+    );
+    run(4, 4);
+    assert_eq!(worker_pids(&node), second, "recycled too early");
+
+    let node = NodeProcess::start(&[
+        "--blend",
+        blend.to_str().unwrap(),
+        "--render-mode",
+        "warm",
+        "--recycle-above-mb",
+        "1",
+    ]);
+    let before = worker_pids(&node);
+    let v: Value = post_job(&node, &json!({"from": 1, "to": 1}))
+        .json()
+        .unwrap();
+    assert_eq!(
+        wait_done(&node, v["id"].as_str().unwrap())["state"],
+        "completed"
+    );
+    let after = worker_pids(&node);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "a worker above 1 MB was kept");
+}
+
+/// A Blender that crashes fails only the task it was rendering: the next task renders
+/// (in warm mode, on a fresh worker).
+#[test]
+fn a_crashed_blender_fails_only_its_task() {
+    let slow = scene(Scene::Slow);
+    let node = NodeProcess::start(&["--blend", slow.to_str().unwrap()]);
+    let (id, blender_pid) = start_slow_job(&node);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(blender_pid), Signal::SIGSEGV).unwrap();
+    let done = wait_done(&node, &id);
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["failure"], "Blender was killed by SIGSEGV", "{done}");
+    // The next task runs; a short range of the slow scene is enough to see it render.
+    let (next, next_pid) = start_slow_job(&node);
+    assert_ne!(next_pid, blender_pid);
+    let (_, view) = get_json(&format!("{}/job/{next}", node.url));
+    assert_eq!(view["state"], "running", "{view}");
+}
+
+/// A Blender that stops printing anything for `--stall-timeout` seconds is killed and its
+/// task fails; the node goes on.
+#[test]
+fn a_stalled_blender_is_killed_and_its_task_fails() {
+    let slow = scene(Scene::Slow);
+    let node = NodeProcess::start(&["--blend", slow.to_str().unwrap(), "--stall-timeout", "2"]);
+    let (id, blender_pid) = start_slow_job(&node);
+    // Stopped, it prints nothing more (and SIGKILL still ends it).
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(blender_pid), Signal::SIGSTOP).unwrap();
+    let done = wait_done(&node, &id);
+    assert_eq!(done["state"], "failed", "{done}");
+    let failure = done["failure"].as_str().unwrap();
+    assert!(failure.contains("printed nothing for 2 s"), "{failure}");
+    assert!(
+        eventually(Duration::from_secs(10), || !process_alive(blender_pid)),
+        "the stalled Blender is still there"
+    );
+    let (_, next_pid) = start_slow_job(&node);
+    assert_ne!(next_pid, blender_pid);
+}
+
 #[test]
 fn the_node_refuses_to_start_without_blender() {
     let dir = tempfile::tempdir().unwrap();
