@@ -6,13 +6,16 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: test deps build release demo images docker-test
 
-## test: install what the tests need, then formatting, clippy (warnings denied), every test,
-## and the Docker end-to-end test (SKIPPED, loudly, when no Docker engine answers)
+## test: install what the tests need, then formatting, clippy (warnings denied), every test
+## (the node's tests and the tutorial test once per render mode, warm and cold), and the
+## Docker end-to-end test (SKIPPED, loudly, when no Docker engine answers)
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) test --workspace --locked
+	CORRAL_TEST_RENDER_MODE=cold $(CARGO) test -p corral --test node --locked
 	bash tests/tutorial/run.sh $(TARGET_DIR)/debug/corral
+	CORRAL_RENDER_MODE=cold bash tests/tutorial/run.sh $(TARGET_DIR)/debug/corral
 	python3 tests/docker/e2e.py
 
 ## deps: Blender, Node.js with express and axios, curl, iproute2 (apt-get when root)
