@@ -240,6 +240,36 @@ pub fn blender_processes_under(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Process ids of the idle warm workers of the node at `node_url` (`GET /info`); none for
+/// a cold node, or a node that does not answer.
+pub fn idle_worker_pids(node_url: &str) -> Vec<i32> {
+    let info: serde_json::Value =
+        match reqwest::blocking::get(format!("{node_url}/info")).and_then(|r| r.json()) {
+            Ok(info) => info,
+            Err(_) => return Vec::new(),
+        };
+    info["workers"]
+        .as_array()
+        .map(|workers| {
+            workers
+                .iter()
+                .filter(|w| w["state"] == "idle")
+                .filter_map(|w| i32::try_from(w["pid"].as_i64()?).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The Blender processes under `dir` that have work: every one but the idle warm workers of
+/// the nodes at `node_urls` (which a warm node keeps running between tasks).
+pub fn busy_blenders_under(dir: &Path, node_urls: &[String]) -> Vec<i32> {
+    let idle: Vec<i32> = node_urls.iter().flat_map(|u| idle_worker_pids(u)).collect();
+    blender_processes_under(dir)
+        .into_iter()
+        .filter(|pid| !idle.contains(pid))
+        .collect()
+}
+
 /// Live processes (zombies excluded) whose environment holds `NAME=value`: what a node
 /// started with that variable, and everything below it, however far it wandered from its
 /// process group or session.
