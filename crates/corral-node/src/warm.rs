@@ -292,9 +292,12 @@ async fn run_task(
             task.output_pattern.display()
         ),
     );
-    // What the worker printed while idle (its start-up, on its first task) goes first.
+    // What the worker printed while idle (its start-up, on its first task) goes first;
+    // a marker of an earlier task that came too late is not Blender's output.
     while let Ok(line) = worker.inner.lines.try_recv() {
-        events.line(&line);
+        if !is_marker(&line) {
+            events.line(&line);
+        }
     }
     let request = RenderRequest {
         task: name.clone(),
@@ -332,6 +335,7 @@ async fn run_task(
                         break;
                     }
                 }
+                Some(line) if is_marker(&line) => {}
                 Some(line) => events.line(&line),
                 None => lines_open = false,
             },
@@ -378,6 +382,12 @@ async fn run_task(
         return (TaskEnd::Finished, After::Replace);
     }
     (TaskEnd::Finished, After::Keep)
+}
+
+/// Whether `line` is a driver's end-of-task marker (for any task).
+fn is_marker(line: &str) -> bool {
+    line.strip_prefix(TASK_END_MARKER)
+        .is_some_and(|rest| rest.starts_with(' '))
 }
 
 /// The end of a task whose worker is lost: how it exited, or `why` it was given up on
@@ -430,5 +440,39 @@ impl RenderBackend for WarmBackend {
                 self.shared.retire(worker).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_marker_lines_are_markers() {
+        assert!(is_marker("corral-task-end 01a2-0"));
+        assert!(!is_marker("corral-task-ended"));
+        assert!(!is_marker("Fra:1 corral-task-end x"));
+    }
+
+    #[test]
+    fn a_rewritten_scene_gets_a_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.blend");
+        std::fs::write(&path, b"BLENDER-v304 one").unwrap();
+        let first = scene_key(&path).unwrap();
+        assert_eq!(scene_key(&path).unwrap(), first, "a key is stable");
+        // Replaced by a save (a new file renamed over it): another inode.
+        let tmp = dir.path().join("a.tmp");
+        std::fs::write(&tmp, b"BLENDER-v304 two").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_ne!(scene_key(&path).unwrap(), first);
+        assert!(scene_key(&dir.path().join("missing.blend")).is_none());
+    }
+
+    #[test]
+    fn resident_memory_is_read_from_proc() {
+        let rss = resident_bytes(std::process::id()).unwrap();
+        assert!(rss > 1_000_000, "{rss}");
+        assert_eq!(resident_bytes(u32::MAX), None);
     }
 }
