@@ -13,7 +13,8 @@ CORRAL defaults to target/release/corral. The scene: 160x120, 16 samples, Cycles
 
 Default (overhead):
 1. plain:    `blender -b scene -o ... -s 1 -e 24 -t 0 -a`, wall time.
-2. via node: POST /job 1-24 to `corral node --threads 0`, long-poll until 200, wall time
+2. via node: POST /job 1-24 to `corral node --threads 0 --render-mode cold`, long-poll
+             until 200, wall time
              from the POST to the answer (node overhead = this - plain).
 3. notice:   for 10 one-frame jobs, the delay between the job's `finished_at` (node clock)
              and the long-poll answer arriving (same machine, same clock).
