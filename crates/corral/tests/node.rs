@@ -1423,14 +1423,15 @@ fn a_crashed_blender_fails_only_its_task() {
 #[test]
 fn a_stalled_blender_is_killed_and_its_task_fails() {
     let slow = scene(Scene::Slow);
-    let node = NodeProcess::start(&["--blend", slow.to_str().unwrap(), "--stall-timeout", "2"]);
+    // Long enough that a Blender starting on a loaded machine is not taken for stalled.
+    let node = NodeProcess::start(&["--blend", slow.to_str().unwrap(), "--stall-timeout", "8"]);
     let (id, blender_pid) = start_slow_job(&node);
     // Stopped, it prints nothing more (and SIGKILL still ends it).
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(blender_pid), Signal::SIGSTOP).unwrap();
     let done = wait_done(&node, &id);
     assert_eq!(done["state"], "failed", "{done}");
     let failure = done["failure"].as_str().unwrap();
-    assert!(failure.contains("printed nothing for 2 s"), "{failure}");
+    assert!(failure.contains("printed nothing for 8 s"), "{failure}");
     assert!(
         eventually(Duration::from_secs(10), || !process_alive(blender_pid)),
         "the stalled Blender is still there"
