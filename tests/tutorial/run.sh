@@ -6,6 +6,7 @@
 # Usage: tests/tutorial/run.sh [CORRAL_BINARY] [WORK_DIR]
 #   CORRAL_BINARY  default: target/debug/corral of this repo (build it with `cargo build -p corral`)
 #   WORK_DIR       default: a fresh `mktemp -d`, removed again when the test passes
+# The nodes render in their default mode (warm); CORRAL_RENDER_MODE=cold picks the other.
 #
 # Needs: root (for `unshare --net`, and for apt-get when node's modules are missing),
 # util-linux `unshare`, iproute2 `ip`, curl, blender, and a Node.js runtime that can
@@ -141,14 +142,17 @@ on_exit() {
     set +e
     [[ -n "$ORCH_PID" ]] && stop_pid "$ORCH_PID"
     for pid in "${NODE_PIDS[@]}"; do stop_pid "$pid"; done
-    # Every Blender a node started has the scene path on its command line; the nodes
-    # (which have it too) are gone by now, so anything still matching was left behind.
+    # Every Blender a node started has the scene path (cold: `blender -b SCENE ...`) or the
+    # node's data folder (warm: `blender ... --python DATA/warm-driver.py`) on its command
+    # line, as has its supervisor (`corral __reaper -- blender ...`); the nodes (which have
+    # them too) are gone by now, so anything still matching was left behind.
     sleep 0.5
-    leftovers=$(pgrep -af -- "$(regex_escape "$SCENE")")
+    leftover_pattern="$(regex_escape "$SCENE")|$(regex_escape "$WORK/data-")"
+    leftovers=$(pgrep -af -- "$leftover_pattern")
     if [[ -n "$leftovers" ]]; then
         log "FAIL: processes left running after the nodes stopped:"
         echo "$leftovers"
-        pgrep -f -- "$(regex_escape "$SCENE")" | xargs -r kill -KILL
+        pgrep -f -- "$leftover_pattern" | xargs -r kill -KILL
         rc=1
     fi
     if [[ $rc == 0 && $PASSED == 1 ]]; then
@@ -165,7 +169,7 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-log "work dir: $WORK; corral: $CORRAL_SRC; $(node --version) with NODE_PATH=${NODE_PATH:-}"
+log "work dir: $WORK; corral: $CORRAL_SRC; $(node --version) with NODE_PATH=${NODE_PATH:-}; render mode: ${CORRAL_RENDER_MODE:-warm (default)}"
 
 log "generating the scene"
 blender -b --factory-startup --python "$REPO/scripts/make_scene.py" -- "$SCENE" \

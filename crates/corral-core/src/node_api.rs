@@ -151,6 +151,9 @@ pub struct JobView {
     pub exit_code: Option<i32>,
     pub failure: Option<String>,
     pub log_tail: Vec<String>,
+    /// Why the job's log file stopped being written (a full disk, ...); the render goes on.
+    #[serde(default)]
+    pub log_error: Option<String>,
     pub submitted_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -160,6 +163,18 @@ pub struct JobView {
     /// The client's label for the render, as given in `POST /job`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+}
+
+/// A Blender process a node keeps running between tasks (render mode `warm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Blender's process id.
+    pub pid: u32,
+    /// `idle` or `rendering`.
+    pub state: String,
+    /// Tasks and frames it rendered since it started.
+    pub tasks: u64,
+    pub frames: u64,
 }
 
 /// What `GET /info` returns.
@@ -176,6 +191,12 @@ pub struct NodeInfo {
     pub engines: Vec<Engine>,
     pub formats: Vec<ImageFormat>,
     pub max_frames_per_job: u64,
+    /// `warm` (a Blender per slot, kept running) or `cold` (a Blender per task).
+    #[serde(default)]
+    pub render_mode: String,
+    /// The Blender processes kept running (warm mode).
+    #[serde(default)]
+    pub workers: Vec<WorkerInfo>,
 }
 
 #[cfg(test)]

@@ -167,8 +167,14 @@ pub fn confined_relative_path(field: &str, value: &str) -> Result<(), FieldError
     Ok(())
 }
 
+/// Names starting with this are the node's own (its `.corral-partial-{job}` folders, which
+/// a restarted node sweeps away): an output path may not use them.
+pub const RESERVED_NAME_PREFIX: &str = ".corral-";
+
 /// Checks an output pattern (`shots/a/frame_####`): a confined relative path whose last
-/// part is a file name, since Blender writes `PATTERN` + frame number + extension.
+/// part is a file name, since Blender writes `PATTERN` + frame number + extension. No part
+/// of it may start with [`RESERVED_NAME_PREFIX`], and it may hold no invisible or
+/// bidirectional formatting character (see [`is_invisible_format_char`]).
 pub fn output_pattern(field: &str, value: &str) -> Result<(), FieldError> {
     confined_relative_path(field, value)?;
     if value.ends_with('/') {
@@ -177,7 +183,43 @@ pub fn output_pattern(field: &str, value: &str) -> Result<(), FieldError> {
             "must end with a file name pattern such as `frame_####`",
         ));
     }
+    if let Some(c) = value.chars().find(|&c| is_invisible_format_char(c)) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "must not contain invisible or bidirectional formatting characters (U+{:04X})",
+                c as u32
+            ),
+        ));
+    }
+    if value
+        .split('/')
+        .any(|name| name.starts_with(RESERVED_NAME_PREFIX))
+    {
+        return Err(FieldError::new(
+            field,
+            format!("names starting with `{RESERVED_NAME_PREFIX}` are reserved for the node's own folders"),
+        ));
+    }
     Ok(())
+}
+
+/// Characters that change how a name is displayed without being visible themselves:
+/// bidirectional embeddings, overrides, isolates and marks (a right-to-left override makes
+/// `f_####\u{202e}gnp.exe` read as `f_####exe.png`), zero-width characters, the byte
+/// order mark, line and paragraph separators, and every C0/C1 control character.
+pub fn is_invisible_format_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'                     // Arabic letter mark
+                | '\u{180e}'               // Mongolian vowel separator
+                | '\u{200b}'..='\u{200f}' // zero-width space/joiners, LRM, RLM
+                | '\u{2028}'..='\u{202e}' // line/paragraph separators, LRE..RLO
+                | '\u{2060}'..='\u{206f}' // word joiner, invisible operators, LRI..PDI
+                | '\u{feff}'               // byte order mark
+                | '\u{fff9}'..='\u{fffb}' // interlinear annotation
+        )
 }
 
 #[cfg(test)]
@@ -236,5 +278,47 @@ mod tests {
         assert!(confined_relative_path("scene", "/etc/passwd").is_err());
         assert!(confined_relative_path("scene", "").is_err());
         assert!(confined_relative_path("scene", "a\0b").is_err());
+    }
+
+    #[test]
+    fn output_patterns_refuse_the_nodes_reserved_names() {
+        // The node's start-up sweep removes `.corral-partial-*` folders: frames rendered
+        // into one would be deleted at the next restart.
+        for bad in [
+            ".corral-partial-x/f_####",
+            "shots/.corral-partial-01a2/f_####",
+            ".corral-anything/f_####",
+            "a/b/.corral-",
+            ".corral-f_####",
+        ] {
+            let err = output_pattern("output", bad).expect_err(bad);
+            assert_eq!(err.field, "output");
+            assert!(err.message.contains(".corral-"), "{bad}: {err}");
+        }
+        for good in [
+            "corral-x/f_####",
+            "shots/.corral/f_####",
+            "a/x.corral-y_####",
+        ] {
+            assert!(output_pattern("output", good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn output_patterns_refuse_invisible_and_bidirectional_characters() {
+        // A right-to-left override makes `f_####\u{202e}gnp.exe` read as `f_####exe.png`.
+        let bad = [
+            '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}',
+            '\u{2068}', '\u{2069}', '\u{200e}', '\u{200f}', '\u{061c}', '\u{200b}', '\u{feff}',
+            '\u{2028}', '\u{0085}', '\u{009b}', '\u{001b}', '\u{007f}',
+        ];
+        for c in bad {
+            let value = format!("shots/f_{c}####");
+            let err = output_pattern("output", &value).expect_err(&format!("{:04x}", c as u32));
+            assert_eq!(err.field, "output");
+        }
+        // Letters from any script are fine.
+        assert!(output_pattern("output", "plans/plan_\u{5e9}\u{5dc}\u{5d5}\u{5dd}_####").is_ok());
+        assert!(output_pattern("output", "Szene/Bild_\u{e4}\u{f6}\u{fc}_####").is_ok());
     }
 }

@@ -1,5 +1,6 @@
 //! The node's settings, resolved and checked once at start-up.
 
+pub use crate::backend::RenderMode;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +37,16 @@ pub struct NodeConfig {
     pub on_shutdown: ShutdownPolicy,
     /// Longest `?wait=` a client may ask for.
     pub max_wait: Duration,
+    /// A Blender per task (`cold`) or a Blender per slot kept running (`warm`).
+    pub render_mode: RenderMode,
+    /// The warm workers' driver script, written into the data folder (warm mode).
+    pub warm_driver: Option<PathBuf>,
+    /// A warm worker is replaced after this many frames (0: never).
+    pub recycle_after_frames: u64,
+    /// A warm worker is replaced once its resident memory passes this many MB (0: never).
+    pub recycle_above_mb: u64,
+    /// A render that prints nothing for this long is killed and its job failed.
+    pub stall_timeout: Option<Duration>,
 }
 
 impl NodeConfig {

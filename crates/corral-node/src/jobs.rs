@@ -4,9 +4,12 @@
 //! Architecture invariant: at most `slots` jobs are `running` at once; a job leaves the
 //! queue only in [`Node::pump`], which checks that under the same lock that counts them.
 
+use crate::backend::{RenderBackend, RenderMode};
+use crate::cold::ColdBackend;
 use crate::config::{NodeConfig, ShutdownPolicy};
 use crate::error::ApiError;
 use crate::runner;
+use crate::warm::{WarmBackend, WarmSettings};
 use chrono::{DateTime, Utc};
 use corral_core::node_api::{FrameOutput, JobSpec, JobView, NodeInfo, SampleProgress};
 use corral_core::{Engine, FieldError, ImageFormat, JobId, JobState};
@@ -33,6 +36,8 @@ pub struct Node {
 
 struct Shared {
     config: NodeConfig,
+    /// Runs tasks through Blender: a process per task, or a worker per slot.
+    backend: Arc<dyn RenderBackend>,
     hostname: String,
     state: Mutex<Table>,
     /// Bumped after every change to any job; long-polls wait for it to move.
@@ -104,6 +109,7 @@ pub(crate) struct Job {
     pub exit_code: Option<i32>,
     pub failure: Option<String>,
     pub log_tail: VecDeque<String>,
+    pub log_error: Option<String>,
     pub submitted_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -144,6 +150,7 @@ impl Job {
             exit_code: self.exit_code,
             failure: self.failure.clone(),
             log_tail: self.log_tail.iter().cloned().collect(),
+            log_error: self.log_error.clone(),
             submitted_at: self.submitted_at,
             started_at: self.started_at,
             finished_at: self.finished_at,
@@ -155,11 +162,29 @@ impl Job {
 }
 
 impl Node {
+    /// A node with `config`; in warm mode its workers start now. Must be called within a
+    /// Tokio runtime.
     pub fn new(config: NodeConfig) -> Self {
         let (changes, _) = watch::channel(0);
+        let backend: Arc<dyn RenderBackend> = match (config.render_mode, &config.warm_driver) {
+            (RenderMode::Warm, Some(driver)) => Arc::new(WarmBackend::start(WarmSettings {
+                blender: config.blender.clone(),
+                driver: driver.clone(),
+                slots: config.slots,
+                recycle_after_frames: config.recycle_after_frames,
+                recycle_above_bytes: (config.recycle_above_mb > 0)
+                    .then(|| config.recycle_above_mb.saturating_mul(1_000_000)),
+            })),
+            (RenderMode::Warm, None) => {
+                tracing::warn!("no warm driver script was written; rendering cold");
+                Arc::new(ColdBackend::new(config.blender.clone()))
+            }
+            (RenderMode::Cold, _) => Arc::new(ColdBackend::new(config.blender.clone())),
+        };
         Node {
             inner: Arc::new(Shared {
                 config,
+                backend,
                 hostname: crate::host::hostname(),
                 state: Mutex::new(Table {
                     accepting: true,
@@ -176,6 +201,10 @@ impl Node {
 
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn backend(&self) -> &dyn RenderBackend {
+        self.inner.backend.as_ref()
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -215,6 +244,7 @@ impl Node {
                 exit_code: None,
                 failure: None,
                 log_tail: VecDeque::new(),
+                log_error: None,
                 submitted_at: Utc::now(),
                 started_at: None,
                 finished_at: None,
@@ -274,10 +304,13 @@ impl Node {
         if !path.is_file() {
             return Err(invalid(format!("`{}` is not a file", path.display())));
         }
+        crate::blend::check_blend_file(&path)
+            .map_err(|why| invalid(format!("`{}` {why}", path.display())))?;
         Ok(path)
     }
 
-    /// Checks that a job's output pattern lands inside `--output` and that the whole path
+    /// Checks that a job's output pattern lands inside `--output` (symbolic links followed)
+    /// and that the whole path
     /// Blender writes (with the partial folder, frame digits and extension) stays within
     /// Blender's 1024-byte path limit, which it would otherwise cut silently.
     fn check_output(&self, output: &str) -> Result<(), ApiError> {
@@ -288,6 +321,11 @@ impl Node {
             return Err(
                 FieldError::new("output", "must stay inside the node's output folder").into(),
             );
+        }
+        // Symbolic links already in the output folder must not lead the frames out of it.
+        if let Some(dir) = full.parent() {
+            crate::confine::check_output_dir(output_dir, dir)
+                .map_err(|why| FieldError::new("output", why))?;
         }
         if full.as_os_str().len() > MAX_OUTPUT_PATH_BYTES {
             return Err(FieldError::new(
@@ -480,6 +518,8 @@ impl Node {
             engines: Engine::ALL.to_vec(),
             formats: ImageFormat::ALL.to_vec(),
             max_frames_per_job: config.max_frames,
+            render_mode: self.inner.backend.mode().name().to_string(),
+            workers: self.inner.backend.workers(),
         }
     }
 
@@ -514,6 +554,8 @@ impl Node {
         }
         self.inner.runners.close();
         self.inner.runners.wait().await;
+        // No task runs any more: end the Blender processes kept between tasks.
+        self.inner.backend.shut_down().await;
         // Only now, with every end recorded, wake long-polls so they answer the final
         // state and the HTTP server's graceful shutdown is not held up by them.
         self.inner.closed.cancel();

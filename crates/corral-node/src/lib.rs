@@ -1,14 +1,22 @@
 //! Corral's render node: serves the tutorial's node API (`POST /job`, `GET /job/{id}`, ...)
-//! and runs the submitted frame ranges through Blender, at most `slots` at a time.
+//! and runs the submitted frame ranges through Blender, at most `slots` at a time, with a
+//! Blender started per task (cold) or kept running per slot (warm).
 
+mod backend;
+mod blend;
+mod cold;
 mod config;
+mod confine;
 mod error;
 mod host;
 mod http;
+mod job_log;
 mod jobs;
 mod runner;
+mod warm;
 
-pub use config::{NodeConfig, ShutdownPolicy};
+pub use blend::check_blend_file;
+pub use config::{NodeConfig, RenderMode, ShutdownPolicy};
 pub use http::router;
 pub use jobs::Node;
 

@@ -1,22 +1,30 @@
-//! Runs one job through Blender: spawns it, follows its output, moves each frame into
-//! place as Blender saves it, and decides how the job ended.
+//! Runs one job through the node's render backend: prepares its folders and log, follows
+//! what Blender reports, moves each frame into place once it is written, and decides how
+//! the job ended. The same for a cold and a warm backend.
 //!
 //! Architecture invariant: frames appear in the output folder atomically. Blender writes
 //! into a per-job folder beside the output (same file system); each file is renamed to its
-//! final name only after Blender reports it `Saved:`, so a killed or re-run render never
-//! leaves a half-written frame under a final name. The partial folder is removed when the
-//! job ends, whatever the outcome.
+//! final name only once Blender reports it written (`Saved:` in its output for a cold
+//! render, a `saved` message from a warm worker, sent after the file is closed), so a
+//! killed or re-run render never leaves a half-written frame under a final name. The
+//! partial folder is removed when the job ends, whatever the outcome.
 
+use crate::backend::{RenderTask, TaskEnd, TaskEvents};
+use crate::job_log::JobLog;
 use crate::jobs::{Job, Node, LOG_TAIL_LINES};
-use corral_blender::{BlenderProcess, ExitOutcome, OutputParser, ParsedLine, RenderArgs};
-use corral_core::{JobId, JobState};
+use corral_blender::{OutputParser, ParsedLine};
+use corral_core::{FrameRange, JobId, JobState};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Where one job's files go.
 struct Paths {
+    /// The node's output folder (canonical): nothing is placed outside it.
+    root: PathBuf,
     /// Blender's `-o` pattern inside the per-job partial folder.
     partial_pattern: PathBuf,
     partial_dir: PathBuf,
@@ -38,6 +46,7 @@ impl Paths {
         // Beside the final files, so the rename never crosses a file system.
         let partial_dir = final_dir.join(format!(".corral-partial-{id}"));
         Paths {
+            root: config.output_dir.clone(),
             partial_pattern: partial_dir.join(file_pattern),
             partial_dir,
             final_dir,
@@ -53,23 +62,26 @@ pub fn log_path(node: &Node, id: JobId) -> PathBuf {
 
 /// Runs job `id` (already marked running) to its end and records the outcome.
 pub async fn run_job(node: Node, id: JobId) {
-    let Some((args, cancel, output)) = node.with_job(id, |job| {
-        let args = RenderArgs {
-            blend: job.scene.clone(),
-            output_pattern: PathBuf::new(),
+    let Some((task, cancel, output)) = node.with_job(id, |job| {
+        let task = RenderTask {
+            job: id,
+            scene: job.scene.clone(),
             engine: job.spec.engine,
             format: job.spec.format,
             range: job.spec.range,
             threads: job.threads(node.config().threads),
+            output_pattern: PathBuf::new(),
         };
-        (args, job.cancel.clone(), job.spec.output.clone())
+        (task, job.cancel.clone(), job.spec.output.clone())
     }) else {
         return;
     };
     let paths = Paths::for_job(&node, id, &output);
-    let result = render(&node, id, args, &paths, cancel).await;
+    let result = render(&node, task, &paths, cancel).await;
     // The partial folder holds only what Blender wrote and we did not move: debris.
     let _ = std::fs::remove_dir_all(&paths.partial_dir);
+    // Anything a killed supervisor left behind was handed to the node: end it now.
+    let _ = tokio::task::spawn_blocking(corral_blender::process::reap_orphans).await;
     node.finish(id, |job| match result {
         Ok(end) => end.apply(job),
         Err(reason) => {
@@ -82,46 +94,74 @@ pub async fn run_job(node: Node, id: JobId) {
     }
 }
 
-/// How a Blender run ended, before it is written into the job.
+/// How a task ended, before it is written into the job.
 struct End {
-    outcome: ExitOutcome,
+    outcome: TaskEnd,
+    /// The task was killed because Blender went silent for this long.
+    stalled: Option<Duration>,
     first_error: Option<String>,
+    /// Frames of the range Blender wrote no file for.
     missing: Vec<i64>,
+    /// Frames placed under their final name whose file is gone by the end.
+    vanished: Vec<i64>,
 }
 
 impl End {
-    /// The job's end state and, unless it completed, why. Completion needs all three:
-    /// exit code 0, no `Error:` line, and a file for every frame of the range.
+    /// The job's end state and, unless it completed, why. Completion needs all four: a
+    /// clean end (Blender exited 0, or a warm worker finished the task), no error reported,
+    /// a file for every frame of the range, and every placed file still there.
     fn verdict(&self) -> (JobState, Option<String>) {
-        let failure = match self.outcome {
-            ExitOutcome::Cancelled => {
-                return (
-                    JobState::Cancelled,
-                    Some("cancelled while rendering".into()),
-                )
+        let failure = match &self.outcome {
+            TaskEnd::Cancelled => match self.stalled {
+                Some(silence) => format!(
+                    "Blender printed nothing for {} s and was killed (stalled)",
+                    silence.as_secs()
+                ),
+                None => {
+                    return (
+                        JobState::Cancelled,
+                        Some("cancelled while rendering".into()),
+                    )
+                }
+            },
+            TaskEnd::Failed(why) => why.clone(),
+            TaskEnd::Signalled(sig) => {
+                format!("Blender was killed by {}", signal_name(*sig))
             }
-            ExitOutcome::Signalled(sig) => {
-                format!("Blender was killed by {}", signal_name(sig))
-            }
-            ExitOutcome::Exited(code) if code != 0 => match &self.first_error {
+            TaskEnd::Exited(code) if *code != 0 => match &self.first_error {
                 Some(err) => format!("Blender exited with code {code}: {err}"),
                 None => format!("Blender exited with code {code}"),
             },
-            ExitOutcome::Exited(_) => match &self.first_error {
-                Some(err) => format!("Blender reported an error: {err}"),
-                None if !self.missing.is_empty() => format!(
-                    "Blender exited 0 but wrote no file for frame(s) {}",
-                    corral_core::frames::frame_list(&self.missing)
-                ),
-                None => return (JobState::Completed, None),
-            },
+            TaskEnd::Exited(_) | TaskEnd::Finished => {
+                let ended = if self.outcome == TaskEnd::Finished {
+                    "Blender finished the task"
+                } else {
+                    "Blender exited 0"
+                };
+                match &self.first_error {
+                    Some(err) => format!("Blender reported an error: {err}"),
+                    None if !self.missing.is_empty() => format!(
+                        "{ended} but wrote no file for frame(s) {}",
+                        corral_core::frames::frame_list(&self.missing)
+                    ),
+                    None if !self.vanished.is_empty() => format!(
+                        "the files of frame(s) {} were placed but are gone",
+                        corral_core::frames::frame_list(&self.vanished)
+                    ),
+                    None => return (JobState::Completed, None),
+                }
+            }
         };
         (JobState::Failed, Some(failure))
     }
 
     fn apply(self, job: &mut Job) {
-        if let ExitOutcome::Exited(code) = self.outcome {
+        if let TaskEnd::Exited(code) = self.outcome {
             job.exit_code = Some(code);
+        }
+        // `outputs` lists frames that are on disk.
+        for frame in &self.vanished {
+            job.outputs.remove(frame);
         }
         let (state, failure) = self.verdict();
         job.state = state;
@@ -131,125 +171,262 @@ impl End {
 
 async fn render(
     node: &Node,
-    id: JobId,
-    mut args: RenderArgs,
+    mut task: RenderTask,
     paths: &Paths,
-    cancel: tokio_util::sync::CancellationToken,
+    cancel: CancellationToken,
 ) -> Result<End, String> {
-    for dir in [&paths.partial_dir, &paths.final_dir] {
+    let id = task.job;
+    // Checked at submission, and again now: a folder may have become a symbolic link
+    // leading out of the output folder while the job was queued.
+    crate::confine::check_output_dir(&paths.root, &paths.final_dir)?;
+    for dir in [&paths.final_dir, &paths.partial_dir] {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create folder `{}`: {e}", dir.display()))?;
+        crate::confine::open_confined_dir(&paths.root, dir)?;
     }
-    let log_file = File::create(&paths.log)
-        .map_err(|e| format!("cannot create log `{}`: {e}", paths.log.display()))?;
-    let mut log = BufWriter::new(log_file);
-    args.output_pattern = paths.partial_pattern.clone();
-    let range = args.range;
-    let argv = args.to_argv().map_err(|e| e.to_string())?;
-    let program = &node.config().blender;
-    let command_line: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
-    let _ = writeln!(log, "# {} {}", program.display(), command_line.join(" "));
-    let _ = log.flush();
-
-    let process = BlenderProcess::spawn(program, &argv).map_err(|e| e.to_string())?;
-    let blender_pid = process.pid();
-    node.update(id, |job| {
-        job.blender_pid = Some(blender_pid);
-        true
+    let (log, create_error) = JobLog::create(&paths.log);
+    if let Some(why) = create_error {
+        log_failed(node, id, why);
+    }
+    task.output_pattern = paths.partial_pattern.clone();
+    let backend = node.backend();
+    let started = Instant::now();
+    let mut sink = Sink {
+        node,
+        id,
+        paths,
+        range: task.range,
+        log,
+        parser: OutputParser::new(),
+        saves_from_output: backend.saves_from_output(),
+        first_error: None,
+        saved: BTreeMap::new(),
+        started,
+        last_activity: Arc::new(AtomicU64::new(0)),
+    };
+    // A Blender that prints nothing for `--stall-timeout` is killed; the task fails.
+    let stop = cancel.child_token();
+    let stalled = Arc::new(AtomicBool::new(false));
+    let watchdog = node.config().stall_timeout.map(|limit| {
+        tokio::spawn(watch_for_stall(
+            limit,
+            started,
+            Arc::clone(&sink.last_activity),
+            stop.clone(),
+            Arc::clone(&stalled),
+        ))
     });
-    tracing::debug!(job = %id, blender_pid, "Blender started");
-
-    let mut parser = OutputParser::new();
-    let mut first_error: Option<String> = None;
-    let mut saved: BTreeMap<i64, String> = BTreeMap::new();
-    let outcome = process
-        .run(cancel.cancelled_owned(), |line| {
-            let _ = writeln!(log, "{line}");
-            let _ = log.flush();
-            let parsed = parser.parse(line);
-            let mut moved = None;
-            match &parsed {
-                ParsedLine::Error(msg) if first_error.is_none() => first_error = Some(msg.clone()),
-                ParsedLine::Saved { frame, path } => {
-                    match place_frame(paths, *frame, path, range) {
-                        Ok((frame, final_path)) => {
-                            saved.insert(frame, final_path.clone());
-                            moved = Some((frame, final_path));
-                        }
-                        Err(why) => {
-                            let _ = writeln!(log, "# corral: {why}");
-                            if first_error.is_none() {
-                                first_error = Some(why);
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-            // Only progress wakes long-polls; a new log line alone does not.
-            node.update(id, |job| {
-                push_tail(&mut job.log_tail, line);
-                match parsed {
-                    ParsedLine::Progress { frame, sample } => {
-                        let new_frame = job.current_frame != Some(frame);
-                        let changed =
-                            new_frame || (sample.is_some() && job.current_sample != sample);
-                        // Status lines between sample lines carry no samples; keep the last.
-                        if new_frame || sample.is_some() {
-                            job.current_sample = sample;
-                        }
-                        job.current_frame = Some(frame);
-                        changed
-                    }
-                    ParsedLine::Saved { .. } => match moved.take() {
-                        Some((frame, path)) => {
-                            job.outputs.insert(frame, path);
-                            true
-                        }
-                        None => false,
-                    },
-                    ParsedLine::Error(_) | ParsedLine::Other => false,
-                }
-            });
-        })
-        .await
-        .map_err(|e| format!("lost track of Blender: {e}"))?;
-    let missing = range.frames().filter(|f| !saved.contains_key(f)).collect();
+    let outcome = backend.render(&task, &mut sink, stop).await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    let missing = task
+        .range
+        .frames()
+        .filter(|f| !sink.saved.contains_key(f))
+        .collect();
+    // A frame is reported done only if its file is still there now.
+    let vanished = sink
+        .saved
+        .iter()
+        .filter(|(_, path)| std::fs::symlink_metadata(path).is_err())
+        .map(|(&frame, _)| frame)
+        .collect();
     Ok(End {
+        stalled: (stalled.load(Ordering::SeqCst) && outcome == TaskEnd::Cancelled)
+            .then(|| node.config().stall_timeout.unwrap_or_default()),
         outcome,
-        first_error,
+        first_error: sink.first_error,
         missing,
+        vanished,
     })
 }
 
-/// Moves a frame Blender reported saved from the partial folder to its final name.
+/// Cancels `stop` (and sets `stalled`) once nothing was heard from Blender for `limit`.
+async fn watch_for_stall(
+    limit: Duration,
+    started: Instant,
+    last_activity: Arc<AtomicU64>,
+    stop: CancellationToken,
+    stalled: Arc<AtomicBool>,
+) {
+    let tick = (limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(tick).await;
+        let last = Duration::from_millis(last_activity.load(Ordering::Relaxed));
+        if started.elapsed().saturating_sub(last) >= limit {
+            stalled.store(true, Ordering::SeqCst);
+            stop.cancel();
+            return;
+        }
+    }
+}
+
+/// Receives what the backend reports for one job: writes the log, keeps the tail and the
+/// progress in the job, places frames, remembers the first error.
+struct Sink<'a> {
+    node: &'a Node,
+    id: JobId,
+    paths: &'a Paths,
+    range: FrameRange,
+    log: JobLog,
+    parser: OutputParser,
+    saves_from_output: bool,
+    first_error: Option<String>,
+    /// Frames placed, with their final paths.
+    saved: BTreeMap<i64, String>,
+    started: Instant,
+    /// Milliseconds after `started` that Blender was last heard from.
+    last_activity: Arc<AtomicU64>,
+}
+
+impl Sink<'_> {
+    fn heard(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity.store(now, Ordering::Relaxed);
+    }
+
+    fn write_log(&mut self, text: &str) {
+        if let Err(why) = self.log.line(text) {
+            log_failed(self.node, self.id, why);
+        }
+    }
+
+    fn note_error(&mut self, message: String) {
+        if self.first_error.is_none() {
+            self.first_error = Some(message);
+        }
+    }
+
+    /// Places a frame Blender reported written and records it in the job.
+    fn place(&mut self, frame: Option<i64>, progress: Option<i64>, path: &Path) {
+        match place_frame(self.paths, frame, progress, path, self.range) {
+            Ok((frame, final_path)) => {
+                self.saved.insert(frame, final_path.clone());
+                self.node.update(self.id, |job| {
+                    job.outputs.insert(frame, final_path);
+                    true
+                });
+            }
+            Err(why) => {
+                self.write_log(&format!("# corral: {why}"));
+                self.note_error(why);
+            }
+        }
+    }
+
+    /// Records Blender's frame (and sample) progress; wakes long-polls only when it moved.
+    fn progress(&self, frame: i64, sample: Option<corral_core::node_api::SampleProgress>) {
+        self.node.update(self.id, |job| {
+            let new_frame = job.current_frame != Some(frame);
+            let changed = new_frame || (sample.is_some() && job.current_sample != sample);
+            // Status lines between sample lines carry no samples; keep the last.
+            if new_frame || sample.is_some() {
+                job.current_sample = sample;
+            }
+            job.current_frame = Some(frame);
+            changed
+        });
+    }
+}
+
+impl TaskEvents for Sink<'_> {
+    fn started(&mut self, blender_pid: u32, header: &str) {
+        self.heard();
+        self.write_log(header);
+        self.node.update(self.id, |job| {
+            job.blender_pid = Some(blender_pid);
+            true
+        });
+        tracing::debug!(job = %self.id, blender_pid, "Blender has the task");
+    }
+
+    fn line(&mut self, line: &str) {
+        self.heard();
+        self.write_log(line);
+        let parsed = self.parser.parse(line);
+        // A new log line alone does not wake long-polls; progress does.
+        self.node.update(self.id, |job| {
+            push_tail(&mut job.log_tail, line);
+            false
+        });
+        match parsed {
+            ParsedLine::Error(message) => self.note_error(message),
+            ParsedLine::Progress { frame, sample } => self.progress(frame, sample),
+            ParsedLine::Saved { frame, path } if self.saves_from_output => {
+                self.place(None, frame, Path::new(&path));
+            }
+            ParsedLine::Saved { .. } | ParsedLine::Other => {}
+        }
+    }
+
+    fn frame_started(&mut self, frame: i64) {
+        self.heard();
+        self.progress(frame, None);
+    }
+
+    fn saved(&mut self, frame: i64, path: &Path) {
+        self.heard();
+        self.place(Some(frame), None, path);
+    }
+
+    fn error(&mut self, message: &str) {
+        self.heard();
+        self.note_error(message.to_string());
+    }
+}
+
+/// Records that job `id`'s log stopped being written: in the job (`log_error`, and a line
+/// in its tail, which goes on) and once in the node's own log. The render goes on.
+fn log_failed(node: &Node, id: JobId, why: String) {
+    tracing::warn!(job = %id, error = %why, "the job's log cannot be written; the render goes on");
+    node.update(id, |job| {
+        push_tail(&mut job.log_tail, &format!("# corral: {why}"));
+        job.log_error = Some(why);
+        true
+    });
+}
+
+/// Moves a frame Blender reported written from the partial folder to its final name.
 /// Blender's report is input from outside: the path must be a file in this job's partial
-/// folder, for a frame of this job's range. The frame number is read from the file name
-/// (Workbench renders print no `Fra:` lines), else taken from the last progress line.
+/// folder, for a frame of this job's range. The frame is the one reported with it (a warm
+/// worker's, which the file name must agree with), else the number in the file name, else
+/// `progress`, the last progress line's (Workbench renders print no `Fra:` lines).
 fn place_frame(
     paths: &Paths,
-    progress_frame: Option<i64>,
-    reported: &str,
-    range: corral_core::FrameRange,
+    frame: Option<i64>,
+    progress: Option<i64>,
+    reported: &Path,
+    range: FrameRange,
 ) -> Result<(i64, String), String> {
-    let reported_path = Path::new(reported);
-    let name = reported_path
+    let shown = reported.display();
+    let name = reported
         .file_name()
-        .filter(|_| reported_path.parent() == Some(paths.partial_dir.as_path()))
-        .ok_or_else(|| format!("Blender saved `{reported}` outside the job's output folder"))?;
+        .filter(|_| reported.parent() == Some(paths.partial_dir.as_path()))
+        .ok_or_else(|| format!("Blender saved `{shown}` outside the job's output folder"))?;
     let pattern = paths
         .partial_pattern
         .file_name()
         .map(|p| p.to_string_lossy())
         .unwrap_or_default();
-    let frame = frame_from_file_name(&pattern, &name.to_string_lossy())
-        .or(progress_frame)
-        .filter(|f| range.contains(*f))
-        .ok_or_else(|| format!("Blender saved `{reported}`, which is not a frame of {range}"))?;
-    let final_path = paths.final_dir.join(name);
-    std::fs::rename(reported_path, &final_path)
-        .map_err(|e| format!("cannot move `{reported}` into place: {e}"))?;
-    Ok((frame, final_path.display().to_string()))
+    let from_name = frame_from_file_name(&pattern, &name.to_string_lossy());
+    let frame = match (frame, from_name) {
+        (Some(reported), Some(named)) if reported != named => {
+            return Err(format!(
+                "Blender saved `{shown}` for frame {reported}, but its name says frame {named}"
+            ))
+        }
+        (reported, named) => reported.or(named).or(progress),
+    }
+    .filter(|f| range.contains(*f))
+    .ok_or_else(|| format!("Blender saved `{shown}`, which is not a frame of {range}"))?;
+    // Both folders are checked on open handles right before the rename, which goes
+    // through those handles: a folder swapped for a symbolic link leading out of the
+    // output folder at any time during the render is refused, not written through.
+    let from = crate::confine::open_confined_dir(&paths.root, &paths.partial_dir)?;
+    let to = crate::confine::open_confined_dir(&paths.root, &paths.final_dir)?;
+    to.rename_from(&from, Path::new(name))?;
+    Ok((frame, to.path.join(name).display().to_string()))
 }
 
 /// Reads the frame number Blender put in place of the `#` run of `pattern` (or after the
@@ -281,51 +458,98 @@ fn signal_name(sig: i32) -> String {
 mod tests {
     use super::*;
 
-    fn end(
-        outcome: ExitOutcome,
-        error: Option<&str>,
-        missing: &[i64],
-    ) -> (JobState, Option<String>) {
+    fn end(outcome: TaskEnd, error: Option<&str>, missing: &[i64]) -> (JobState, Option<String>) {
         End {
             outcome,
+            stalled: None,
             first_error: error.map(str::to_string),
             missing: missing.to_vec(),
+            vanished: Vec::new(),
         }
         .verdict()
     }
 
     #[test]
+    fn a_placed_frame_that_vanished_fails_the_job() {
+        let end = End {
+            outcome: TaskEnd::Exited(0),
+            stalled: None,
+            first_error: None,
+            missing: Vec::new(),
+            vanished: vec![2, 3, 7],
+        };
+        let (state, why) = end.verdict();
+        assert_eq!(state, JobState::Failed);
+        assert_eq!(
+            why.as_deref(),
+            Some("the files of frame(s) 2-3, 7 were placed but are gone")
+        );
+    }
+
+    #[test]
     fn only_a_clean_exit_with_every_frame_completes() {
         assert_eq!(
-            end(ExitOutcome::Exited(0), None, &[]),
+            end(TaskEnd::Exited(0), None, &[]),
             (JobState::Completed, None)
         );
-        let (state, why) = end(ExitOutcome::Exited(0), None, &[3, 4]);
+        let (state, why) = end(TaskEnd::Exited(0), None, &[3, 4]);
         assert_eq!(state, JobState::Failed);
         assert_eq!(
             why.as_deref(),
             Some("Blender exited 0 but wrote no file for frame(s) 3-4")
         );
         let (state, why) = end(
-            ExitOutcome::Exited(0),
+            TaskEnd::Exited(0),
             Some("Build without OpenImageDenoiser"),
             &[],
         );
         assert_eq!(state, JobState::Failed);
         assert!(why.unwrap().contains("OpenImageDenoiser"));
-        let (state, why) = end(ExitOutcome::Exited(1), Some("Cannot read file"), &[1]);
+        let (state, why) = end(TaskEnd::Exited(1), Some("Cannot read file"), &[1]);
         assert_eq!(state, JobState::Failed);
         assert_eq!(
             why.as_deref(),
             Some("Blender exited with code 1: Cannot read file")
         );
-        let (state, why) = end(ExitOutcome::Signalled(11), None, &[]);
+        let (state, why) = end(TaskEnd::Signalled(11), None, &[]);
         assert_eq!(state, JobState::Failed);
         assert_eq!(why.as_deref(), Some("Blender was killed by SIGSEGV"));
+        assert_eq!(end(TaskEnd::Cancelled, None, &[1]).0, JobState::Cancelled);
+    }
+
+    #[test]
+    fn warm_tasks_and_stalls_have_their_own_verdicts() {
         assert_eq!(
-            end(ExitOutcome::Cancelled, None, &[1]).0,
-            JobState::Cancelled
+            end(TaskEnd::Finished, None, &[]),
+            (JobState::Completed, None)
         );
+        let (state, why) = end(TaskEnd::Finished, None, &[2]);
+        assert_eq!(state, JobState::Failed);
+        assert_eq!(
+            why.as_deref(),
+            Some("Blender finished the task but wrote no file for frame(s) 2")
+        );
+        let (state, why) = end(TaskEnd::Finished, Some("Missing DNA block"), &[1]);
+        assert_eq!(state, JobState::Failed);
+        assert_eq!(
+            why.as_deref(),
+            Some("Blender reported an error: Missing DNA block")
+        );
+        let (state, why) = end(TaskEnd::Failed("the worker was lost".into()), None, &[1]);
+        assert_eq!(
+            (state, why.as_deref()),
+            (JobState::Failed, Some("the worker was lost"))
+        );
+        let stalled = End {
+            outcome: TaskEnd::Cancelled,
+            stalled: Some(Duration::from_secs(600)),
+            first_error: None,
+            missing: vec![1],
+            vanished: Vec::new(),
+        };
+        let (state, why) = stalled.verdict();
+        assert_eq!(state, JobState::Failed);
+        assert!(why.unwrap().contains("printed nothing for 600 s"));
     }
 
     #[test]

@@ -96,6 +96,18 @@ Examples:
   corral completions fish > ~/.config/fish/completions/corral.fish";
 
 fn main() -> ExitCode {
+    // The supervisor every Blender runs under (see corral_blender::reaper): dispatched
+    // before anything else, with no runtime, logging or argument parsing of its own.
+    let mut args = std::env::args_os();
+    if args
+        .nth(1)
+        .is_some_and(|a| a == corral_blender::reaper::SUBCOMMAND)
+    {
+        let code = corral_blender::reaper::main(args);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    // /proc/self/exe is this very binary even if the file was replaced or deleted since.
+    corral_blender::process::use_reaper("/proc/self/exe".into());
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use corral_node::{Node, NodeConfig, ShutdownPolicy};
+use corral_node::{Node, NodeConfig, RenderMode, ShutdownPolicy};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +17,8 @@ Examples:
 const DEFAULT_MAX_FRAMES: u64 = 10_000;
 const DEFAULT_MAX_QUEUED: u64 = 1000;
 const DEFAULT_KEEP_JOBS: u64 = 1000;
+const DEFAULT_RECYCLE_AFTER_FRAMES: u64 = 500;
+const DEFAULT_STALL_TIMEOUT: u64 = 600;
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -56,6 +58,21 @@ pub struct NodeArgs {
     /// On SIGTERM/SIGINT: `cancel` kills running renders at once, `finish` lets them end.
     #[arg(long, env = "CORRAL_ON_SHUTDOWN", default_value = "cancel", value_parser = parse_policy)]
     on_shutdown: ShutdownPolicy,
+    /// `warm`: a Blender per slot, started with the node and kept between tasks (no start-up
+    /// per task); `cold`: a Blender started for each task.
+    #[arg(long, env = "CORRAL_RENDER_MODE", default_value = "warm", value_parser = parse_mode)]
+    render_mode: RenderMode,
+    /// Warm mode: replace a worker after it rendered this many frames (0: never).
+    #[arg(long, env = "CORRAL_RECYCLE_AFTER_FRAMES", default_value_t = DEFAULT_RECYCLE_AFTER_FRAMES)]
+    recycle_after_frames: u64,
+    /// Warm mode: replace a worker whose resident memory passes this many MB after a task
+    /// (0: no limit).
+    #[arg(long, env = "CORRAL_RECYCLE_ABOVE_MB", default_value_t = 0)]
+    recycle_above_mb: u64,
+    /// Kill a render, and fail its job, when Blender prints nothing for this many seconds
+    /// (0: never).
+    #[arg(long, env = "CORRAL_STALL_TIMEOUT", default_value_t = DEFAULT_STALL_TIMEOUT)]
+    stall_timeout: u64,
     /// Orchestrator to join (`http://HOST:4000`): the node registers and heartbeats there.
     /// Several addresses of one farm (orchestrators sharing a database), comma-separated
     /// or repeated, are tried in turn.
@@ -69,7 +86,8 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     /// A node of `corral up`'s local farm: what `corral node --listen 127.0.0.1:0 --scenes
-    /// SCENES --output OUTPUT --data DATA --threads THREADS` would run, with one slot.
+    /// SCENES --output OUTPUT --data DATA --threads THREADS` would run, with one slot (and
+    /// `CORRAL_RENDER_MODE`, when set, as its render mode).
     pub fn local(scenes: PathBuf, output: PathBuf, data: PathBuf, threads: u32) -> Self {
         NodeArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -84,6 +102,13 @@ impl NodeArgs {
             max_queued: DEFAULT_MAX_QUEUED,
             keep_jobs: DEFAULT_KEEP_JOBS,
             on_shutdown: ShutdownPolicy::Cancel,
+            render_mode: std::env::var("CORRAL_RENDER_MODE")
+                .ok()
+                .and_then(|mode| mode.parse().ok())
+                .unwrap_or_default(),
+            recycle_after_frames: DEFAULT_RECYCLE_AFTER_FRAMES,
+            recycle_above_mb: 0,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             orchestrator: Vec::new(),
             advertise: None,
         }
@@ -168,6 +193,10 @@ async fn register_loop(client: corral_client::OrchestratorClient, advertise: Str
     }
 }
 
+fn parse_mode(s: &str) -> Result<RenderMode, String> {
+    s.parse()
+}
+
 fn parse_policy(s: &str) -> Result<ShutdownPolicy, String> {
     match s {
         "cancel" => Ok(ShutdownPolicy::Cancel),
@@ -202,17 +231,32 @@ pub fn resolve_config(
         Some(blend) if !blend.is_file() => {
             bail!("--blend `{}` is not a file", blend.display())
         }
-        Some(blend) => Some(
-            blend
-                .canonicalize()
-                .with_context(|| format!("cannot open `{}`", blend.display()))?,
-        ),
+        Some(blend) => {
+            corral_node::check_blend_file(blend)
+                .map_err(|why| anyhow::anyhow!("--blend `{}` {why}", blend.display()))?;
+            Some(
+                blend
+                    .canonicalize()
+                    .with_context(|| format!("cannot open `{}`", blend.display()))?,
+            )
+        }
         None => None,
     };
     let output_dir = prepare_dir(&args.output, "output")?;
     sweep_partial_folders(&output_dir);
     let data_dir = prepare_dir(&args.data, "data")?;
     prepare_dir(&data_dir.join("logs"), "log")?;
+    let warm_driver = match args.render_mode {
+        RenderMode::Warm => Some(corral_blender::warm::write_driver(&data_dir).with_context(
+            || {
+                format!(
+                    "cannot write the warm workers' driver script into `{}`",
+                    data_dir.display()
+                )
+            },
+        )?),
+        RenderMode::Cold => None,
+    };
     Ok(NodeConfig {
         blender: blender.path,
         blender_version: blender.version,
@@ -227,10 +271,37 @@ pub fn resolve_config(
         keep_jobs: usize::try_from(args.keep_jobs).unwrap_or(usize::MAX),
         on_shutdown: args.on_shutdown,
         max_wait: Duration::from_secs(120),
+        render_mode: args.render_mode,
+        warm_driver,
+        recycle_after_frames: args.recycle_after_frames,
+        recycle_above_mb: args.recycle_above_mb,
+        stall_timeout: (args.stall_timeout > 0).then(|| Duration::from_secs(args.stall_timeout)),
     })
 }
 
+/// How often the node kills and reaps processes handed to it as a subreaper.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(2);
+
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    // A helper process of Blender's whose supervisor was killed is handed to the node
+    // rather than to init, so it can be ended (see corral_blender::process).
+    match corral_blender::process::become_subreaper() {
+        Ok(()) => {
+            tokio::spawn(async {
+                let mut every = tokio::time::interval(ORPHAN_SWEEP);
+                loop {
+                    every.tick().await;
+                    let reaped = tokio::task::spawn_blocking(corral_blender::process::reap_orphans)
+                        .await
+                        .unwrap_or(0);
+                    if reaped > 0 {
+                        tracing::info!(processes = reaped, "killed processes Blender left behind");
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot become a child subreaper"),
+    }
     let blender = corral_blender::probe_blender(&args.blender, Duration::from_secs(60)).await?;
     let config = resolve_config(&args, blender)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -239,6 +310,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(
         blender_version = %config.blender_version,
+        render_mode = config.render_mode.name(),
         slots = config.slots,
         output = %config.output_dir.display(),
         "node ready"

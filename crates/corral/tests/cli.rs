@@ -118,6 +118,22 @@ impl Up {
             .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", describe(&out)))
     }
 
+    /// The farm's Blender processes that have work (its nodes' idle warm workers are not
+    /// counted).
+    fn busy_blenders(&self) -> Vec<i32> {
+        let urls: Vec<String> = self
+            .json(&["nodes"])
+            .as_array()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter_map(|n| Some(n["url"].as_str()?.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        common::busy_blenders_under(self.dir.path(), &urls)
+    }
+
     fn logs(&self) -> String {
         let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name));
         format!(
@@ -379,9 +395,7 @@ fn ctrl_c_detaches_submit_wait_and_cancel_ends_a_watch() {
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))
         .spawn()
         .expect("start submit --wait");
-    let rendering = eventually(Duration::from_secs(60), || {
-        !blender_processes_under(up.dir.path()).is_empty()
-    });
+    let rendering = eventually(Duration::from_secs(60), || !up.busy_blenders().is_empty());
     assert!(rendering, "Blender never started:\n{}", up.logs());
     // Let the follower see the running job, then Ctrl-C it.
     std::thread::sleep(Duration::from_millis(700));
@@ -410,10 +424,7 @@ fn ctrl_c_detaches_submit_wait_and_cancel_ends_a_watch() {
     assert_eq!(status.code(), Some(4), "a watch of a cancelled job exits 4");
     assert_eq!(up.json(&["status", &id])["state"], "cancelled");
     assert!(
-        eventually(Duration::from_secs(10), || blender_processes_under(
-            up.dir.path()
-        )
-        .is_empty()),
+        eventually(Duration::from_secs(10), || up.busy_blenders().is_empty()),
         "cancel left Blender running"
     );
 }
@@ -427,9 +438,7 @@ fn ctrl_c_of_up_stops_every_blender() {
     // Plain submit prints the job id alone on stdout, for scripts.
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(up.json(&["status", &id])["id"], id.as_str());
-    let both = eventually(Duration::from_secs(60), || {
-        blender_processes_under(up.dir.path()).len() >= 2
-    });
+    let both = eventually(Duration::from_secs(60), || up.busy_blenders().len() >= 2);
     assert!(both, "two renders never ran:\n{}", up.logs());
     sigint(up.child.id());
     let status = wait_exit(&mut up.child, Duration::from_secs(20), "corral up");

@@ -310,14 +310,18 @@ fn a_restarted_orchestrator_resumes_from_its_database() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(view["status"], "Job completed");
     assert_eq!(farm.get("/api/v1/jobs").1["total"], 1);
-    assert!(blender_processes_under(farm.root.path()).is_empty());
+    assert!(farm.busy_blenders().is_empty());
 }
 
 #[test]
 fn a_broken_scene_fails_the_job_after_three_attempts_with_blenders_error() {
     let farm = Farm::builder()
         .nodes(2)
-        .scene_file("broken.blend", &b"not a blend file\n".repeat(256))
+        // A .blend header, then garbage: the node accepts it and Blender finds it broken.
+        .scene_file(
+            "broken.blend",
+            &[&b"BLENDER-v304REND"[..], &b"not a blend file\n".repeat(256)].concat(),
+        )
         .start();
     let id = farm.submit(&json!({"scene": "broken.blend", "from": 1, "to": 2}));
     let job = farm.wait_job_ended(&id, JOB_DEADLINE);
@@ -325,10 +329,7 @@ fn a_broken_scene_fails_the_job_after_three_attempts_with_blenders_error() {
     assert_eq!(job["status"], "Job failed");
     assert_eq!(job["scene"], "broken.blend");
     let failure = job["failure"].as_str().unwrap();
-    assert!(
-        failure.contains("File format is not supported"),
-        "{failure}"
-    );
+    assert!(failure.contains("Failed to read blend file"), "{failure}");
     let [task] = tasks(&job).as_slice() else {
         panic!("one task expected: {job}");
     };
@@ -338,7 +339,7 @@ fn a_broken_scene_fails_the_job_after_three_attempts_with_blenders_error() {
         task["failure"]
             .as_str()
             .unwrap()
-            .contains("File format is not supported"),
+            .contains("Failed to read blend file"),
         "{task}"
     );
     let tail = task["log_tail"].as_array().unwrap();
@@ -360,7 +361,7 @@ fn a_broken_scene_fails_the_job_after_three_attempts_with_blenders_error() {
         view["failure"]
             .as_str()
             .unwrap()
-            .contains("File format is not supported"),
+            .contains("Failed to read blend file"),
         "{view}"
     );
 
@@ -371,7 +372,7 @@ fn a_broken_scene_fails_the_job_after_three_attempts_with_blenders_error() {
     let again = farm.wait_job_ended(&id, JOB_DEADLINE);
     assert_eq!(again["state"], "failed", "{again}");
     assert_eq!(tasks(&again)[0]["attempts"], 3, "{again}");
-    assert!(blender_processes_under(farm.root.path()).is_empty());
+    assert!(farm.busy_blenders().is_empty());
 }
 
 #[test]
@@ -386,10 +387,7 @@ fn cancel_stops_every_blender_of_the_job() {
     assert_eq!(job["state"], "cancelled");
     assert_eq!(job["status"], "Job cancelled");
     assert!(
-        eventually(Duration::from_secs(2), || blender_processes_under(
-            farm.root.path()
-        )
-        .is_empty()),
+        eventually(Duration::from_secs(2), || farm.busy_blenders().is_empty()),
         "Blender still running 2 s after cancel"
     );
     let job = farm.job(&id);
@@ -424,7 +422,7 @@ fn cancel_stops_every_blender_of_the_job() {
     }
     // Nothing is dispatched afterwards.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(blender_processes_under(farm.root.path()).is_empty());
+    assert!(farm.busy_blenders().is_empty());
     assert!(tasks(&farm.job(&id))
         .iter()
         .all(|t| t["state"] == "cancelled"));
@@ -824,7 +822,7 @@ fn pause_holds_new_tasks_resume_finishes_and_events_tell_it_all() {
     let job = farm.job(&id);
     assert_eq!(job["state"], "paused", "{job}");
     assert_eq!(queued(&job), waiting, "a task started while paused: {job}");
-    assert!(blender_processes_under(farm.root.path()).is_empty());
+    assert!(farm.busy_blenders().is_empty());
     let (status, view) = farm.get(&format!("/status/{id}"));
     assert_eq!(
         status,

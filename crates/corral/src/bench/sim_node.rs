@@ -280,6 +280,7 @@ async fn submit(State(node): State<SimNode>, body: axum::body::Bytes) -> Respons
             exit_code: None,
             failure: None,
             log_tail: Vec::new(),
+            log_error: None,
             submitted_at: Utc::now(),
             started_at: None,
             finished_at: None,
@@ -401,6 +402,8 @@ async fn info(State(node): State<SimNode>) -> Response {
         engines: Vec::new(),
         formats: Vec::new(),
         max_frames_per_job: 1_000_000,
+        render_mode: "simulated".into(),
+        workers: Vec::new(),
     })
     .into_response()
 }

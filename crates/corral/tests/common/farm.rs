@@ -256,6 +256,13 @@ impl Farm {
     }
 
     /// The folder every node writes frames to.
+    /// The Blender processes of this farm that have work (idle warm workers are not
+    /// counted).
+    pub fn busy_blenders(&self) -> Vec<i32> {
+        let urls: Vec<String> = self.nodes.iter().map(|n| n.url.clone()).collect();
+        super::busy_blenders_under(self.root.path(), &urls)
+    }
+
     pub fn output_dir(&self) -> PathBuf {
         self.root.path().join("out")
     }

@@ -14,6 +14,16 @@ use std::time::{Duration, Instant};
 
 pub const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
+/// The render mode nodes are started in: `CORRAL_TEST_RENDER_MODE` (`warm` or `cold`) when
+/// set, else the node's default, `warm`. Run a suite once per mode to cover both.
+pub fn render_mode() -> String {
+    std::env::var("CORRAL_TEST_RENDER_MODE").unwrap_or_else(|_| "warm".into())
+}
+
+pub fn warm() -> bool {
+    render_mode() == "warm"
+}
+
 /// A scene the tests render; each is generated once and reused by every test binary.
 #[derive(Debug, Clone, Copy)]
 pub enum Scene {
@@ -30,6 +40,8 @@ pub enum Scene {
     /// 160x120, 16 samples, frames 1-24, several moving objects: frames worth looking at in
     /// the dashboard's screenshots.
     Showcase,
+    /// 64x48, Workbench, frames 1-20.
+    Workbench,
 }
 
 impl Scene {
@@ -40,6 +52,7 @@ impl Scene {
             Scene::Denoise => "denoise",
             Scene::Range => "range",
             Scene::Showcase => "showcase",
+            Scene::Workbench => "workbench",
         }
     }
 
@@ -62,6 +75,7 @@ impl Scene {
                 "--end",
                 "24",
             ],
+            Scene::Workbench => vec!["--engine", "BLENDER_WORKBENCH", "--end", "20"],
         }
     }
 }
@@ -122,13 +136,24 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts `corral node --listen 127.0.0.1:0 --output DIR/out --data DIR/data
-    /// --threads 1 EXTRA...` and waits for its listening line.
+    /// --threads 1 [--render-mode MODE] EXTRA...` and waits for its listening line. The
+    /// mode is [`render_mode`], unless EXTRA names one.
     pub fn start(extra: &[&str]) -> NodeProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         Self::start_in(dir, extra)
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> NodeProcess {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// Like [`start_in`](Self::start_in), with extra environment variables for the node
+    /// (and so for every process it starts).
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let stderr_path = dir.path().join("node.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let mut child = Command::new(CORRAL)
@@ -138,7 +163,14 @@ impl NodeProcess {
             .arg(dir.path().join("out"))
             .arg("--data")
             .arg(dir.path().join("data"))
+            .args(
+                (!extra.contains(&"--render-mode"))
+                    .then(|| ["--render-mode".to_string(), render_mode()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -203,7 +235,8 @@ impl Drop for NodeProcess {
 }
 
 /// Process ids of live Blender processes whose command line mentions `dir` (every Blender
-/// a test's node starts writes below the test's own temporary folder).
+/// a test's node starts writes below the test's own temporary folder). Blender's
+/// supervisor (`corral __reaper -- blender ...`) is not counted.
 pub fn blender_processes_under(dir: &Path) -> Vec<i32> {
     let needle = dir.to_string_lossy().into_owned();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -217,8 +250,64 @@ pub fn blender_processes_under(dir: &Path) -> Vec<i32> {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // Zombies (state Z) are already dead; only a reaper is missing.
             let alive = !stat.contains(") Z ");
+            let supervisor = cmdline.split(|&b| b == 0).nth(1) == Some(b"__reaper");
             let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            alive && text.contains("blender") && text.contains(&needle)
+            alive && !supervisor && text.contains("blender") && text.contains(&needle)
+        })
+        .collect()
+}
+
+/// Process ids of the idle warm workers of the node at `node_url` (`GET /info`); none for
+/// a cold node, or a node that does not answer.
+pub fn idle_worker_pids(node_url: &str) -> Vec<i32> {
+    let info: serde_json::Value =
+        match reqwest::blocking::get(format!("{node_url}/info")).and_then(|r| r.json()) {
+            Ok(info) => info,
+            Err(_) => return Vec::new(),
+        };
+    info["workers"]
+        .as_array()
+        .map(|workers| {
+            workers
+                .iter()
+                .filter(|w| w["state"] == "idle")
+                .filter_map(|w| i32::try_from(w["pid"].as_i64()?).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The Blender processes under `dir` that have work: every one but the idle warm workers of
+/// the nodes at `node_urls` (which a warm node keeps running between tasks).
+pub fn busy_blenders_under(dir: &Path, node_urls: &[String]) -> Vec<i32> {
+    let idle: Vec<i32> = node_urls.iter().flat_map(|u| idle_worker_pids(u)).collect();
+    blender_processes_under(dir)
+        .into_iter()
+        .filter(|pid| !idle.contains(pid))
+        .collect()
+}
+
+/// Live processes (zombies excluded) whose environment holds `NAME=value`: what a node
+/// started with that variable, and everything below it, however far it wandered from its
+/// process group or session.
+pub fn processes_with_env(name: &str, value: &str) -> Vec<(i32, String)> {
+    let needle = format!("{name}={value}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let marked = environ
+                .split(|&b| b == 0)
+                .any(|var| var == needle.as_bytes());
+            let alive = !stat.contains(") Z ");
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (marked && alive).then_some((pid, cmdline))
         })
         .collect()
 }
