@@ -117,6 +117,8 @@ fn info(slots: usize) -> NodeInfo {
         engines: vec![],
         formats: vec![],
         max_frames_per_job: 1000,
+        render_mode: "warm".into(),
+        workers: vec![],
     }
 }
 
