@@ -156,6 +156,25 @@ impl NodeClient {
         decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 
+    /// `POST /job/{id}/truncate`: asks the node to end render `id` after frame `to` (or
+    /// after the frame it renders now, if that is later); answers the end it will keep.
+    pub async fn truncate(&self, id: &str, to: i64) -> Result<i64, ClientError> {
+        #[derive(Deserialize)]
+        struct Truncated {
+            to: i64,
+        }
+        let url = format!("{}/job/{id}/truncate", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .json(&serde_json::json!({ "to": to }))
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await;
+        let answer: Truncated = decode(&url, resp, MAX_NODE_ANSWER_BYTES).await?;
+        Ok(answer.to)
+    }
+
     pub async fn jobs(&self) -> Result<Vec<JobView>, ClientError> {
         let url = format!("{}/jobs", self.base);
         let resp = self.http.get(&url).timeout(REQUEST_TIMEOUT).send().await;

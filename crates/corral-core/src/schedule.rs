@@ -120,6 +120,35 @@ pub fn assign(tasks: &[QueuedTask], nodes: &[NodeSlots], farm_slots: usize) -> V
     out
 }
 
+/// Frames a stolen tail has at least: a single frame is not worth another node's start.
+pub const MIN_STOLEN_FRAMES: i64 = 2;
+
+/// A running render as its watcher last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderAtWork {
+    pub task: TaskId,
+    /// The frame being rendered now (or the next to render).
+    pub current: i64,
+    /// The render's last frame.
+    pub to: i64,
+}
+
+/// Which running renders give their unstarted tails to `idle` idle slots (nothing being
+/// queued): those with the longest tails after the frame they render now, each keeping
+/// that frame. Answers `(task, keep_to)`.
+pub fn pick_tails(renders: &[RenderAtWork], idle: usize) -> Vec<(TaskId, i64)> {
+    let mut candidates: Vec<&RenderAtWork> = renders
+        .iter()
+        .filter(|r| r.to - r.current >= MIN_STOLEN_FRAMES)
+        .collect();
+    candidates.sort_by_key(|r| (std::cmp::Reverse(r.to - r.current), r.task));
+    candidates
+        .into_iter()
+        .take(idle)
+        .map(|r| (r.task, r.current))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +269,19 @@ mod tests {
             got.iter().map(|a| a.frames).collect::<Vec<_>>(),
             [Some(1), Some(1), None]
         );
+    }
+
+    #[test]
+    fn the_longest_unstarted_tails_go_to_idle_slots() {
+        let at = |task, current, to| RenderAtWork {
+            task: TaskId(task),
+            current,
+            to,
+        };
+        let renders = [at(1, 3, 10), at(2, 9, 10), at(3, 1, 20), at(4, 5, 5)];
+        assert_eq!(pick_tails(&renders, 1), [(TaskId(3), 1)]);
+        assert_eq!(pick_tails(&renders, 5), [(TaskId(3), 1), (TaskId(1), 3)]);
+        assert!(pick_tails(&renders, 0).is_empty());
     }
 
     #[test]

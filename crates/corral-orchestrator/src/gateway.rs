@@ -28,6 +28,9 @@ pub trait NodeGateway: Send + Sync + 'static {
     async fn jobs(&self, url: &str) -> Result<Vec<JobView>, ClientError>;
     /// `GET /info`: the node's slots, Blender and machine.
     async fn info(&self, url: &str) -> Result<NodeInfo, ClientError>;
+    /// `POST /job/{id}/truncate`: ends a render after frame `to` (or the frame it renders
+    /// now, if later); answers the last frame it will render.
+    async fn truncate(&self, url: &str, node_job: &str, to: i64) -> Result<i64, ClientError>;
     /// `GET /job/{id}/log`: a render's whole Blender log (for the dashboard). Gateways
     /// that cannot fetch logs say the node has none.
     async fn log(&self, url: &str, node_job: &str) -> Result<String, ClientError> {
@@ -92,5 +95,9 @@ impl NodeGateway for HttpGateway {
 
     async fn log(&self, url: &str, node_job: &str) -> Result<String, ClientError> {
         self.client(url)?.log(node_job).await
+    }
+
+    async fn truncate(&self, url: &str, node_job: &str, to: i64) -> Result<i64, ClientError> {
+        self.client(url)?.truncate(node_job, to).await
     }
 }

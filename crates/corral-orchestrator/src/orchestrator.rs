@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub leasing: tokio::sync::Mutex<()>,
     /// The dispatcher's lease while this orchestrator holds it.
     pub fence: watch::Sender<Option<Fence>>,
+    /// The renders this process watches, as last seen: what tail stealing picks from.
+    pub at_work: Mutex<std::collections::HashMap<TaskId, AtWork>>,
     /// When each node's stray renders were last looked for (absent: not since it came up).
     pub swept: Mutex<std::collections::HashMap<NodeId, std::time::Instant>>,
     /// Since when every membership round reached the database; `None` after a failure.
@@ -65,6 +67,18 @@ pub(crate) struct Inner {
     pub local_events: broadcast::Sender<Event>,
     /// The dashboard's thumbnails and preview videos.
     pub media: crate::dashboard::Media,
+}
+
+/// A render a watcher follows, as it last saw it.
+#[derive(Debug, Clone)]
+pub(crate) struct AtWork {
+    pub lease: LeaseId,
+    pub url: String,
+    pub node_job: String,
+    /// The frame being rendered now (or the next to render).
+    pub current: i64,
+    /// The render's last frame, as the node knows it.
+    pub to: i64,
 }
 
 /// Marks a lease as followed for as long as it lives.
@@ -127,6 +141,7 @@ impl Orchestrator {
                 leasing: tokio::sync::Mutex::new(()),
                 fence,
                 swept: Mutex::new(std::collections::HashMap::new()),
+                at_work: Mutex::new(std::collections::HashMap::new()),
                 healthy_since: Mutex::new(Some(std::time::Instant::now())),
                 local_events: broadcast::channel(1024).0,
                 media,

@@ -37,7 +37,11 @@ fn node_state(farm: &Farm, id: &str) -> Value {
 
 #[test]
 fn the_tutorial_api_renders_a_job_across_two_nodes() {
-    let farm = Farm::builder().nodes(2).start();
+    // The tutorial's orchestrator cuts jobs into chunks of its BATCH_SIZE, 5.
+    let farm = Farm::builder()
+        .nodes(2)
+        .orchestrator_args(&["--batch-size", "5"])
+        .start();
     let resp = farm
         .http()
         .post(farm.url("/render"))
@@ -313,6 +317,47 @@ fn a_restarted_orchestrator_resumes_from_its_database() {
     assert!(farm.busy_blenders().is_empty());
 }
 
+/// Issue 8: a job that names no chunk size is cut at dispatch, one frame per node until
+/// the frame time is measured, then larger pieces that shrink toward the end; with
+/// `preview_first`, its first, middle and last frames render before the rest.
+#[test]
+fn the_farm_sizes_tasks_and_renders_preview_frames_first() {
+    let farm = Farm::builder().nodes(2).start();
+    let id = farm.submit(&json!({"from": 1, "to": 20, "preview_first": true}));
+    let job = farm.wait_job_ended(&id, JOB_DEADLINE);
+    assert_eq!(job["state"], "completed", "{job}");
+    assert!(job["chunk_size"].is_null(), "{job}");
+    farm.assert_frames(&id, 1, 20);
+    assert_eq!(farm.output_files(&id), frame_names(1, 20));
+    let (_, page) = farm.get(&format!("/api/v1/jobs/{id}/tasks?limit=500"));
+    let tasks = page["tasks"].as_array().unwrap().clone();
+    // Every frame in exactly one completed task.
+    let mut frames: Vec<i64> = tasks
+        .iter()
+        .flat_map(|t| t["from"].as_i64().unwrap()..=t["to"].as_i64().unwrap())
+        .collect();
+    frames.sort_unstable();
+    assert_eq!(frames, (1..=20).collect::<Vec<_>>(), "{page}");
+    assert!(tasks.iter().all(|t| t["state"] == "completed"), "{page}");
+    // The preview frames (1, the middle 10, and 20) were one-frame tasks started first.
+    let started = |t: &Value| t["started_at"].as_str().unwrap().to_string();
+    let previews: Vec<&Value> = tasks
+        .iter()
+        .filter(|t| [1, 10, 20].contains(&t["from"].as_i64().unwrap()) && t["from"] == t["to"])
+        .collect();
+    assert_eq!(previews.len(), 3, "{page}");
+    let last_preview = previews.iter().map(|t| started(t)).max().unwrap();
+    let first_other = tasks
+        .iter()
+        .filter(|t| !previews.iter().any(|p| p["id"] == t["id"]))
+        .map(started)
+        .min()
+        .unwrap();
+    assert!(last_preview <= first_other, "{page}");
+    // Sized by the farm: more tasks than the two nodes, fewer than the frames.
+    assert!(tasks.len() > 2 && tasks.len() < 20, "{} tasks", tasks.len());
+}
+
 #[test]
 fn a_broken_scene_fails_the_job_after_three_attempts_with_blenders_error() {
     let farm = Farm::builder()
@@ -323,7 +368,7 @@ fn a_broken_scene_fails_the_job_after_three_attempts_with_blenders_error() {
             &[&b"BLENDER-v304REND"[..], &b"not a blend file\n".repeat(256)].concat(),
         )
         .start();
-    let id = farm.submit(&json!({"scene": "broken.blend", "from": 1, "to": 2}));
+    let id = farm.submit(&json!({"scene": "broken.blend", "from": 1, "to": 2, "chunk_size": 2}));
     let job = farm.wait_job_ended(&id, JOB_DEADLINE);
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["status"], "Job failed");

@@ -681,7 +681,9 @@ impl SqlStore {
             "INSERT INTO tasks (job_seq, idx, frame_from, frame_to, state, priority, held, rank,
                 splittable, failed_on)
              SELECT t.job_seq, (SELECT MAX(idx) + 1 FROM tasks WHERE job_seq = $1), $2, $3,
-                'queued', t.priority, t.held, t.rank, t.splittable, t.failed_on
+                'queued', t.priority, t.held, t.rank,
+                -- A tail taken from a running render is shared out among idle slots.
+                CASE WHEN t.state = 'running' THEN 1 ELSE t.splittable END, t.failed_on
              FROM tasks t WHERE t.id = $4
              RETURNING id",
         )

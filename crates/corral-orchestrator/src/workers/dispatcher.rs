@@ -3,7 +3,7 @@
 //! ([`corral_core::schedule::assign`]) which task goes where, leases those in one
 //! transaction fenced by the dispatcher's lease, and hands each leased task to its node.
 
-use crate::orchestrator::{Following, Orchestrator};
+use crate::orchestrator::{AtWork, Following, Orchestrator};
 use crate::store::{Note, RunningTask, StoreError};
 use crate::workers::watcher;
 use corral_client::ClientError;
@@ -11,8 +11,8 @@ use corral_core::ids::render_tag;
 use corral_core::lifecycle::Command;
 use corral_core::node_api::JobRequest;
 use corral_core::orchestrator_api::NodeState;
-use corral_core::schedule::{self, NodeSlots, QueuedTask};
-use corral_core::{JobId, NodeId, NodeJobId};
+use corral_core::schedule::{self, NodeSlots, QueuedTask, RenderAtWork};
+use corral_core::{JobId, NodeId, NodeJobId, TaskId};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,8 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
     let window = (free as u64 * 16).clamp(64, 1000);
     let queued = store.queue_head(window).await?;
     if queued.is_empty() {
-        return Ok(());
+        // Nothing waits, yet slots are idle: take the unstarted tails of running renders.
+        return steal_tails(o, free).await;
     }
     let mut blocked: HashMap<JobId, HashSet<NodeId>> = HashMap::new();
     for (job, node) in store.blocklist(o.config().blocklist_after).await? {
@@ -103,6 +104,63 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
             .spawn(async move { dispatch(d, task, following).await });
     }
     drop(leasing);
+    Ok(())
+}
+
+/// Gives idle slots the unstarted tails of the renders with the most frames left: each
+/// such render's node is asked to stop after the frame it renders now, and the frames after
+/// the one it will stop at become a queued task (cut under the render's lease), which the
+/// next round hands out.
+async fn steal_tails(o: &Orchestrator, idle: usize) -> Result<(), StoreError> {
+    let at_work: Vec<(TaskId, AtWork)> = o
+        .inner
+        .at_work
+        .lock()
+        .map(|m| m.iter().map(|(t, a)| (*t, a.clone())).collect())
+        .unwrap_or_default();
+    let renders: Vec<RenderAtWork> = at_work
+        .iter()
+        .map(|(task, a)| RenderAtWork {
+            task: *task,
+            current: a.current,
+            to: a.to,
+        })
+        .collect();
+    let mut cut = false;
+    for (task, keep_to) in schedule::pick_tails(&renders, idle) {
+        let Some((_, render)) = at_work.iter().find(|(t, _)| *t == task) else {
+            continue;
+        };
+        // The node first: it says which frame it will really stop after.
+        let end = match o
+            .gateway()
+            .truncate(&render.url, &render.node_job, keep_to)
+            .await
+        {
+            Ok(end) if end < render.to => end,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(task = %task, error = %e, "the node kept its tail");
+                continue;
+            }
+        };
+        let command = Command::Cut {
+            lease: Some(render.lease),
+            keep_to: end,
+        };
+        if o.apply(task, command, Note::default()).await?.is_applied() {
+            tracing::info!(task = %task, keep_to = end, to = render.to, "took the unstarted tail of a running render");
+            if let Ok(mut at_work) = o.inner.at_work.lock() {
+                if let Some(a) = at_work.get_mut(&task) {
+                    a.to = end;
+                }
+            }
+            cut = true;
+        }
+    }
+    if cut {
+        o.wake();
+    }
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 //! A report the store cannot take (the database is down) is retried until it is taken or
 //! the orchestrator stops: a node's finished work is never dropped on the floor.
 
-use crate::orchestrator::{Following, Orchestrator};
+use crate::orchestrator::{AtWork, Following, Orchestrator};
 use crate::store::{Applied, Note, RunningTask, SavedFrame, StoreError};
 use chrono::Utc;
 use corral_client::ClientError;
@@ -100,6 +100,12 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
     };
     let mut since = 0;
     let mut recorded: HashSet<i64> = HashSet::new();
+    // The task's last frame as this watcher knows it: lower once a tail was cut off.
+    let mut range_to = task.range.to();
+    let _at_work = AtWorkEntry {
+        o: o.clone(),
+        task: task.task,
+    };
     let mut last_write: Option<Instant> = None;
     // When frames are waiting to be written, the next long-poll ends in time to write them.
     let mut wait = o.config().long_poll;
@@ -121,6 +127,44 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                 since = view.version;
                 if progressed {
                     publish_progress(o, &task, &view);
+                }
+                // The node ends the render earlier than the task's range (a tail was
+                // stolen, and the orchestrator that stole it may have stopped before it
+                // recorded the cut): the cut is recorded now, under the lease.
+                if view.to < range_to {
+                    let cut = Command::Cut {
+                        lease: Some(task.lease),
+                        keep_to: view.to,
+                    };
+                    match o.apply(task.task, cut, Note::default()).await {
+                        Ok(Applied::Changed(_)) => range_to = view.to,
+                        Ok(Applied::Refused(Refusal::NotAllowed { .. })) => range_to = view.to,
+                        Ok(_) => return,
+                        Err(e) => {
+                            log_store_error(&task, &e);
+                            o.pause(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    }
+                }
+                let current = view.current_frame.unwrap_or_else(|| {
+                    view.outputs
+                        .iter()
+                        .map(|f| f.frame + 1)
+                        .max()
+                        .unwrap_or(view.from)
+                });
+                if let Ok(mut at_work) = o.inner.at_work.lock() {
+                    at_work.insert(
+                        task.task,
+                        AtWork {
+                            lease: task.lease,
+                            url: url.clone(),
+                            node_job: node_job.as_str().to_string(),
+                            current,
+                            to: view.to,
+                        },
+                    );
                 }
                 let new: Vec<SavedFrame> = view
                     .outputs
@@ -209,6 +253,20 @@ fn publish_progress(o: &Orchestrator, task: &RunningTask, view: &JobView) {
     };
     o.inner.media.note_progress(task.task, Some(event.clone()));
     o.publish_local(event);
+}
+
+/// Removes a watched render from the renders at work when its watcher ends.
+struct AtWorkEntry {
+    o: Orchestrator,
+    task: corral_core::TaskId,
+}
+
+impl Drop for AtWorkEntry {
+    fn drop(&mut self) {
+        if let Ok(mut at_work) = self.o.inner.at_work.lock() {
+            at_work.remove(&self.task);
+        }
+    }
 }
 
 /// Reports a render's end: completed only with every frame of the range saved.

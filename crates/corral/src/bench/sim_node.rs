@@ -93,6 +93,7 @@ impl SimNode {
         let app = Router::new()
             .route("/job", post(submit))
             .route("/job/{id}", get(job).delete(cancel))
+            .route("/job/{id}/truncate", post(truncate))
             .route("/jobs", get(jobs))
             .route("/info", get(info))
             .with_state(self.clone());
@@ -192,6 +193,16 @@ impl SimNode {
             .unwrap_or_default();
         let mut outcome = JobState::Completed;
         for frame in frames {
+            // Truncated meanwhile: the render ends after its new last frame.
+            let to = self
+                .inner
+                .table
+                .lock()
+                .ok()
+                .and_then(|t| t.jobs.get(&id).map(|j| j.view.to));
+            if to.is_some_and(|to| frame > to) {
+                break;
+            }
             tokio::select! {
                 () = cancel.cancelled() => {
                     outcome = JobState::Cancelled;
@@ -364,6 +375,45 @@ async fn cancel(State(node): State<SimNode>, Path(key): Path<String>) -> Respons
         Some(view) => Json(view).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct TruncateBody {
+    to: i64,
+}
+
+/// Ends a render after frame `to`, or after the frame it renders now if that is later.
+async fn truncate(
+    State(node): State<SimNode>,
+    Path(key): Path<String>,
+    Json(body): Json<TruncateBody>,
+) -> Response {
+    let answer = {
+        let Ok(mut table) = node.inner.table.lock() else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        let Ok(id) = key.parse::<JobId>() else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        table.version += 1;
+        let version = table.version;
+        match table.jobs.get_mut(&id) {
+            None => return StatusCode::NOT_FOUND.into_response(),
+            Some(job) if job.view.state.is_terminal() => {
+                return StatusCode::CONFLICT.into_response()
+            }
+            Some(job) => {
+                let rendering = job.view.current_frame.map_or(job.view.from, |f| f + 1);
+                let to = body.to.max(rendering).min(job.view.to);
+                job.view.to = to;
+                job.view.frames_total = (to - job.view.from + 1).max(0) as u64;
+                job.view.version = version;
+                serde_json::json!({ "to": to })
+            }
+        }
+    };
+    node.notify();
+    Json(answer).into_response()
 }
 
 async fn jobs(State(node): State<SimNode>) -> Response {
