@@ -26,7 +26,8 @@ fn summary(state: &str) -> Value {
         "id": JOB, "state": state, "status": nasty("status"), "scene": nasty("scene.blend"),
         "from": 1, "to": 2, "chunk_size": 1, "priority": 0, "engine": "CYCLES",
         "format": null, "output": nasty("out"), "frames_total": 2, "frames_done": 1,
-        "tasks_total": 2, "tasks_done": 1, "failure": nasty("failure"),
+        "tasks_total": 2, "tasks_done": 1, "tasks_running": 0, "tasks_failed": 1,
+        "failure": nasty("failure"),
         "submitted_at": "2025-01-01T00:00:00Z", "started_at": "2025-01-01T00:00:01Z",
         "finished_at": "2025-01-01T00:00:09Z", "eta_seconds": null
     })
@@ -44,11 +45,7 @@ fn detail() -> Value {
             "id": 2, "index": 1, "from": 2, "to": 2, "state": "completed", "attempts": 0,
             "node": nasty("http://other"), "started_at": "2025-01-01T00:00:01Z",
             "finished_at": "2025-01-01T00:00:05Z", "failure": null, "log_tail": []
-        }],
-        "frames": [
-            {"frame": 1, "state": nasty("pending"), "node": null, "path": null},
-            {"frame": 2, "state": "done", "node": nasty("n"), "path": nasty("/srv/frames/x/frame_0002.png")}
-        ]
+        }]
     });
     if let (Some(job), Some(extra)) = (job.as_object_mut(), extra.as_object()) {
         job.extend(extra.clone());
@@ -60,8 +57,20 @@ fn node() -> Value {
     json!({
         "id": nasty("node-id"), "url": nasty("http://evil:3000"), "state": "up", "draining": false,
         "slots": 1, "running_tasks": [], "hostname": nasty("host"),
-        "blender_version": nasty("3.4.1"), "last_seen": "2025-01-01T00:00:00Z",
+        "blender_version": nasty("3.4.1"), "cores": 2, "memory_bytes": null,
+        "frames_rendered": 0, "last_seen": "2025-01-01T00:00:00Z",
         "registered_at": "2025-01-01T00:00:00Z"
+    })
+}
+
+/// A page of the job's frames (the detail no longer lists them).
+fn frames() -> Value {
+    json!({
+        "frames": [
+            {"frame": 1, "state": nasty("pending"), "node": null, "path": null},
+            {"frame": 2, "state": "done", "node": nasty("n"), "path": nasty("/srv/frames/x/frame_0002.png")}
+        ],
+        "total": 2, "offset": 0, "limit": 5000
     })
 }
 
@@ -99,6 +108,7 @@ async fn fake_orchestrator(scenes: &std::path::Path) -> String {
                 }
             }),
         )
+        .route("/api/v1/jobs/{id}/frames", get(|| async { Json(frames()) }))
         .route(
             "/api/v1/jobs/{id}/cancel",
             post(|| async { Json(summary("cancelled")) }),

@@ -2,6 +2,7 @@
 //! SIMULATED nodes (the scheduler at a scale no machine renders); `local` renders a real
 //! scene with real Blender on this machine, side by side with one plain Blender.
 
+mod local;
 mod sim;
 mod sim_node;
 
@@ -13,10 +14,15 @@ pub enum BenchCommand {
     /// dispatches per second, completion latency, requeue after node loss, memory.
     #[command(after_help = sim::EXAMPLES)]
     Sim(sim::SimArgs),
+    /// Real Blender on this machine: one plain `blender -a`, then `corral up` warm and
+    /// cold on the same frames; wall times and ratios.
+    #[command(after_help = local::EXAMPLES)]
+    Local(local::LocalArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
     match command {
         BenchCommand::Sim(args) => sim::run(args).await,
+        BenchCommand::Local(args) => local::run(args).await,
     }
 }
