@@ -156,7 +156,7 @@ check() {
     if (cd "$WORK" && CORRAL_API_BASE=$base CORRAL_API_KIND=$kind CORRAL_API_OWN_NODES="${NODES[*]}" \
         "$VENV/bin/schemathesis" run "$@" \
         --url "$base" \
-        --checks "not_a_server_error,response_schema_conformance,problem_body_on_error,refusal_stores_nothing$EXTRA_CHECKS" \
+        --checks "not_a_server_error,response_schema_conformance,content_type_conformance,problem_body_on_error,refusal_stores_nothing$EXTRA_CHECKS" \
         --phases "$PHASES" \
         --max-examples "$EXAMPLES" --seed "$SEED" --workers 1 --request-timeout 30 \
         --report junit --report-dir "$WORK/report-$name" \

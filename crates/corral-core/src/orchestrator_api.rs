@@ -15,7 +15,9 @@ use utoipa::ToSchema;
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenderRequest {
+    #[schema(value_type = i64, required = true, nullable = false, minimum = 0, maximum = 1048574)]
     pub from: Option<i64>,
+    #[schema(value_type = i64, required = true, nullable = false, minimum = 0, maximum = 1048574)]
     pub to: Option<i64>,
 }
 
@@ -176,22 +178,33 @@ impl TaskStateKind {
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     /// Scene path relative to the nodes' `--scenes` folder; the nodes' `--blend` if absent.
+    #[schema(max_length = 1024, nullable = false)]
     pub scene: Option<String>,
+    #[schema(value_type = i64, required = true, nullable = false, minimum = 0, maximum = 1048574)]
     pub from: Option<i64>,
+    #[schema(value_type = i64, required = true, nullable = false, minimum = 0, maximum = 1048574)]
     pub to: Option<i64>,
     /// Frames per task. Without it (and without an orchestrator `--batch-size`), the farm
     /// sizes tasks from the frame time it measures, smaller toward the end.
-    #[schema(minimum = 1, maximum = 100000)]
+    #[schema(minimum = 1, maximum = 100000, nullable = false)]
     pub chunk_size: Option<u64>,
     /// Render the first, middle and last frames before the rest, so problems show early.
+    #[schema(nullable = false)]
     pub preview_first: Option<bool>,
     /// Higher runs first (default 0).
+    #[schema(minimum = -1000, maximum = 1000, nullable = false)]
     pub priority: Option<i64>,
+    /// `CYCLES`, `BLENDER_EEVEE` or `BLENDER_WORKBENCH`.
+    #[schema(nullable = false)]
     pub engine: Option<String>,
+    /// Blender's image format (`PNG`, `JPEG`, `OPEN_EXR`, ...); the scene's if absent.
+    #[schema(nullable = false)]
     pub format: Option<String>,
     /// Output pattern relative to the nodes' output folder; default `{job id}/frame_####`.
+    #[schema(max_length = 900, nullable = false)]
     pub output: Option<String>,
     /// The scene's frame rate, for the job's preview video (default 24).
+    #[schema(minimum = 1, maximum = 240, nullable = false)]
     pub fps: Option<f64>,
 }
 
@@ -309,6 +322,7 @@ fn priority(p: i64) -> Result<i64, FieldError> {
 #[serde(deny_unknown_fields)]
 pub struct SetPriority {
     /// Higher runs first, -1000 to 1000.
+    #[schema(value_type = i64, required = true, nullable = false, minimum = -1000, maximum = 1000)]
     pub priority: Option<i64>,
 }
 
@@ -461,6 +475,12 @@ pub struct NodeView {
 #[serde(deny_unknown_fields)]
 pub struct RegisterNode {
     /// Where the orchestrator reaches the node, e.g. `http://10.0.0.5:3000`.
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^https?://",
+        max_length = 261
+    )]
     pub url: Option<String>,
 }
 

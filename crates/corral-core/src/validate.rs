@@ -40,7 +40,7 @@ pub fn parse_json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, FieldErr
         let message = inner.to_string();
         let field = if inner.is_syntax() || inner.is_eof() {
             "body".to_string()
-        } else if path != "." {
+        } else if path != "." && !path.is_empty() {
             path
         } else if let Some(name) = backticked_name(&message) {
             // serde reports `missing field `x`` and `unknown field `x`` at the parent's
@@ -69,7 +69,8 @@ fn backticked_name(message: &str) -> Option<String> {
     }
     let start = message.find('`')? + 1;
     let len = message[start..].find('`')?;
-    Some(message[start..start + len].to_string())
+    // An empty key (`{"": 1}`) names no field: the body is at fault.
+    Some(message[start..start + len].to_string()).filter(|name| !name.is_empty())
 }
 
 /// The fields every render request shares (a node's `POST /job`, an orchestrator's
@@ -143,6 +144,22 @@ pub fn confined_relative_path(field: &str, value: &str) -> Result<(), FieldError
             field,
             "must not contain backslashes or control characters",
         ));
+    }
+    if value.starts_with('/') {
+        return Err(FieldError::new(field, "must be a relative path"));
+    }
+    // `Path::components` forgets a `.` in the middle and empty components (`a/./b`,
+    // `a//b`): look at the text itself.
+    for part in value.split('/') {
+        if part.is_empty() {
+            return Err(FieldError::new(
+                field,
+                "must not contain empty names (`//`, or a `/` at the end)",
+            ));
+        }
+        if part == "." {
+            return Err(FieldError::new(field, "must not contain `.` components"));
+        }
     }
     for component in Path::new(value).components() {
         match component {
@@ -225,6 +242,29 @@ pub fn is_invisible_format_char(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_and_empty_names_are_refused_wherever_they_are() {
+        for bad in ["a/./b", "a//b", "a/.", "./a", "a/", "/a"] {
+            assert!(confined_relative_path("scene", bad).is_err(), "{bad}");
+        }
+        assert!(confined_relative_path("scene", "a/b.blend").is_ok());
+        assert!(confined_relative_path("scene", "a/.hidden/b").is_ok());
+    }
+
+    #[test]
+    fn an_empty_key_blames_the_body() {
+        let err = parse_json_object::<std::collections::BTreeMap<String, u8>>(br#"{"": "x"}"#);
+        assert!(err.is_err());
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct One {
+            #[allow(dead_code)]
+            a: Option<u8>,
+        }
+        let err = parse_json_object::<One>(br#"{"": 1}"#).unwrap_err();
+        assert_eq!(err.field, "body");
+    }
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]

@@ -198,7 +198,7 @@ impl QueryParams {
 /// Submit frames `from`..`to` of the nodes' default scene (the tutorial's API).
 #[utoipa::path(post, path = "/render", request_body = inline(corral_core::orchestrator_api::RenderRequest),
     responses((status = 202, description = "Stored; follow the Location", body = RenderAccepted),
-              (status = 400, body = corral_core::Problem), (status = 503, body = corral_core::Problem)))]
+              (status = 400, body = corral_core::Problem, content_type = "application/problem+json"), (status = 503, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn render(
     State(o): State<Orchestrator>,
     JsonBody(body): JsonBody,
@@ -218,7 +218,7 @@ async fn render(
 /// A job's status (the tutorial's API): 202 while it runs, 200 when it has ended.
 #[utoipa::path(get, path = "/status/{id}", params(("id" = String, Path)),
     responses((status = 200, body = RenderStatus), (status = 202, body = RenderStatus),
-              (status = 404, body = corral_core::Problem)))]
+              (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn status(State(o): State<Orchestrator>, PathId(id): PathId) -> Result<Response, ApiError> {
     let job = find_job(&o, &id).await?;
     let view = views::render_status(o.store(), &job).await?;
@@ -241,8 +241,8 @@ async fn status(State(o): State<Orchestrator>, PathId(id): PathId) -> Result<Res
 
 /// Submit a job.
 #[utoipa::path(post, path = "/api/v1/jobs", request_body = SubmitJob,
-    responses((status = 202, body = JobSummary), (status = 400, body = corral_core::Problem),
-              (status = 503, body = corral_core::Problem)))]
+    responses((status = 202, body = JobSummary), (status = 400, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 503, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn submit_job(
     State(o): State<Orchestrator>,
     JsonBody(body): JsonBody,
@@ -268,7 +268,7 @@ async fn submit_job(
 /// Jobs, newest first; `state` filters, `offset`/`limit` page (limit ≤ 500).
 #[utoipa::path(get, path = "/api/v1/jobs",
     params(("state" = Option<String>, Query), ("offset" = Option<u64>, Query), ("limit" = Option<u64>, Query)),
-    responses((status = 200, body = JobPage), (status = 400, body = corral_core::Problem)))]
+    responses((status = 200, body = JobPage), (status = 400, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn list_jobs(
     State(o): State<Orchestrator>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -296,7 +296,7 @@ async fn list_jobs(
 /// A job's summary with its first tasks (state, node, attempts, timings, failure, log
 /// tail); page through the rest with `/tasks`, and its frames with `/frames`.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = JobDetail), (status = 404, body = corral_core::Problem)))]
+    responses((status = 200, body = JobDetail), (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn get_job(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
@@ -308,8 +308,8 @@ async fn get_job(
 /// A page of a job's tasks, in order (`offset`, `limit` ≤ 500).
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks",
     params(("id" = String, Path), ("offset" = Option<u64>, Query), ("limit" = Option<u64>, Query)),
-    responses((status = 200, body = TaskPage), (status = 400, body = corral_core::Problem),
-              (status = 404, body = corral_core::Problem)))]
+    responses((status = 200, body = TaskPage), (status = 400, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn job_tasks(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
@@ -330,8 +330,8 @@ async fn job_tasks(
 /// done (with its node and path) or pending.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/frames",
     params(("id" = String, Path), ("offset" = Option<u64>, Query), ("limit" = Option<u64>, Query)),
-    responses((status = 200, body = FramePage), (status = 400, body = corral_core::Problem),
-              (status = 404, body = corral_core::Problem)))]
+    responses((status = 200, body = FramePage), (status = 400, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn job_frames(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
@@ -361,8 +361,8 @@ async fn command(
 /// Cancel a job that has not ended; its running tasks are killed on their nodes before
 /// this answers.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", params(("id" = String, Path)),
-    responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem),
-              (status = 409, body = corral_core::Problem)))]
+    responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 409, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn cancel_job(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
@@ -372,8 +372,8 @@ async fn cancel_job(
 
 /// Put a failed or cancelled job's unfinished tasks back in the queue with fresh attempts.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/requeue", params(("id" = String, Path)),
-    responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem),
-              (status = 409, body = corral_core::Problem)))]
+    responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 409, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn requeue_job(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
@@ -383,8 +383,8 @@ async fn requeue_job(
 
 /// Pause a job: no new tasks start; running ones finish.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/pause", params(("id" = String, Path)),
-    responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem),
-              (status = 409, body = corral_core::Problem)))]
+    responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 409, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn pause_job(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
@@ -394,8 +394,8 @@ async fn pause_job(
 
 /// Resume a paused job.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/resume", params(("id" = String, Path)),
-    responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem),
-              (status = 409, body = corral_core::Problem)))]
+    responses((status = 200, body = JobSummary), (status = 404, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 409, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn resume_job(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
@@ -406,8 +406,8 @@ async fn resume_job(
 /// Change a job's priority (higher runs first; -1000 to 1000).
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/priority", params(("id" = String, Path)),
     request_body = SetPriority,
-    responses((status = 200, body = JobSummary), (status = 400, body = corral_core::Problem),
-              (status = 404, body = corral_core::Problem), (status = 409, body = corral_core::Problem)))]
+    responses((status = 200, body = JobSummary), (status = 400, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 404, body = corral_core::Problem, content_type = "application/problem+json"), (status = 409, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn prioritize_job(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
@@ -426,7 +426,7 @@ async fn list_nodes(State(o): State<Orchestrator>) -> Result<Json<Vec<NodeView>>
 
 /// A node announces itself (`corral node --orchestrator`), again every few seconds.
 #[utoipa::path(post, path = "/api/v1/nodes", request_body = RegisterNode,
-    responses((status = 200, body = NodeView), (status = 400, body = corral_core::Problem)))]
+    responses((status = 200, body = NodeView), (status = 400, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn register_node(
     State(o): State<Orchestrator>,
     JsonBody(body): JsonBody,
@@ -462,7 +462,7 @@ async fn set_draining(
 
 /// Drain a node: it gets no new tasks; its running ones finish.
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/drain", params(("id" = String, Path)),
-    responses((status = 200, body = NodeView), (status = 404, body = corral_core::Problem)))]
+    responses((status = 200, body = NodeView), (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn drain_node(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
@@ -472,7 +472,7 @@ async fn drain_node(
 
 /// Let a drained node take tasks again.
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/enable", params(("id" = String, Path)),
-    responses((status = 200, body = NodeView), (status = 404, body = corral_core::Problem)))]
+    responses((status = 200, body = NodeView), (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn enable_node(
     State(o): State<Orchestrator>,
     PathId(id): PathId,
@@ -482,7 +482,7 @@ async fn enable_node(
 
 /// Forget a node; its running tasks are stopped there and re-queued.
 #[utoipa::path(delete, path = "/api/v1/nodes/{id}", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = corral_core::Problem)))]
+    responses((status = 204), (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn remove_node(
     State(o): State<Orchestrator>,
     PathId(id): PathId,

@@ -231,7 +231,7 @@ async fn file_response(path: &std::path::Path, content_type: &str) -> Result<Res
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/frames/{frame}/thumbnail",
     params(("id" = String, Path), ("frame" = i64, Path)),
     responses((status = 200, description = "PNG", content_type = "image/png"),
-              (status = 404, body = corral_core::Problem), (status = 422, body = corral_core::Problem)))]
+              (status = 404, body = corral_core::Problem, content_type = "application/problem+json"), (status = 422, body = corral_core::Problem, content_type = "application/problem+json")))]
 pub async fn frame_thumbnail(
     State(o): State<Orchestrator>,
     Path((id, frame)): Path<(String, String)>,
@@ -264,7 +264,7 @@ pub async fn frame_thumbnail(
 /// A rendered frame as its node wrote it, with its format's content type.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/frames/{frame}/image",
     params(("id" = String, Path), ("frame" = i64, Path)),
-    responses((status = 200, description = "the frame file"), (status = 404, body = corral_core::Problem)))]
+    responses((status = 200, description = "the frame file"), (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
 pub async fn frame_image(
     State(o): State<Orchestrator>,
     Path((id, frame)): Path<(String, String)>,
@@ -278,7 +278,7 @@ pub async fn frame_image(
 /// The job's preview video: none until the job completes, then being made, ready (at
 /// `preview.mp4`) or unavailable with a note saying why.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/preview", params(("id" = String, Path)),
-    responses((status = 200, body = PreviewView), (status = 404, body = corral_core::Problem)))]
+    responses((status = 200, body = PreviewView), (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
 pub async fn job_preview(
     State(o): State<Orchestrator>,
     axum::extract::Path(id): axum::extract::Path<String>,
@@ -290,7 +290,7 @@ pub async fn job_preview(
 /// The job's preview video (H.264 MP4 at the scene's frame rate), once made.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/preview.mp4", params(("id" = String, Path)),
     responses((status = 200, description = "MP4", content_type = "video/mp4"),
-              (status = 404, body = corral_core::Problem)))]
+              (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
 pub async fn job_preview_video(
     State(o): State<Orchestrator>,
     axum::extract::Path(id): axum::extract::Path<String>,
@@ -313,7 +313,7 @@ pub async fn job_preview_video(
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/tasks/{index}/log",
     params(("id" = String, Path), ("index" = u64, Path, description = "the task's position in its job, from 0")),
     responses((status = 200, description = "the log", content_type = "text/plain"),
-              (status = 404, body = corral_core::Problem)))]
+              (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
 pub async fn task_log(
     State(o): State<Orchestrator>,
     Path((id, index)): Path<(String, String)>,
