@@ -835,3 +835,130 @@ async fn a_version_1_database_is_upgraded() {
     let nodes = store.nodes().await.unwrap();
     assert_eq!((nodes.len(), nodes[0].frames_rendered), (1, 2));
 }
+
+/// Issue 8: a splittable task is cut at lease time, and a running task's unstarted tail
+/// is cut off under its lease; every cut-off becomes a queued task of its own, and the
+/// job's tally always counts exactly the tasks there are.
+async fn cuts_make_queued_tasks_of_their_tails(db: &Db) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    let fence = leader(s, "o1").await;
+    let a = node_up(s, "a", 1).await;
+    // No chunk size and no default: the farm sizes the job's tasks.
+    let sub = JobSubmission::from_body(
+        br#"{"from":1,"to":10}"#,
+        SubmitLimits {
+            max_frames: 1000,
+            default_chunk_size: None,
+        },
+    )
+    .unwrap();
+    let id = JobId::new();
+    let job = NewJob {
+        id,
+        submission: sub,
+        output: "out/f_####".into(),
+    };
+    assert!(matches!(
+        s.insert_job(job, 100).await.unwrap(),
+        Admission::Accepted(_)
+    ));
+    let tally_matches = |job: &corral_orchestrator::store::JobRecord, n: usize| {
+        assert_eq!(job.life.tally.total(), n as u64, "{:?}", job.life.tally);
+    };
+    let t = tasks(s, id).await;
+    assert_eq!(t.len(), 1, "one splittable task to start with");
+    let piece = Assignment {
+        task: t[0].task.id,
+        node: a.clone(),
+        frames: Some(3),
+    };
+    let leased = s.lease(&[piece], &fence).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    let head = &leased[0];
+    assert_eq!((head.range.from(), head.range.to()), (1, 3));
+    let t = tasks(s, id).await;
+    let ranges: Vec<_> = t
+        .iter()
+        .map(|t| (t.task.range.from(), t.task.range.to(), t.task.state.kind()))
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            (1, 3, TaskStateKind::Running),
+            (4, 10, TaskStateKind::Queued)
+        ]
+    );
+    tally_matches(&s.job(id).await.unwrap().unwrap(), 2);
+    // The running head gives up its unstarted tail (frame 3).
+    dispatched(s, head.task, head.lease, "job-1").await;
+    let steal = Command::Cut {
+        lease: Some(head.lease),
+        keep_to: 2,
+    };
+    let Applied::Changed(changes) = s.apply(head.task, steal, Note::default()).await.unwrap()
+    else {
+        panic!("the cut was refused");
+    };
+    assert!(changes[0].cut_off.is_some());
+    let t = tasks(s, id).await;
+    let ranges: Vec<_> = t
+        .iter()
+        .map(|t| (t.task.range.from(), t.task.range.to(), t.task.state.kind()))
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            (1, 2, TaskStateKind::Running),
+            (3, 3, TaskStateKind::Queued),
+            (4, 10, TaskStateKind::Queued)
+        ]
+    );
+    tally_matches(&s.job(id).await.unwrap().unwrap(), 3);
+    // The head completes with its two frames: its range is what counts now.
+    let done = s
+        .apply(
+            head.task,
+            Command::Complete {
+                lease: head.lease,
+                frames_recorded: 0,
+            },
+            frames(&[1, 2]),
+        )
+        .await
+        .unwrap();
+    assert!(done.is_applied(), "{done:?}");
+    let queue: Vec<(i64, bool)> = s
+        .queue_head(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|q| (q.frames as i64, q.splittable))
+        .collect();
+    assert_eq!(
+        queue,
+        [(1, true), (7, true)],
+        "the stolen tail is shared out too"
+    );
+    // A completion missing frames of its range is refused as incomplete.
+    let next = s
+        .lease(
+            &[Assignment {
+                task: t[1].task.id,
+                node: a.clone(),
+                frames: None,
+            }],
+            &fence,
+        )
+        .await
+        .unwrap();
+    let short = Command::Complete {
+        lease: next[0].lease,
+        frames_recorded: 0,
+    };
+    assert!(matches!(
+        s.apply(next[0].task, short, Note::default()).await.unwrap(),
+        Applied::Refused(Refusal::Incomplete { missing: 1 })
+    ));
+}
+both!(cuts_make_queued_tasks_of_their_tails);

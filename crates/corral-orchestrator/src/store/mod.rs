@@ -181,6 +181,8 @@ pub struct Change {
     pub job: JobLife,
     /// A render its node should stop (the task went elsewhere or ended).
     pub stop: Option<StopAt>,
+    /// The queued task made of the frames cut off this one (a `Cut`).
+    pub cut_off: Option<TaskId>,
     pub events: Vec<Event>,
 }
 

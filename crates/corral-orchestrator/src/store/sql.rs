@@ -840,10 +840,17 @@ impl SqlStore {
             }),
             None => None,
         };
+        // The frames cut off a task become a queued task of the job in the same
+        // transaction (the job's tally already counts it).
+        let cut_off = match step.cut_off {
+            Some(range) => Some(Self::insert_cut_off(tx, seq, step.task.id, range).await?),
+            None => None,
+        };
         Ok(Change {
             task: step.task,
             job: step.job,
             stop,
+            cut_off,
             events: step.events,
         })
     }
@@ -1148,6 +1155,7 @@ impl SqlStore {
                             task: step.task,
                             job: step.job,
                             stop: None,
+                            cut_off: None,
                             events: step.events,
                         });
                     }
@@ -1381,11 +1389,10 @@ impl SqlStore {
                         keep_to: head.range.from() + piece as i64 - 1,
                     };
                     if let Ok(step) = lifecycle::step(head, &locked.job.life, &cut, now) {
-                        let tail = step.cut_off;
-                        Self::write_locked(&mut tx, &mut locked, step, None, &cut, now).await?;
-                        if let Some(tail) = tail {
-                            let id = Self::insert_cut_off(&mut tx, locked.seq, *task, tail).await?;
-                            continues_as.insert(assignment.task, id);
+                        let change =
+                            Self::write_locked(&mut tx, &mut locked, step, None, &cut, now).await?;
+                        if let Some(tail) = change.cut_off {
+                            continues_as.insert(assignment.task, tail);
                         }
                     }
                 }
