@@ -3,6 +3,7 @@
 
 use crate::frames::FrameRange;
 use crate::job::{JobId, JobState};
+use crate::manifest::BlobHash;
 use crate::render::{Engine, ImageFormat};
 use crate::validate::{output_pattern, parse_json_object, render_fields, FieldError, RenderFields};
 use chrono::{DateTime, Utc};
@@ -41,6 +42,34 @@ pub struct JobRequest {
     /// is recognised, never guessed at). Up to 128 of `A-Z a-z 0-9 : _ . -`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// The scene as a manifest on the orchestrator (`GET /api/v1/manifests/{id}`), instead
+    /// of `scene`: the node fetches its blobs and renders the manifest's root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// Where frames go: `local` (the default: the node's `--output`) or `upload` (each
+    /// frame is uploaded to the orchestrator, `PUT /api/v1/jobs/{job}/frames/{n}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<String>,
+}
+
+/// Where a render's frames go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Written to the node's `--output` folder (a folder the farm may share).
+    #[default]
+    Local,
+    /// Uploaded to the orchestrator, frame by frame, as Blender saves them.
+    Upload,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Local => "local",
+            Delivery::Upload => "upload",
+        }
+    }
 }
 
 /// Longest render tag accepted.
@@ -56,6 +85,9 @@ pub struct JobSpec {
     pub threads: Option<u32>,
     pub output: String,
     pub tag: Option<String>,
+    /// The scene as a manifest to fetch from the orchestrator (never with `scene`).
+    pub manifest: Option<BlobHash>,
+    pub deliver: Delivery,
 }
 
 impl JobSpec {
@@ -101,6 +133,27 @@ impl JobSpec {
                 ));
             }
         }
+        let manifest = req
+            .manifest
+            .as_deref()
+            .map(|m| BlobHash::parse("manifest", m))
+            .transpose()?;
+        if manifest.is_some() && req.scene.is_some() {
+            return Err(FieldError::new(
+                "manifest",
+                "a job names its scene by `scene` or by `manifest`, not both",
+            ));
+        }
+        let deliver = match req.deliver.as_deref() {
+            None | Some("local") => Delivery::Local,
+            Some("upload") => Delivery::Upload,
+            Some(_) => {
+                return Err(FieldError::new(
+                    "deliver",
+                    "must be `local` (frames in --output) or `upload` (to the orchestrator)",
+                ))
+            }
+        };
         Ok(JobSpec {
             range,
             scene: req.scene,
@@ -109,6 +162,8 @@ impl JobSpec {
             threads: req.threads,
             output,
             tag: req.tag,
+            manifest,
+            deliver,
         })
     }
 }
@@ -214,6 +269,29 @@ mod tests {
         assert_eq!(s.engine, Engine::Cycles);
         assert_eq!(s.output, DEFAULT_OUTPUT_PATTERN);
         assert_eq!((s.scene, s.format, s.threads), (None, None, None));
+        assert_eq!((s.manifest, s.deliver), (None, Delivery::Local));
+    }
+
+    #[test]
+    fn manifests_and_delivery_are_parsed() {
+        let m = "ab".repeat(32);
+        let s = spec(&format!(
+            r#"{{"from":1,"to":2,"manifest":"{m}","deliver":"upload","tag":"corral:1:2"}}"#
+        ))
+        .unwrap();
+        assert_eq!(s.manifest.as_ref().map(BlobHash::as_str), Some(m.as_str()));
+        assert_eq!(s.deliver, Delivery::Upload);
+        assert_eq!(s.scene, None);
+        // The orchestrator's request serialises to what the node reads back.
+        let req = JobRequest {
+            from: Some(1),
+            to: Some(2),
+            manifest: Some(m.clone()),
+            deliver: Some(Delivery::Upload.as_str().into()),
+            ..JobRequest::default()
+        };
+        let again = JobSpec::from_body(&serde_json::to_vec(&req).unwrap(), 10).unwrap();
+        assert_eq!(again.deliver, Delivery::Upload);
     }
 
     #[test]
@@ -251,6 +329,13 @@ mod tests {
             (r#"{"from": 1, "to": 2, "output": "../../etc/x"}"#, "output"),
             (r#"{"from": 1, "to": 2, "output": "dir/"}"#, "output"),
             (r#"{"from": 1, "to": 2, "form": 1}"#, "form"),
+            (r#"{"from": 1, "to": 2, "manifest": "../x"}"#, "manifest"),
+            (r#"{"from": 1, "to": 2, "manifest": 7}"#, "manifest"),
+            (
+                r#"{"from": 1, "to": 2, "scene": "a.blend", "manifest": "0000000000000000000000000000000000000000000000000000000000000000"}"#,
+                "manifest",
+            ),
+            (r#"{"from": 1, "to": 2, "deliver": "ftp"}"#, "deliver"),
             (r#"[1, 2]"#, "body"),
             (r#"nonsense"#, "body"),
             (r#""#, "body"),

@@ -320,6 +320,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         format: args.format.map(|f| f.blender_name().to_string()),
         output,
         fps,
+        manifest: None,
     };
     let job = client
         .submit(&request)
