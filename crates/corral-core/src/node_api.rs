@@ -50,6 +50,10 @@ pub struct JobRequest {
     /// frame is uploaded to the orchestrator, `PUT /api/v1/jobs/{job}/frames/{n}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deliver: Option<String>,
+    /// The orchestrator's job this render is part of: where uploaded frames go (required
+    /// with `deliver: upload`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// Where a render's frames go.
@@ -88,6 +92,8 @@ pub struct JobSpec {
     /// The scene as a manifest to fetch from the orchestrator (never with `scene`).
     pub manifest: Option<BlobHash>,
     pub deliver: Delivery,
+    /// The orchestrator's job (always there when `deliver` is [`Delivery::Upload`]).
+    pub job: Option<JobId>,
 }
 
 impl JobSpec {
@@ -154,6 +160,20 @@ impl JobSpec {
                 ))
             }
         };
+        let job = req
+            .job
+            .as_deref()
+            .map(|j| {
+                j.parse::<JobId>()
+                    .map_err(|_| FieldError::new("job", "must be the orchestrator's job id (a UUID)"))
+            })
+            .transpose()?;
+        if deliver == Delivery::Upload && job.is_none() {
+            return Err(FieldError::new(
+                "job",
+                "required with `deliver: upload`: frames are uploaded under their job",
+            ));
+        }
         Ok(JobSpec {
             range,
             scene: req.scene,
@@ -164,6 +184,7 @@ impl JobSpec {
             tag: req.tag,
             manifest,
             deliver,
+            job,
         })
     }
 }
@@ -275,10 +296,12 @@ mod tests {
     #[test]
     fn manifests_and_delivery_are_parsed() {
         let m = "ab".repeat(32);
+        let job = JobId::new();
         let s = spec(&format!(
-            r#"{{"from":1,"to":2,"manifest":"{m}","deliver":"upload","tag":"corral:1:2"}}"#
+            r#"{{"from":1,"to":2,"manifest":"{m}","deliver":"upload","tag":"corral:1:2","job":"{job}"}}"#
         ))
         .unwrap();
+        assert_eq!(s.job, Some(job));
         assert_eq!(s.manifest.as_ref().map(BlobHash::as_str), Some(m.as_str()));
         assert_eq!(s.deliver, Delivery::Upload);
         assert_eq!(s.scene, None);
@@ -288,6 +311,7 @@ mod tests {
             to: Some(2),
             manifest: Some(m.clone()),
             deliver: Some(Delivery::Upload.as_str().into()),
+            job: Some(job.to_string()),
             ..JobRequest::default()
         };
         let again = JobSpec::from_body(&serde_json::to_vec(&req).unwrap(), 10).unwrap();
@@ -336,6 +360,8 @@ mod tests {
                 "manifest",
             ),
             (r#"{"from": 1, "to": 2, "deliver": "ftp"}"#, "deliver"),
+            (r#"{"from": 1, "to": 2, "deliver": "upload"}"#, "job"),
+            (r#"{"from": 1, "to": 2, "job": "../x"}"#, "job"),
             (r#"[1, 2]"#, "body"),
             (r#"nonsense"#, "body"),
             (r#""#, "body"),
