@@ -164,8 +164,9 @@ impl JobSpec {
             .job
             .as_deref()
             .map(|j| {
-                j.parse::<JobId>()
-                    .map_err(|_| FieldError::new("job", "must be the orchestrator's job id (a UUID)"))
+                j.parse::<JobId>().map_err(|_| {
+                    FieldError::new("job", "must be the orchestrator's job id (a UUID)")
+                })
             })
             .transpose()?;
         if deliver == Delivery::Upload && job.is_none() {
