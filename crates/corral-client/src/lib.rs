@@ -4,6 +4,10 @@
 //! it" from "it said no", because the orchestrator treats the first as a node problem and
 //! the second as a task problem, and the command line explains them differently.
 
+mod node_transfer;
+
+pub use node_transfer::{BlobDownload, FrameUpload, MAX_MANIFEST_BYTES, TRANSFER_SILENCE};
+
 use corral_core::node_api::{JobRequest, JobView, NodeInfo};
 use corral_core::orchestrator_api::{
     Event, FramePage, FrameView, JobDetail, JobPage, JobState, JobSummary, NodeView, SubmitJob,
@@ -43,6 +47,13 @@ pub enum ClientError {
     /// The answer was larger than the caller allows; reading stopped at the limit.
     #[error("{url} sent an answer larger than {limit} bytes; it was not read")]
     TooLarge { url: String, limit: usize },
+    /// A file this side was to send could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The server answered with a redirect, which Corral never follows: a node or farm
     /// that sends one elsewhere is not the server it claims to be.
     #[error("{url} answered {status} (a redirect to {location}); redirects are not followed")]
