@@ -92,6 +92,11 @@ struct RenderMessage<'a> {
     output_hex: String,
 }
 
+/// The hex of a path's bytes, as paths travel to a worker.
+pub fn path_hex(path: &Path) -> String {
+    hex(path)
+}
+
 fn hex(path: &Path) -> String {
     path.as_os_str()
         .as_bytes()

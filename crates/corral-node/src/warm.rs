@@ -242,13 +242,17 @@ fn resident_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// A key that changes whenever the scene file may have changed: its device, inode, size,
-/// and modification and status-change times. Equal keys let a worker keep the scene.
+/// A key that changes whenever the scene file may have changed, or is another file: its
+/// path, device, inode, size, and modification and status-change times. Equal keys let a
+/// worker keep the scene. The path counts because a scene's relative paths (textures,
+/// libraries) are resolved from its folder: two workspaces hard-link the same cached
+/// scene (one inode), and the second must not render with the first one's files.
 fn scene_key(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some(format!(
-        "{}:{}:{}:{}.{}:{}.{}",
+        "{}:{}:{}:{}:{}.{}:{}.{}",
+        corral_blender::warm::path_hex(path),
         m.dev(),
         m.ino(),
         m.size(),
@@ -467,6 +471,10 @@ mod tests {
         std::fs::rename(&tmp, &path).unwrap();
         assert_ne!(scene_key(&path).unwrap(), first);
         assert!(scene_key(&dir.path().join("missing.blend")).is_none());
+        // The same file (one inode) at another path, as two workspaces link it: another key.
+        let linked = dir.path().join("b.blend");
+        std::fs::hard_link(&path, &linked).unwrap();
+        assert_ne!(scene_key(&linked), scene_key(&path));
     }
 
     #[test]
