@@ -167,6 +167,24 @@ impl NodeClient {
         decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 
+    /// `POST /job/{id}/truncate`: ends the render after frame `to`, or after the frame it
+    /// is rendering when that is later; answers the render's last frame from now on. A
+    /// render that has ended, or has no frame left to give up, is a `409`
+    /// ([`ClientError::Status`]).
+    pub async fn truncate(&self, id: &str, to: i64) -> Result<i64, ClientError> {
+        let url = format!("{}/job/{id}/truncate", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .json(&corral_core::node_api::TruncateRequest { to: Some(to) })
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await;
+        decode::<corral_core::node_api::TruncateAnswer>(&url, resp, MAX_NODE_ANSWER_BYTES)
+            .await
+            .map(|answer| answer.to)
+    }
+
     pub async fn jobs(&self) -> Result<Vec<JobView>, ClientError> {
         let url = format!("{}/jobs", self.base);
         let resp = self.http.get(&url).timeout(REQUEST_TIMEOUT).send().await;

@@ -1,7 +1,7 @@
 //! The render node's HTTP API types: the `POST /job` request (and its validation), the job
 //! view that `GET /job/{id}` returns, and `GET /info`.
 
-use crate::frames::FrameRange;
+use crate::frames::{FrameRange, MAX_FRAME, MIN_FRAME};
 use crate::job::{JobId, JobState};
 use crate::manifest::BlobHash;
 use crate::render::{Engine, ImageFormat};
@@ -276,6 +276,39 @@ pub struct NodeInfo {
     pub workers: Vec<WorkerInfo>,
 }
 
+/// `POST /job/{id}/truncate`: end the render after frame `to`, or after the frame it is
+/// rendering, whichever comes later (tail stealing: the rest of the range goes to another
+/// node).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruncateRequest {
+    /// The last frame wanted. Optional here so a missing one is named like a wrong one.
+    pub to: Option<i64>,
+}
+
+impl TruncateRequest {
+    /// Parses and checks a body: `to` is required and a frame Blender can render.
+    pub fn from_body(body: &[u8]) -> Result<i64, FieldError> {
+        let req: TruncateRequest = parse_json_object(body)?;
+        let to = req
+            .to
+            .ok_or_else(|| FieldError::new("to", "required: the last frame to render"))?;
+        if !(MIN_FRAME..=MAX_FRAME).contains(&to) {
+            return Err(FieldError::new(
+                "to",
+                format!("must be a frame from {MIN_FRAME} to {MAX_FRAME}"),
+            ));
+        }
+        Ok(to)
+    }
+}
+
+/// The answer to `POST /job/{id}/truncate`: the render's last frame from now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruncateAnswer {
+    pub to: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +363,22 @@ mod tests {
         assert_eq!(s.format, Some(ImageFormat::Jpeg));
         assert_eq!(s.threads, Some(2));
         assert_eq!(s.output, "shot/f_####");
+    }
+
+    #[test]
+    fn truncations_name_a_frame() {
+        assert_eq!(TruncateRequest::from_body(br#"{"to": 3}"#), Ok(3));
+        for (body, field) in [
+            (&br#"{}"#[..], "to"),
+            (br#"{"to": -1}"#, "to"),
+            (br#"{"to": 1048575}"#, "to"),
+            (br#"{"to": "3"}"#, "to"),
+            (br#"{"to": 3, "from": 1}"#, "from"),
+            (br#"[3]"#, "body"),
+        ] {
+            let err = TruncateRequest::from_body(body).unwrap_err();
+            assert_eq!(err.field, field, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]
