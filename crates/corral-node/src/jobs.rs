@@ -13,7 +13,7 @@ use crate::runner;
 use crate::warm::{WarmBackend, WarmSettings};
 use chrono::{DateTime, Utc};
 use corral_core::node_api::{Delivery, FrameOutput, JobSpec, JobView, NodeInfo, SampleProgress};
-use corral_core::{Engine, FieldError, ImageFormat, JobId, JobState};
+use corral_core::{Engine, FieldError, FrameRange, ImageFormat, JobId, JobState};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -120,11 +120,32 @@ pub(crate) struct Job {
     pub blender_pid: Option<u32>,
     pub version: u64,
     pub cancel: CancellationToken,
+    /// The last frame whose file Blender reported written.
+    pub last_saved: Option<i64>,
+    /// While a cold Blender runs: the last frame of the range it was started with, and
+    /// its render's stop token. A Blender started for more than the (truncated) range is
+    /// stopped with it once the range's last frame is saved.
+    pub stop_at_end: Option<(i64, CancellationToken)>,
+    /// The render was stopped after the last frame of its truncated range: its end is
+    /// not a cancellation.
+    pub stopped_at_end: bool,
 }
 
 impl Job {
     pub fn threads(&self, default: u32) -> u32 {
         self.spec.threads.unwrap_or(default)
+    }
+
+    /// Stops a cold render that saved the last frame of its truncated range (it would go
+    /// on to the end of the range it was started with).
+    pub(crate) fn stop_if_past_end(&mut self) {
+        let end = self.spec.range.to();
+        if let (Some((started_to, stop)), Some(saved)) = (&self.stop_at_end, self.last_saved) {
+            if end < *started_to && saved >= end && !self.stopped_at_end {
+                self.stopped_at_end = true;
+                stop.cancel();
+            }
+        }
     }
 
     fn view(&self, default_threads: u32) -> JobView {
@@ -303,6 +324,9 @@ impl Node {
                 blender_pid: None,
                 version: table.version,
                 cancel: self.inner.cancel_all.child_token(),
+                last_saved: None,
+                stop_at_end: None,
+                stopped_at_end: false,
             };
             let id = job.id;
             let view = job.view(self.inner.config.threads);
@@ -553,6 +577,54 @@ impl Node {
             self.forget_old_jobs(&mut self.table(), id);
             tracing::info!(job = %id, "queued job cancelled");
         }
+    }
+
+    /// Makes job `id` end after frame `to`, or after the frame it is rendering now when
+    /// that is later (never before its first frame); answers its last frame from now on.
+    /// A queued job simply starts with the shorter range. A running one renders on to
+    /// its new end and completes: a warm worker is told to stop before the next frame, a
+    /// cold Blender is stopped once it saved the new last frame. `409` when the job has
+    /// ended or has saved every frame of its range.
+    pub fn truncate(&self, id: JobId, to: i64) -> Result<i64, ApiError> {
+        let end = {
+            let mut table = self.table();
+            table.version += 1;
+            let version = table.version;
+            let job = table
+                .jobs
+                .get_mut(&id)
+                .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+            if job.state.is_terminal() {
+                return Err(ApiError::Conflict(format!(
+                    "the render has ended ({}); there is nothing left to truncate",
+                    job.state
+                )));
+            }
+            let range = job.spec.range;
+            if job.last_saved >= Some(range.to()) {
+                return Err(ApiError::Conflict(format!(
+                    "every frame of the render ({range}) is rendered already"
+                )));
+            }
+            // The frame being rendered now: the last one Blender started (or saved, when
+            // its output names no frame); the first of the range before it starts.
+            let now = job
+                .current_frame
+                .max(job.last_saved)
+                .unwrap_or(range.from());
+            let end = to.max(now).clamp(range.from(), range.to());
+            if end < range.to() {
+                job.spec.range = FrameRange::new(range.from(), end).map_err(|e| {
+                    ApiError::Internal(format!("cannot truncate {range} to {end}: {e}"))
+                })?;
+                job.version = version;
+                job.stop_if_past_end();
+            }
+            end
+        };
+        tracing::info!(job = %id, to, end, "render truncated");
+        self.notify();
+        Ok(end)
     }
 
     pub fn info(&self) -> NodeInfo {

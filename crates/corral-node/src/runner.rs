@@ -140,6 +140,8 @@ struct End {
     vanished: Vec<i64>,
     /// Why frame delivery stopped the render (`deliver: upload`).
     delivery: Option<Stopped>,
+    /// Blender was stopped because it had saved the last frame of its truncated range.
+    stopped_at_end: bool,
 }
 
 impl End {
@@ -152,12 +154,33 @@ impl End {
             Some(Stopped::Failed(why)) => return (JobState::Failed, Some(why.clone())),
             None => {}
         }
+        // A clean end completes when every frame is there, and fails naming what is not.
+        let clean = |ended: &str| -> Option<String> {
+            match &self.first_error {
+                Some(err) => Some(format!("Blender reported an error: {err}")),
+                None if !self.missing.is_empty() => Some(format!(
+                    "{ended} but wrote no file for frame(s) {}",
+                    corral_core::frames::frame_list(&self.missing)
+                )),
+                None if !self.vanished.is_empty() => Some(format!(
+                    "the files of frame(s) {} were placed but are gone",
+                    corral_core::frames::frame_list(&self.vanished)
+                )),
+                None => None,
+            }
+        };
         let failure = match &self.outcome {
             TaskEnd::Cancelled => match self.stalled {
                 Some(silence) => format!(
                     "Blender printed nothing for {} s and was killed (stalled)",
                     silence.as_secs()
                 ),
+                None if self.stopped_at_end => {
+                    match clean("Blender was stopped after the render's new last frame") {
+                        Some(failure) => failure,
+                        None => return (JobState::Completed, None),
+                    }
+                }
                 None => {
                     return (
                         JobState::Cancelled,
@@ -179,16 +202,8 @@ impl End {
                 } else {
                     "Blender exited 0"
                 };
-                match &self.first_error {
-                    Some(err) => format!("Blender reported an error: {err}"),
-                    None if !self.missing.is_empty() => format!(
-                        "{ended} but wrote no file for frame(s) {}",
-                        corral_core::frames::frame_list(&self.missing)
-                    ),
-                    None if !self.vanished.is_empty() => format!(
-                        "the files of frame(s) {} were placed but are gone",
-                        corral_core::frames::frame_list(&self.vanished)
-                    ),
+                match clean(ended) {
+                    Some(failure) => failure,
                     None => return (JobState::Completed, None),
                 }
             }
@@ -289,6 +304,15 @@ async fn render(
         started,
         last_activity: Arc::new(AtomicU64::new(0)),
     };
+    if !backend.asks_before_each_frame() {
+        // Blender renders the whole range it is started with: stop it at a new end.
+        let end = (task.range.to(), stop.clone());
+        node.update(id, |job| {
+            job.stop_at_end = Some(end);
+            job.stop_if_past_end();
+            false
+        });
+    }
     let stalled = Arc::new(AtomicBool::new(false));
     let watchdog = node.config().stall_timeout.map(|limit| {
         tokio::spawn(watch_for_stall(
@@ -306,23 +330,27 @@ async fn render(
     let Sink {
         saved, first_error, ..
     } = sink;
+    // The range may have been truncated meanwhile: every frame of what is left of it.
+    let (range, stopped_at_end) = node
+        .with_job(id, |job| (job.spec.range, job.stopped_at_end))
+        .unwrap_or((task.range, false));
+    node.update(id, |job| {
+        job.stop_at_end = None;
+        false
+    });
+    let stopped_at_end = stopped_at_end && !cancel.is_cancelled();
     let (missing, vanished, delivery) = match delivery {
         // Frames count once the orchestrator has them.
         Some(delivery) => {
             let delivered = delivery.finish().await;
-            let missing = task
-                .range
+            let missing = range
                 .frames()
                 .filter(|f| !delivered.frames.contains(f))
                 .collect();
             (missing, Vec::new(), delivered.stopped)
         }
         None => {
-            let missing = task
-                .range
-                .frames()
-                .filter(|f| !saved.contains_key(f))
-                .collect();
+            let missing = range.frames().filter(|f| !saved.contains_key(f)).collect();
             // A frame is reported done only if its file is still there now.
             let vanished = saved
                 .iter()
@@ -341,6 +369,7 @@ async fn render(
         missing,
         vanished,
         delivery,
+        stopped_at_end,
     })
 }
 
@@ -461,27 +490,47 @@ impl Sink<'_> {
     }
 
     /// Places a frame Blender reported written and records it in the job (or hands it
-    /// to delivery, which records it once the orchestrator has it).
+    /// to delivery, which records it once the orchestrator has it). A cold render that
+    /// saved the last frame of its truncated range is stopped.
     fn place(&mut self, frame: Option<i64>, progress: Option<i64>, path: &Path) {
-        let placed =
-            saved_frame(self.paths, frame, progress, path, self.range).and_then(|(frame, name)| {
-                match self.delivery {
-                    Some(delivery) => {
-                        delivery.send(frame, path.to_path_buf());
-                        Ok((frame, path.display().to_string(), false))
-                    }
-                    None => move_into_place(self.paths, name).map(|p| (frame, p, true)),
-                }
-            });
+        let (frame, name) = match saved_frame(self.paths, frame, progress, path, self.range) {
+            Ok(found) => found,
+            Err(why) => {
+                self.write_log(&format!("# corral: {why}"));
+                self.note_error(why);
+                return;
+            }
+        };
+        // Past the end of a truncated range, the frame is not this render's any more.
+        let end = self
+            .node
+            .with_job(self.id, |job| job.spec.range.to())
+            .unwrap_or(self.range.to());
+        if frame > end {
+            let _ = std::fs::remove_file(path);
+            self.write_log(&format!(
+                "# corral: frame {frame} is past the render's end (truncated to {end}); dropped"
+            ));
+            return;
+        }
+        let placed = match self.delivery {
+            Some(delivery) => {
+                delivery.send(frame, path.to_path_buf());
+                Ok((path.display().to_string(), false))
+            }
+            None => move_into_place(self.paths, name).map(|p| (p, true)),
+        };
         match placed {
-            Ok((frame, final_path, listed)) => {
+            Ok((final_path, listed)) => {
                 self.saved.insert(frame, final_path.clone());
-                if listed {
-                    self.node.update(self.id, |job| {
+                self.node.update(self.id, |job| {
+                    if listed {
                         job.outputs.insert(frame, final_path);
-                        true
-                    });
-                }
+                    }
+                    job.last_saved = job.last_saved.max(Some(frame));
+                    job.stop_if_past_end();
+                    true
+                });
             }
             Err(why) => {
                 self.write_log(&format!("# corral: {why}"));
@@ -493,6 +542,10 @@ impl Sink<'_> {
     /// Records Blender's frame (and sample) progress; wakes long-polls only when it moved.
     fn progress(&self, frame: i64, sample: Option<corral_core::node_api::SampleProgress>) {
         self.node.update(self.id, |job| {
+            // A cold Blender goes on past a truncated range's end until it is stopped.
+            if frame > job.spec.range.to() {
+                return false;
+            }
             let new_frame = job.current_frame != Some(frame);
             let changed = new_frame || (sample.is_some() && job.current_sample != sample);
             // Status lines between sample lines carry no samples; keep the last.
@@ -535,9 +588,18 @@ impl TaskEvents for Sink<'_> {
         }
     }
 
-    fn frame_started(&mut self, frame: i64) {
+    fn frame_starting(&mut self, frame: i64) -> bool {
         self.heard();
-        self.progress(frame, None);
+        let mut go = false;
+        self.node.update(self.id, |job| {
+            go = job.spec.range.contains(frame);
+            if go && job.current_frame != Some(frame) {
+                job.current_frame = Some(frame);
+                job.current_sample = None;
+            }
+            go
+        });
+        go
     }
 
     fn saved(&mut self, frame: i64, path: &Path) {
@@ -647,6 +709,7 @@ mod tests {
             missing: missing.to_vec(),
             vanished: Vec::new(),
             delivery: None,
+            stopped_at_end: false,
         }
         .verdict()
     }
@@ -660,6 +723,7 @@ mod tests {
             missing: Vec::new(),
             vanished: vec![2, 3, 7],
             delivery: None,
+            stopped_at_end: false,
         };
         let (state, why) = end.verdict();
         assert_eq!(state, JobState::Failed);
@@ -730,6 +794,7 @@ mod tests {
             missing: vec![1],
             vanished: Vec::new(),
             delivery: None,
+            stopped_at_end: false,
         };
         let (state, why) = stalled.verdict();
         assert_eq!(state, JobState::Failed);

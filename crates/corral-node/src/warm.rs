@@ -345,7 +345,11 @@ async fn run_task(
             },
             event = worker.inner.events.recv(), if events_open => match event {
                 Some(Ok(WorkerEvent::Frame { task: t, frame })) if t == name => {
-                    events.frame_started(frame);
+                    // The worker waits for the answer: a truncated render ends here.
+                    let go = events.frame_starting(frame);
+                    if let Err(e) = worker.inner.answer_frame(&name, go).await {
+                        return (lost(worker, Some(format!("cannot reach it: {e}"))).await, After::Replace);
+                    }
                 }
                 Some(Ok(WorkerEvent::Saved { task: t, frame, path })) if t == name => {
                     frames += 1;
@@ -416,6 +420,10 @@ async fn lost(worker: &mut Worker, why: Option<String>) -> TaskEnd {
 impl RenderBackend for WarmBackend {
     fn mode(&self) -> RenderMode {
         RenderMode::Warm
+    }
+
+    fn asks_before_each_frame(&self) -> bool {
+        true
     }
 
     fn saves_from_output(&self) -> bool {
