@@ -185,7 +185,7 @@ fn truncation_in(mode: &str) {
         assert!(workers.iter().all(|w| w["state"] == "idle"), "{workers:?}");
     }
     assert!(
-        common::busy_blenders_under(node.dir.path(), &[node.url.clone()]).is_empty(),
+        common::busy_blenders_under(node.dir.path(), std::slice::from_ref(&node.url)).is_empty(),
         "a Blender still renders"
     );
 }
