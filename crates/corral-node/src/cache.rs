@@ -216,11 +216,13 @@ impl BlobCache {
             .is_some_and(|m| m.is_file() && m.len() == entry.size && modified(m) == entry.modified);
         if !intact {
             tracing::warn!(blob = %hash, "a cached blob changed or vanished; fetching it again");
+            // One in use keeps its entry (and its pins): the fetched copy replaces the
+            // file under it, and the workspaces that use it keep their own links.
             if entry.pins == 0 {
                 let _ = std::fs::remove_file(self.path(hash));
-            }
-            if let Some(entry) = state.entries.remove(hash) {
-                state.total = state.total.saturating_sub(entry.size);
+                if let Some(entry) = state.entries.remove(hash) {
+                    state.total = state.total.saturating_sub(entry.size);
+                }
             }
             return Ok(false);
         }
