@@ -92,6 +92,11 @@ struct RenderMessage<'a> {
     output_hex: String,
 }
 
+/// The hex of a path's bytes, as paths travel to a worker.
+pub fn path_hex(path: &Path) -> String {
+    hex(path)
+}
+
 fn hex(path: &Path) -> String {
     path.as_os_str()
         .as_bytes()
@@ -141,7 +146,8 @@ enum WireEvent {
 pub enum WorkerEvent {
     /// The driver runs and reads the channel.
     Hello { pid: u32, version: String },
-    /// Blender starts rendering `frame` of `task`.
+    /// The worker would render `frame` of `task` next, and waits for
+    /// [`WarmWorker::answer_frame`].
     Frame { task: String, frame: i64 },
     /// The file of `frame` is completely written at `path`.
     Saved {
@@ -254,7 +260,23 @@ impl WarmWorker {
             to: request.to,
             output_hex: hex(&request.output),
         };
-        let body = serde_json::to_vec(&message).map_err(io::Error::other)?;
+        self.write(&message).await
+    }
+
+    /// Answers a worker's `frame` message: render it (`go`), or end the task (`stop`).
+    pub async fn answer_frame(&mut self, task: &str, go: bool) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Answer<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            task: &'a str,
+        }
+        let kind = if go { "go" } else { "stop" };
+        self.write(&Answer { kind, task }).await
+    }
+
+    async fn write(&mut self, message: &impl Serialize) -> io::Result<()> {
+        let body = serde_json::to_vec(message).map_err(io::Error::other)?;
         let len = u32::try_from(body.len()).map_err(io::Error::other)?;
         let mut frame = Vec::with_capacity(body.len() + 4);
         frame.extend_from_slice(&len.to_be_bytes());

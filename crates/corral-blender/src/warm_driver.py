@@ -13,11 +13,17 @@ Paths travel as the hex of their bytes, so any file name survives the trip.
                      "engine": "CYCLES", "format": null or "PNG", "threads": N,
                      "from": A, "to": B, "output_hex": ...}
     driver -> node  {"type": "hello", "pid": P, "version": "3.4.1"}      once, at start
-                    {"type": "frame", "task": T, "frame": F}             a frame starts
-                    {"type": "saved", "task": T, "frame": F, "path_hex": ...}
+                    {"type": "frame", "task": T, "frame": F}             may F start?
+    node -> driver  {"type": "go", "task": T} or {"type": "stop", "task": T}
+    driver -> node  {"type": "saved", "task": T, "frame": F, "path_hex": ...}
                                                                           a frame's file
                                                                           is written
                     {"type": "done", "task": T, "ok": true/false, "error": null or "..."}
+
+The range is rendered frame by frame, each frame a one-frame `render(animation=True)`
+(what `-a` runs for it, so frames are those of a cold render), and the driver asks the
+node before each frame: a node that was told to end the render earlier (its range was
+truncated) answers `stop`, and the task ends there, done and well.
 
 After "done" the driver prints `corral-task-end T` on stdout and on stderr, so the node
 knows it has every line Blender printed for the task.
@@ -104,9 +110,15 @@ class Worker:
         self.loaded_key = None
         self.dirty = False
 
-    def on_render_pre(self, scene):
-        if self.task is not None:
-            self.channel.send({"type": "frame", "task": self.task, "frame": scene.frame_current})
+    def may_render(self, task, frame):
+        """Asks the node whether to render `frame` of `task`."""
+        self.channel.send({"type": "frame", "task": task, "frame": frame})
+        answer = self.channel.recv()
+        if answer is None:
+            raise ConnectionError("the node closed the channel")
+        if answer.get("task") != task or answer.get("type") not in ("go", "stop"):
+            raise ValueError(f"an answer that is not go or stop for {task}: {answer!r}")
+        return answer["type"] == "go"
 
     def on_render_write(self, scene):
         # Called once the frame's file is completely written.
@@ -150,15 +162,20 @@ class Worker:
                 if message["threads"] > 0:
                     render.threads_mode = "FIXED"
                     render.threads = message["threads"]
-                scene.frame_start = message["from"]
-                scene.frame_end = message["to"]
                 scene.frame_step = 1
                 render.filepath = os.fsdecode(bytes.fromhex(message["output_hex"]))
                 render.use_persistent_data = True
                 self.task = task
-                result = bpy.ops.render.render(animation=True)
-                if "FINISHED" not in result:
-                    error = f"Blender did not finish the render ({', '.join(sorted(result))})"
+                for frame in range(message["from"], message["to"] + 1):
+                    if not self.may_render(task, frame):
+                        break
+                    # The start first: Blender moves the end up when the start passes it.
+                    scene.frame_start = frame
+                    scene.frame_end = frame
+                    result = bpy.ops.render.render(animation=True)
+                    if "FINISHED" not in result:
+                        error = f"Blender did not finish the render ({', '.join(sorted(result))})"
+                        break
             finally:
                 self.task = None
                 try:
@@ -183,11 +200,6 @@ WORKER = None
 
 # Handlers survive the loading of another file only when marked persistent.
 @bpy.app.handlers.persistent
-def on_render_pre(scene, *_):
-    WORKER.on_render_pre(scene)
-
-
-@bpy.app.handlers.persistent
 def on_render_write(scene, *_):
     WORKER.on_render_write(scene)
 
@@ -198,7 +210,6 @@ def main():
     fd = int(argv[argv.index("--corral-fd") + 1])
     channel = Channel(fd)
     worker = WORKER = Worker(channel)
-    bpy.app.handlers.render_pre.append(on_render_pre)
     bpy.app.handlers.render_write.append(on_render_write)
     channel.send({"type": "hello", "pid": os.getpid(), "version": bpy.app.version_string})
     while True:

@@ -4,6 +4,10 @@
 //! it" from "it said no", because the orchestrator treats the first as a node problem and
 //! the second as a task problem, and the command line explains them differently.
 
+mod node_transfer;
+
+pub use node_transfer::{BlobDownload, FrameUpload, MAX_MANIFEST_BYTES, TRANSFER_SILENCE};
+
 use corral_core::node_api::{JobRequest, JobView, NodeInfo};
 use corral_core::orchestrator_api::{
     Event, FramePage, FrameView, JobDetail, JobPage, JobState, JobSummary, NodeView, SubmitJob,
@@ -43,6 +47,13 @@ pub enum ClientError {
     /// The answer was larger than the caller allows; reading stopped at the limit.
     #[error("{url} sent an answer larger than {limit} bytes; it was not read")]
     TooLarge { url: String, limit: usize },
+    /// A file this side was to send could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The server answered with a redirect, which Corral never follows: a node or farm
     /// that sends one elsewhere is not the server it claims to be.
     #[error("{url} answered {status} (a redirect to {location}); redirects are not followed")]
@@ -156,23 +167,22 @@ impl NodeClient {
         decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 
-    /// `POST /job/{id}/truncate`: asks the node to end render `id` after frame `to` (or
-    /// after the frame it renders now, if that is later); answers the end it will keep.
+    /// `POST /job/{id}/truncate`: ends the render after frame `to`, or after the frame it
+    /// is rendering when that is later; answers the render's last frame from now on. A
+    /// render that has ended, or has no frame left to give up, is a `409`
+    /// ([`ClientError::Status`]).
     pub async fn truncate(&self, id: &str, to: i64) -> Result<i64, ClientError> {
-        #[derive(Deserialize)]
-        struct Truncated {
-            to: i64,
-        }
         let url = format!("{}/job/{id}/truncate", self.base);
         let resp = self
             .http
             .post(&url)
-            .json(&serde_json::json!({ "to": to }))
+            .json(&corral_core::node_api::TruncateRequest { to: Some(to) })
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await;
-        let answer: Truncated = decode(&url, resp, MAX_NODE_ANSWER_BYTES).await?;
-        Ok(answer.to)
+        decode::<corral_core::node_api::TruncateAnswer>(&url, resp, MAX_NODE_ANSWER_BYTES)
+            .await
+            .map(|answer| answer.to)
     }
 
     pub async fn jobs(&self) -> Result<Vec<JobView>, ClientError> {

@@ -1,8 +1,9 @@
 //! The render node's HTTP API types: the `POST /job` request (and its validation), the job
 //! view that `GET /job/{id}` returns, and `GET /info`.
 
-use crate::frames::FrameRange;
+use crate::frames::{FrameRange, MAX_FRAME, MIN_FRAME};
 use crate::job::{JobId, JobState};
+use crate::manifest::BlobHash;
 use crate::render::{Engine, ImageFormat};
 use crate::validate::{output_pattern, parse_json_object, render_fields, FieldError, RenderFields};
 use chrono::{DateTime, Utc};
@@ -41,6 +42,38 @@ pub struct JobRequest {
     /// is recognised, never guessed at). Up to 128 of `A-Z a-z 0-9 : _ . -`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// The scene as a manifest on the orchestrator (`GET /api/v1/manifests/{id}`), instead
+    /// of `scene`: the node fetches its blobs and renders the manifest's root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// Where frames go: `local` (the default: the node's `--output`) or `upload` (each
+    /// frame is uploaded to the orchestrator, `PUT /api/v1/jobs/{job}/frames/{n}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<String>,
+    /// The orchestrator's job this render is part of: where uploaded frames go (required
+    /// with `deliver: upload`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+}
+
+/// Where a render's frames go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Written to the node's `--output` folder (a folder the farm may share).
+    #[default]
+    Local,
+    /// Uploaded to the orchestrator, frame by frame, as Blender saves them.
+    Upload,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Local => "local",
+            Delivery::Upload => "upload",
+        }
+    }
 }
 
 /// Longest render tag accepted.
@@ -56,6 +89,11 @@ pub struct JobSpec {
     pub threads: Option<u32>,
     pub output: String,
     pub tag: Option<String>,
+    /// The scene as a manifest to fetch from the orchestrator (never with `scene`).
+    pub manifest: Option<BlobHash>,
+    pub deliver: Delivery,
+    /// The orchestrator's job (always there when `deliver` is [`Delivery::Upload`]).
+    pub job: Option<JobId>,
 }
 
 impl JobSpec {
@@ -101,6 +139,42 @@ impl JobSpec {
                 ));
             }
         }
+        let manifest = req
+            .manifest
+            .as_deref()
+            .map(|m| BlobHash::parse("manifest", m))
+            .transpose()?;
+        if manifest.is_some() && req.scene.is_some() {
+            return Err(FieldError::new(
+                "manifest",
+                "a job names its scene by `scene` or by `manifest`, not both",
+            ));
+        }
+        let deliver = match req.deliver.as_deref() {
+            None | Some("local") => Delivery::Local,
+            Some("upload") => Delivery::Upload,
+            Some(_) => {
+                return Err(FieldError::new(
+                    "deliver",
+                    "must be `local` (frames in --output) or `upload` (to the orchestrator)",
+                ))
+            }
+        };
+        let job = req
+            .job
+            .as_deref()
+            .map(|j| {
+                j.parse::<JobId>().map_err(|_| {
+                    FieldError::new("job", "must be the orchestrator's job id (a UUID)")
+                })
+            })
+            .transpose()?;
+        if deliver == Delivery::Upload && job.is_none() {
+            return Err(FieldError::new(
+                "job",
+                "required with `deliver: upload`: frames are uploaded under their job",
+            ));
+        }
         Ok(JobSpec {
             range,
             scene: req.scene,
@@ -109,6 +183,9 @@ impl JobSpec {
             threads: req.threads,
             output,
             tag: req.tag,
+            manifest,
+            deliver,
+            job,
         })
     }
 }
@@ -199,6 +276,39 @@ pub struct NodeInfo {
     pub workers: Vec<WorkerInfo>,
 }
 
+/// `POST /job/{id}/truncate`: end the render after frame `to`, or after the frame it is
+/// rendering, whichever comes later (tail stealing: the rest of the range goes to another
+/// node).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruncateRequest {
+    /// The last frame wanted. Optional here so a missing one is named like a wrong one.
+    pub to: Option<i64>,
+}
+
+impl TruncateRequest {
+    /// Parses and checks a body: `to` is required and a frame Blender can render.
+    pub fn from_body(body: &[u8]) -> Result<i64, FieldError> {
+        let req: TruncateRequest = parse_json_object(body)?;
+        let to = req
+            .to
+            .ok_or_else(|| FieldError::new("to", "required: the last frame to render"))?;
+        if !(MIN_FRAME..=MAX_FRAME).contains(&to) {
+            return Err(FieldError::new(
+                "to",
+                format!("must be a frame from {MIN_FRAME} to {MAX_FRAME}"),
+            ));
+        }
+        Ok(to)
+    }
+}
+
+/// The answer to `POST /job/{id}/truncate`: the render's last frame from now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruncateAnswer {
+    pub to: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +324,32 @@ mod tests {
         assert_eq!(s.engine, Engine::Cycles);
         assert_eq!(s.output, DEFAULT_OUTPUT_PATTERN);
         assert_eq!((s.scene, s.format, s.threads), (None, None, None));
+        assert_eq!((s.manifest, s.deliver), (None, Delivery::Local));
+    }
+
+    #[test]
+    fn manifests_and_delivery_are_parsed() {
+        let m = "ab".repeat(32);
+        let job = JobId::new();
+        let s = spec(&format!(
+            r#"{{"from":1,"to":2,"manifest":"{m}","deliver":"upload","tag":"corral:1:2","job":"{job}"}}"#
+        ))
+        .unwrap();
+        assert_eq!(s.job, Some(job));
+        assert_eq!(s.manifest.as_ref().map(BlobHash::as_str), Some(m.as_str()));
+        assert_eq!(s.deliver, Delivery::Upload);
+        assert_eq!(s.scene, None);
+        // The orchestrator's request serialises to what the node reads back.
+        let req = JobRequest {
+            from: Some(1),
+            to: Some(2),
+            manifest: Some(m.clone()),
+            deliver: Some(Delivery::Upload.as_str().into()),
+            job: Some(job.to_string()),
+            ..JobRequest::default()
+        };
+        let again = JobSpec::from_body(&serde_json::to_vec(&req).unwrap(), 10).unwrap();
+        assert_eq!(again.deliver, Delivery::Upload);
     }
 
     #[test]
@@ -227,6 +363,22 @@ mod tests {
         assert_eq!(s.format, Some(ImageFormat::Jpeg));
         assert_eq!(s.threads, Some(2));
         assert_eq!(s.output, "shot/f_####");
+    }
+
+    #[test]
+    fn truncations_name_a_frame() {
+        assert_eq!(TruncateRequest::from_body(br#"{"to": 3}"#), Ok(3));
+        for (body, field) in [
+            (&br#"{}"#[..], "to"),
+            (br#"{"to": -1}"#, "to"),
+            (br#"{"to": 1048575}"#, "to"),
+            (br#"{"to": "3"}"#, "to"),
+            (br#"{"to": 3, "from": 1}"#, "from"),
+            (br#"[3]"#, "body"),
+        ] {
+            let err = TruncateRequest::from_body(body).unwrap_err();
+            assert_eq!(err.field, field, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]
@@ -251,6 +403,15 @@ mod tests {
             (r#"{"from": 1, "to": 2, "output": "../../etc/x"}"#, "output"),
             (r#"{"from": 1, "to": 2, "output": "dir/"}"#, "output"),
             (r#"{"from": 1, "to": 2, "form": 1}"#, "form"),
+            (r#"{"from": 1, "to": 2, "manifest": "../x"}"#, "manifest"),
+            (r#"{"from": 1, "to": 2, "manifest": 7}"#, "manifest"),
+            (
+                r#"{"from": 1, "to": 2, "scene": "a.blend", "manifest": "0000000000000000000000000000000000000000000000000000000000000000"}"#,
+                "manifest",
+            ),
+            (r#"{"from": 1, "to": 2, "deliver": "ftp"}"#, "deliver"),
+            (r#"{"from": 1, "to": 2, "deliver": "upload"}"#, "job"),
+            (r#"{"from": 1, "to": 2, "job": "../x"}"#, "job"),
             (r#"[1, 2]"#, "body"),
             (r#"nonsense"#, "body"),
             (r#""#, "body"),

@@ -5,6 +5,7 @@ use crate::chunk::MAX_CHUNK_SIZE;
 use crate::frames::FrameRange;
 use crate::ids::{NodeId, TaskId};
 use crate::job::JobId;
+use crate::manifest::BlobHash;
 use crate::render::{Engine, ImageFormat};
 use crate::validate::{output_pattern, parse_json_object, render_fields, FieldError, RenderFields};
 use chrono::{DateTime, Utc};
@@ -206,6 +207,9 @@ pub struct SubmitJob {
     /// The scene's frame rate, for the job's preview video (default 24).
     #[schema(minimum = 1, maximum = 240, nullable = false)]
     pub fps: Option<f64>,
+    /// The scene as an uploaded manifest's id (`POST /api/v1/manifests`), instead of
+    /// `scene`: nodes fetch its files from the orchestrator and upload their frames to it.
+    pub manifest: Option<String>,
 }
 
 /// Frame rates a preview video may play at.
@@ -234,6 +238,8 @@ impl SubmitJob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobSubmission {
     pub scene: Option<String>,
+    /// The uploaded workspace to render (never with `scene`).
+    pub manifest: Option<BlobHash>,
     pub range: FrameRange,
     /// Frames per task; `None`: sized by the farm as it goes.
     pub chunk_size: Option<u64>,
@@ -293,8 +299,20 @@ impl JobSubmission {
             output_pattern("output", output)?;
         }
         let priority = priority(req.priority.unwrap_or(0))?;
+        let manifest = req
+            .manifest
+            .as_deref()
+            .map(|m| BlobHash::parse("manifest", m))
+            .transpose()?;
+        if manifest.is_some() && req.scene.is_some() {
+            return Err(FieldError::new(
+                "manifest",
+                "a job names its scene by `scene` or by `manifest`, not both",
+            ));
+        }
         Ok(JobSubmission {
             scene: req.scene,
+            manifest,
             range,
             chunk_size,
             preview_first: req.preview_first.unwrap_or(false),
@@ -345,6 +363,9 @@ pub struct JobSummary {
     pub state: JobState,
     pub status: String,
     pub scene: Option<String>,
+    /// The uploaded workspace it renders, when it names one instead of `scene`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
     pub from: i64,
     pub to: i64,
     /// Frames per task; `null` when the farm sizes tasks as it goes.
@@ -643,6 +664,11 @@ mod tests {
             (r#"{"from":1,"to":2,"output":"/abs"}"#, "output"),
             (r#"{"from":1,"to":2,"output":"shots/"}"#, "output"),
             (r#"{"from":1,"to":2,"engine":"X"}"#, "engine"),
+            (r#"{"from":1,"to":2,"manifest":"abc"}"#, "manifest"),
+            (
+                r#"{"from":1,"to":2,"scene":"a.blend","manifest":"0000000000000000000000000000000000000000000000000000000000000000"}"#,
+                "manifest",
+            ),
         ];
         for (body, field) in cases {
             let err = JobSubmission::from_body(body.as_bytes(), LIMITS).unwrap_err();

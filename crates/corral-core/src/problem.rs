@@ -49,6 +49,12 @@ impl Problem {
         self
     }
 
+    /// Names the request field (or header) at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
     /// 400 for a request field that failed validation.
     pub fn invalid_field(err: FieldError) -> Self {
         Problem {

@@ -106,9 +106,72 @@ impl FromStr for ImageFormat {
     }
 }
 
+/// The frame file types Corral carries, as (extension, content type). A type with several
+/// extensions lists the one Corral writes first.
+pub const FRAME_TYPES: &[(&str, &str)] = &[
+    ("png", "image/png"),
+    ("jpg", "image/jpeg"),
+    ("jpeg", "image/jpeg"),
+    ("exr", "image/x-exr"),
+    ("tif", "image/tiff"),
+    ("tiff", "image/tiff"),
+    ("bmp", "image/bmp"),
+    ("webp", "image/webp"),
+    ("hdr", "image/vnd.radiance"),
+    ("tga", "image/x-tga"),
+    ("jp2", "image/jp2"),
+    ("j2c", "image/x-j2c"),
+    ("rgb", "image/x-rgb"),
+    ("cin", "image/x-cineon"),
+    ("dpx", "image/x-dpx"),
+];
+
+/// The content type of a frame file, by its extension (Blender names files by format);
+/// `application/octet-stream` for any other.
+pub fn frame_content_type(file_name: &str) -> &'static str {
+    let ext = file_name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    FRAME_TYPES
+        .iter()
+        .find(|(e, _)| *e == ext)
+        .map_or("application/octet-stream", |(_, t)| t)
+}
+
+/// The extension a frame of `content_type` is stored under (parameters ignored, case
+/// ignored); `None` for a type that is not a frame format.
+pub fn frame_extension(content_type: &str) -> Option<&'static str> {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    FRAME_TYPES
+        .iter()
+        .find(|(_, t)| *t == essence)
+        .map(|(e, _)| *e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_types_go_both_ways() {
+        assert_eq!(frame_content_type("frame_0001.PNG"), "image/png");
+        assert_eq!(frame_content_type("frame_0001.exr"), "image/x-exr");
+        assert_eq!(frame_content_type("frame_0001"), "application/octet-stream");
+        assert_eq!(frame_extension("image/jpeg"), Some("jpg"));
+        assert_eq!(frame_extension("Image/TIFF; charset=x"), Some("tif"));
+        assert_eq!(frame_extension("text/html"), None);
+        for (ext, ty) in FRAME_TYPES {
+            assert_eq!(frame_content_type(&format!("f.{ext}")), *ty);
+            let stored = frame_extension(ty).unwrap();
+            assert_eq!(frame_content_type(&format!("f.{stored}")), *ty);
+        }
+    }
 
     #[test]
     fn names_round_trip_through_from_str() {

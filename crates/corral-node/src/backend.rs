@@ -66,8 +66,10 @@ pub trait TaskEvents: Send {
     fn started(&mut self, blender_pid: u32, header: &str);
     /// One line Blender printed (stdout or stderr).
     fn line(&mut self, line: &str);
-    /// Blender starts rendering `frame`.
-    fn frame_started(&mut self, frame: i64);
+    /// Blender would start rendering `frame` next (a warm worker asks before each frame);
+    /// answers whether it may. False when the render was truncated before `frame`: the
+    /// task then ends there, done.
+    fn frame_starting(&mut self, frame: i64) -> bool;
     /// The file of `frame` is completely written at `path`.
     fn saved(&mut self, frame: i64, path: &Path);
     /// Blender reported that the task failed, and why.
@@ -97,6 +99,11 @@ pub trait RenderBackend: Send + Sync {
     /// Whether Blender's `Saved:` output lines are how saved frames are known. When false,
     /// they are only logged: the backend reports saves through [`TaskEvents::saved`].
     fn saves_from_output(&self) -> bool;
+
+    /// Whether Blender asks before each frame ([`TaskEvents::frame_starting`]), so a
+    /// truncated range ends by itself. When false, Blender renders the range it was
+    /// started with, and the runner stops it once the new last frame is saved.
+    fn asks_before_each_frame(&self) -> bool;
 
     /// Runs `task` to its end; on `cancel`, kills its Blender within a second. At most
     /// `slots` tasks run at once (the job table sees to it).

@@ -62,6 +62,10 @@ impl RenderBackend for ColdBackend {
         RenderMode::Cold
     }
 
+    fn asks_before_each_frame(&self) -> bool {
+        false
+    }
+
     fn saves_from_output(&self) -> bool {
         true
     }

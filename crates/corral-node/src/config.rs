@@ -1,6 +1,7 @@
 //! The node's settings, resolved and checked once at start-up.
 
 pub use crate::backend::RenderMode;
+use corral_client::OrchestratorClient;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,10 +48,31 @@ pub struct NodeConfig {
     pub recycle_above_mb: u64,
     /// A render that prints nothing for this long is killed and its job failed.
     pub stall_timeout: Option<Duration>,
+    /// The orchestrator the node joined (`--orchestrator`): uploaded scenes' manifests and
+    /// blobs are read from it, and `deliver: upload` frames are sent to it. Without one,
+    /// jobs naming a `manifest` or `deliver: upload` are refused.
+    pub orchestrator: Option<OrchestratorClient>,
+    /// Bytes of blobs the cache keeps (`--cache-size`); those in use may take it above.
+    pub cache_size: u64,
 }
 
 impl NodeConfig {
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
+    }
+
+    /// The content-addressed cache of uploaded scenes' files.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache")
+    }
+
+    /// Where uploaded scenes are laid out, a folder per render.
+    pub fn workspaces_dir(&self) -> PathBuf {
+        self.data_dir.join("workspaces")
+    }
+
+    /// Where `deliver: upload` renders write their frames until they are delivered.
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.data_dir.join("outbox")
     }
 }

@@ -16,6 +16,9 @@ pub enum ApiError {
     QueueFull(usize),
     #[error("the node is shutting down and takes no new jobs")]
     ShuttingDown,
+    /// The job is past what the request asks of it (it has ended, ...).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -30,6 +33,9 @@ impl IntoResponse for ApiError {
                 .with_detail(detail),
             ApiError::QueueFull(_) => Problem::new(503, "Queue full").with_detail(detail),
             ApiError::ShuttingDown => Problem::new(503, "Shutting down").with_detail(detail),
+            ApiError::Conflict(_) => Problem::new(409, "Conflict")
+                .with_kind("/problems/job-conflict")
+                .with_detail(detail),
             ApiError::Internal(_) => Problem::new(500, "Internal error").with_detail(detail),
         };
         ProblemResponse(problem).into_response()

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use corral_core::job::retry_after_secs;
-use corral_core::node_api::{JobSpec, JobView};
+use corral_core::node_api::{JobSpec, JobView, TruncateAnswer, TruncateRequest};
 use corral_core::FieldError;
 use corral_http::{JsonBody, PathId};
 use std::collections::HashMap;
@@ -22,6 +22,7 @@ pub fn router(node: Node) -> Router {
         .route("/job", axum::routing::post(submit_job))
         .route("/job/{id}", get(get_job).delete(cancel_job))
         .route("/job/{id}/log", get(job_log))
+        .route("/job/{id}/truncate", axum::routing::post(truncate_job))
         .route("/jobs", get(list_jobs))
         .route("/healthz", get(healthz))
         .route("/info", get(info))
@@ -153,6 +154,19 @@ async fn cancel_job(State(node): State<Node>, PathId(key): PathId) -> Result<Res
         .await
         .ok_or(ApiError::JobNotFound(key))?;
     Ok(job_response(view, false))
+}
+
+/// `POST /job/{id}/truncate {"to": N}`: the render ends after frame N, or after the frame
+/// it is rendering when that is later; answers `{"to": E}`, its last frame from now on.
+async fn truncate_job(
+    State(node): State<Node>,
+    PathId(key): PathId,
+    JsonBody(body): JsonBody,
+) -> Result<Json<TruncateAnswer>, ApiError> {
+    let id = node.find(&key)?;
+    let to = TruncateRequest::from_body(&body)?;
+    let end = node.truncate(id, to)?;
+    Ok(Json(TruncateAnswer { to: end }))
 }
 
 async fn job_log(State(node): State<Node>, PathId(key): PathId) -> Result<Response, ApiError> {

@@ -5,14 +5,15 @@
 //! queue only in [`Node::pump`], which checks that under the same lock that counts them.
 
 use crate::backend::{RenderBackend, RenderMode};
+use crate::cache::BlobCache;
 use crate::cold::ColdBackend;
 use crate::config::{NodeConfig, ShutdownPolicy};
 use crate::error::ApiError;
 use crate::runner;
 use crate::warm::{WarmBackend, WarmSettings};
 use chrono::{DateTime, Utc};
-use corral_core::node_api::{FrameOutput, JobSpec, JobView, NodeInfo, SampleProgress};
-use corral_core::{Engine, FieldError, ImageFormat, JobId, JobState};
+use corral_core::node_api::{Delivery, FrameOutput, JobSpec, JobView, NodeInfo, SampleProgress};
+use corral_core::{Engine, FieldError, FrameRange, ImageFormat, JobId, JobState};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +39,8 @@ struct Shared {
     config: NodeConfig,
     /// Runs tasks through Blender: a process per task, or a worker per slot.
     backend: Arc<dyn RenderBackend>,
+    /// Uploaded scenes' files, fetched from the orchestrator (when the node has one).
+    cache: Option<Arc<BlobCache>>,
     hostname: String,
     state: Mutex<Table>,
     /// Bumped after every change to any job; long-polls wait for it to move.
@@ -100,7 +103,8 @@ pub(crate) struct Job {
     pub id: JobId,
     pub alias: u64,
     pub spec: JobSpec,
-    /// Canonical path of the scene Blender renders.
+    /// Canonical path of the scene Blender renders; for an uploaded scene (`manifest`),
+    /// empty until its workspace is laid out.
     pub scene: PathBuf,
     pub state: JobState,
     pub outputs: BTreeMap<i64, String>,
@@ -116,11 +120,32 @@ pub(crate) struct Job {
     pub blender_pid: Option<u32>,
     pub version: u64,
     pub cancel: CancellationToken,
+    /// The last frame whose file Blender reported written.
+    pub last_saved: Option<i64>,
+    /// While a cold Blender runs: the last frame of the range it was started with, and
+    /// its render's stop token. A Blender started for more than the (truncated) range is
+    /// stopped with it once the range's last frame is saved.
+    pub stop_at_end: Option<(i64, CancellationToken)>,
+    /// The render was stopped after the last frame of its truncated range: its end is
+    /// not a cancellation.
+    pub stopped_at_end: bool,
 }
 
 impl Job {
     pub fn threads(&self, default: u32) -> u32 {
         self.spec.threads.unwrap_or(default)
+    }
+
+    /// Stops a cold render that saved the last frame of its truncated range (it would go
+    /// on to the end of the range it was started with).
+    pub(crate) fn stop_if_past_end(&mut self) {
+        let end = self.spec.range.to();
+        if let (Some((started_to, stop)), Some(saved)) = (&self.stop_at_end, self.last_saved) {
+            if end < *started_to && saved >= end && !self.stopped_at_end {
+                self.stopped_at_end = true;
+                stop.cancel();
+            }
+        }
     }
 
     fn view(&self, default_threads: u32) -> JobView {
@@ -131,7 +156,12 @@ impl Job {
             status: self.state.status_text().to_string(),
             from: self.spec.range.from(),
             to: self.spec.range.to(),
-            scene: self.scene.display().to_string(),
+            scene: match &self.spec.manifest {
+                Some(manifest) if self.scene.as_os_str().is_empty() => {
+                    format!("manifest:{manifest}")
+                }
+                _ => self.scene.display().to_string(),
+            },
             engine: self.spec.engine,
             format: self.spec.format,
             threads: self.threads(default_threads),
@@ -181,10 +211,19 @@ impl Node {
             }
             (RenderMode::Cold, _) => Arc::new(ColdBackend::new(config.blender.clone())),
         };
+        sweep_render_folders(&config);
+        let cache = config.orchestrator.clone().and_then(|client| {
+            BlobCache::open(&config.cache_dir(), config.cache_size, client)
+                .map_err(|e| {
+                    tracing::error!(error = %e, dir = %config.cache_dir().display(), "cannot open the blob cache; uploaded scenes will be refused");
+                })
+                .ok()
+        });
         Node {
             inner: Arc::new(Shared {
                 config,
                 backend,
+                cache,
                 hostname: crate::host::hostname(),
                 state: Mutex::new(Table {
                     accepting: true,
@@ -207,6 +246,10 @@ impl Node {
         self.inner.backend.as_ref()
     }
 
+    pub(crate) fn cache(&self) -> Option<&Arc<BlobCache>> {
+        self.inner.cache.as_ref()
+    }
+
     fn table(&self) -> MutexGuard<'_, Table> {
         // A panic while holding the lock leaves the table as it was between two whole
         // updates (each update is a few field assignments), so keep serving it.
@@ -219,8 +262,38 @@ impl Node {
     /// Accepts a validated job: resolves its scene, queues it, and starts it if a slot is
     /// free.
     pub fn submit(&self, spec: JobSpec) -> Result<JobView, ApiError> {
-        let scene = self.resolve_scene(spec.scene.as_deref())?;
-        self.check_output(&spec.output)?;
+        let scene = match &spec.manifest {
+            // Fetched and laid out when the job starts.
+            Some(_) if self.inner.cache.is_some() => PathBuf::new(),
+            Some(_) => {
+                return Err(FieldError::new(
+                    "manifest",
+                    "this node cannot fetch uploaded scenes: it has no orchestrator (start it with --orchestrator URL)",
+                )
+                .into())
+            }
+            None => self.resolve_scene(spec.scene.as_deref())?,
+        };
+        match spec.deliver {
+            Delivery::Local => self.check_output(&spec.output)?,
+            Delivery::Upload if self.inner.config.orchestrator.is_none() => {
+                return Err(FieldError::new(
+                    "deliver",
+                    "this node has no orchestrator to upload frames to (start it with --orchestrator URL)",
+                )
+                .into())
+            }
+            Delivery::Upload if spec.tag.is_none() => {
+                return Err(FieldError::new(
+                    "tag",
+                    "required with `deliver: upload`: frames are uploaded under the render's tag (X-Corral-Render)",
+                )
+                .into())
+            }
+            // Frames go to the node's outbox, then to the orchestrator: nothing is
+            // written under --output.
+            Delivery::Upload => {}
+        }
         let view = {
             let mut table = self.table();
             if !table.accepting {
@@ -251,6 +324,9 @@ impl Node {
                 blender_pid: None,
                 version: table.version,
                 cancel: self.inner.cancel_all.child_token(),
+                last_saved: None,
+                stop_at_end: None,
+                stopped_at_end: false,
             };
             let id = job.id;
             let view = job.view(self.inner.config.threads);
@@ -503,6 +579,54 @@ impl Node {
         }
     }
 
+    /// Makes job `id` end after frame `to`, or after the frame it is rendering now when
+    /// that is later (never before its first frame); answers its last frame from now on.
+    /// A queued job simply starts with the shorter range. A running one renders on to
+    /// its new end and completes: a warm worker is told to stop before the next frame, a
+    /// cold Blender is stopped once it saved the new last frame. `409` when the job has
+    /// ended or has saved every frame of its range.
+    pub fn truncate(&self, id: JobId, to: i64) -> Result<i64, ApiError> {
+        let end = {
+            let mut table = self.table();
+            table.version += 1;
+            let version = table.version;
+            let job = table
+                .jobs
+                .get_mut(&id)
+                .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+            if job.state.is_terminal() {
+                return Err(ApiError::Conflict(format!(
+                    "the render has ended ({}); there is nothing left to truncate",
+                    job.state
+                )));
+            }
+            let range = job.spec.range;
+            if job.last_saved >= Some(range.to()) {
+                return Err(ApiError::Conflict(format!(
+                    "every frame of the render ({range}) is rendered already"
+                )));
+            }
+            // The frame being rendered now: the last one Blender started (or saved, when
+            // its output names no frame); the first of the range before it starts.
+            let now = job
+                .current_frame
+                .max(job.last_saved)
+                .unwrap_or(range.from());
+            let end = to.max(now).clamp(range.from(), range.to());
+            if end < range.to() {
+                job.spec.range = FrameRange::new(range.from(), end).map_err(|e| {
+                    ApiError::Internal(format!("cannot truncate {range} to {end}: {e}"))
+                })?;
+                job.version = version;
+                job.stop_if_past_end();
+            }
+            end
+        };
+        tracing::info!(job = %id, to, end, "render truncated");
+        self.notify();
+        Ok(end)
+    }
+
     pub fn info(&self) -> NodeInfo {
         let config = &self.inner.config;
         let table = self.table();
@@ -560,5 +684,17 @@ impl Node {
         // state and the HTTP server's graceful shutdown is not held up by them.
         self.inner.closed.cancel();
         tracing::info!("all renders ended");
+    }
+}
+
+/// Removes the workspaces and undelivered frames an earlier run left (a render that was
+/// running when the node was killed): nothing refers to them any more.
+fn sweep_render_folders(config: &NodeConfig) {
+    for dir in [config.workspaces_dir(), config.outbox_dir()] {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => tracing::debug!(dir = %dir.display(), "removed what an earlier run left"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot clear"),
+        }
     }
 }

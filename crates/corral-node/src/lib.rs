@@ -1,12 +1,17 @@
 //! Corral's render node: serves the tutorial's node API (`POST /job`, `GET /job/{id}`, ...)
 //! and runs the submitted frame ranges through Blender, at most `slots` at a time, with a
-//! Blender started per task (cold) or kept running per slot (warm).
+//! Blender started per task (cold) or kept running per slot (warm). Scenes come from a
+//! folder the node shares with the farm, or are uploaded: fetched from the orchestrator
+//! into a content-addressed cache and laid out as a workspace per render; frames are
+//! written to the node's output folder, or uploaded to the orchestrator.
 
 mod backend;
 mod blend;
+mod cache;
 mod cold;
 mod config;
 mod confine;
+mod deliver;
 mod error;
 mod host;
 mod http;
@@ -14,6 +19,7 @@ mod job_log;
 mod jobs;
 mod runner;
 mod warm;
+mod workspace;
 
 pub use blend::check_blend_file;
 pub use config::{NodeConfig, RenderMode, ShutdownPolicy};

@@ -8,13 +8,22 @@
 //! render, a `saved` message from a warm worker, sent after the file is closed), so a
 //! killed or re-run render never leaves a half-written frame under a final name. The
 //! partial folder is removed when the job ends, whatever the outcome.
+//!
+//! A job on an uploaded scene (`manifest`) first has its workspace laid out from the blob
+//! cache ([`crate::workspace`]), and renders the manifest's root there; the workspace is
+//! removed when the job ends. A `deliver: upload` job has Blender write into the node's
+//! outbox (`DATA/outbox/{job}/`) and its frames uploaded ([`crate::deliver`]) instead of
+//! moved into `--output`; it completes only once every frame was delivered.
 
 use crate::backend::{RenderTask, TaskEnd, TaskEvents};
+use crate::deliver::{Delivery, Destination, Stopped};
 use crate::job_log::JobLog;
 use crate::jobs::{Job, Node, LOG_TAIL_LINES};
 use corral_blender::{OutputParser, ParsedLine};
+use corral_core::node_api::{Delivery as Deliver, JobSpec};
 use corral_core::{FrameRange, JobId, JobState};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,7 +37,7 @@ struct Paths {
     /// Blender's `-o` pattern inside the per-job partial folder.
     partial_pattern: PathBuf,
     partial_dir: PathBuf,
-    /// Folder the finished frames are renamed into.
+    /// Folder the finished frames are renamed into (not used when frames are uploaded).
     final_dir: PathBuf,
     log: PathBuf,
 }
@@ -53,6 +62,23 @@ impl Paths {
             log: config.logs_dir().join(format!("{id}.log")),
         }
     }
+
+    /// For a `deliver: upload` job: Blender writes into the node's outbox, and frames
+    /// leave from there.
+    fn outbox(node: &Node, id: JobId, output: &str) -> Paths {
+        let config = node.config();
+        let file_pattern = Path::new(output)
+            .file_name()
+            .map_or_else(|| "blender-render_####".into(), |n| n.to_os_string());
+        let partial_dir = config.outbox_dir().join(id.to_string());
+        Paths {
+            root: config.outbox_dir(),
+            partial_pattern: partial_dir.join(file_pattern),
+            final_dir: partial_dir.clone(),
+            partial_dir,
+            log: config.logs_dir().join(format!("{id}.log")),
+        }
+    }
 }
 
 /// The path of job `id`'s full Blender log.
@@ -62,7 +88,7 @@ pub fn log_path(node: &Node, id: JobId) -> PathBuf {
 
 /// Runs job `id` (already marked running) to its end and records the outcome.
 pub async fn run_job(node: Node, id: JobId) {
-    let Some((task, cancel, output)) = node.with_job(id, |job| {
+    let Some((task, cancel, spec)) = node.with_job(id, |job| {
         let task = RenderTask {
             job: id,
             scene: job.scene.clone(),
@@ -72,18 +98,26 @@ pub async fn run_job(node: Node, id: JobId) {
             threads: job.threads(node.config().threads),
             output_pattern: PathBuf::new(),
         };
-        (task, job.cancel.clone(), job.spec.output.clone())
+        (task, job.cancel.clone(), job.spec.clone())
     }) else {
         return;
     };
-    let paths = Paths::for_job(&node, id, &output);
-    let result = render(&node, task, &paths, cancel).await;
+    let paths = match spec.deliver {
+        Deliver::Local => Paths::for_job(&node, id, &spec.output),
+        Deliver::Upload => Paths::outbox(&node, id, &spec.output),
+    };
+    let result = render(&node, task, &spec, &paths, cancel.clone()).await;
     // The partial folder holds only what Blender wrote and we did not move: debris.
     let _ = std::fs::remove_dir_all(&paths.partial_dir);
     // Anything a killed supervisor left behind was handed to the node: end it now.
     let _ = tokio::task::spawn_blocking(corral_blender::process::reap_orphans).await;
     node.finish(id, |job| match result {
         Ok(end) => end.apply(job),
+        // Cancelled before Blender had it (while its scene was being fetched).
+        Err(_) if cancel.is_cancelled() => {
+            job.state = JobState::Cancelled;
+            job.failure = Some("cancelled before the render started".into());
+        }
         Err(reason) => {
             job.state = JobState::Failed;
             job.failure = Some(reason);
@@ -104,6 +138,10 @@ struct End {
     missing: Vec<i64>,
     /// Frames placed under their final name whose file is gone by the end.
     vanished: Vec<i64>,
+    /// Why frame delivery stopped the render (`deliver: upload`).
+    delivery: Option<Stopped>,
+    /// Blender was stopped because it had saved the last frame of its truncated range.
+    stopped_at_end: bool,
 }
 
 impl End {
@@ -111,12 +149,38 @@ impl End {
     /// clean end (Blender exited 0, or a warm worker finished the task), no error reported,
     /// a file for every frame of the range, and every placed file still there.
     fn verdict(&self) -> (JobState, Option<String>) {
+        match &self.delivery {
+            Some(Stopped::LeaseMoved(why)) => return (JobState::Cancelled, Some(why.clone())),
+            Some(Stopped::Failed(why)) => return (JobState::Failed, Some(why.clone())),
+            None => {}
+        }
+        // A clean end completes when every frame is there, and fails naming what is not.
+        let clean = |ended: &str| -> Option<String> {
+            match &self.first_error {
+                Some(err) => Some(format!("Blender reported an error: {err}")),
+                None if !self.missing.is_empty() => Some(format!(
+                    "{ended} but wrote no file for frame(s) {}",
+                    corral_core::frames::frame_list(&self.missing)
+                )),
+                None if !self.vanished.is_empty() => Some(format!(
+                    "the files of frame(s) {} were placed but are gone",
+                    corral_core::frames::frame_list(&self.vanished)
+                )),
+                None => None,
+            }
+        };
         let failure = match &self.outcome {
             TaskEnd::Cancelled => match self.stalled {
                 Some(silence) => format!(
                     "Blender printed nothing for {} s and was killed (stalled)",
                     silence.as_secs()
                 ),
+                None if self.stopped_at_end => {
+                    match clean("Blender was stopped after the render's new last frame") {
+                        Some(failure) => failure,
+                        None => return (JobState::Completed, None),
+                    }
+                }
                 None => {
                     return (
                         JobState::Cancelled,
@@ -138,16 +202,8 @@ impl End {
                 } else {
                     "Blender exited 0"
                 };
-                match &self.first_error {
-                    Some(err) => format!("Blender reported an error: {err}"),
-                    None if !self.missing.is_empty() => format!(
-                        "{ended} but wrote no file for frame(s) {}",
-                        corral_core::frames::frame_list(&self.missing)
-                    ),
-                    None if !self.vanished.is_empty() => format!(
-                        "the files of frame(s) {} were placed but are gone",
-                        corral_core::frames::frame_list(&self.vanished)
-                    ),
+                match clean(ended) {
+                    Some(failure) => failure,
                     None => return (JobState::Completed, None),
                 }
             }
@@ -172,10 +228,33 @@ impl End {
 async fn render(
     node: &Node,
     mut task: RenderTask,
+    spec: &JobSpec,
     paths: &Paths,
     cancel: CancellationToken,
 ) -> Result<End, String> {
     let id = task.job;
+    let (mut log, create_error) = JobLog::create(&paths.log);
+    if let Some(why) = create_error {
+        log_failed(node, id, why);
+    }
+    // An uploaded scene: laid out from the cache, removed when this function returns
+    // (after the render and the frames' delivery).
+    let workspace = match &spec.manifest {
+        Some(manifest) => {
+            let workspace = prepare_workspace(node, id, manifest, &mut log, &cancel).await?;
+            task.scene = workspace.scene.clone();
+            let scene = workspace.scene.clone();
+            node.update(id, |job| {
+                job.scene = scene;
+                true
+            });
+            Some(workspace)
+        }
+        None => None,
+    };
+    // The outbox is made on first use (the output folder exists from the start).
+    std::fs::create_dir_all(&paths.root)
+        .map_err(|e| format!("cannot create folder `{}`: {e}", paths.root.display()))?;
     // Checked at submission, and again now: a folder may have become a symbolic link
     // leading out of the output folder while the job was queued.
     crate::confine::check_output_dir(&paths.root, &paths.final_dir)?;
@@ -184,13 +263,33 @@ async fn render(
             .map_err(|e| format!("cannot create folder `{}`: {e}", dir.display()))?;
         crate::confine::open_confined_dir(&paths.root, dir)?;
     }
-    let (log, create_error) = JobLog::create(&paths.log);
-    if let Some(why) = create_error {
-        log_failed(node, id, why);
-    }
     task.output_pattern = paths.partial_pattern.clone();
     let backend = node.backend();
     let started = Instant::now();
+    // A Blender that prints nothing for `--stall-timeout` is killed; the task fails.
+    let stop = cancel.child_token();
+    let delivery = match (
+        spec.deliver,
+        &node.config().orchestrator,
+        spec.job,
+        &spec.tag,
+    ) {
+        (Deliver::Upload, Some(client), Some(job), Some(tag)) => Some(Delivery::start(
+            node.clone(),
+            id,
+            Destination {
+                client: client.clone(),
+                job,
+                tag: tag.clone(),
+            },
+            stop.clone(),
+            cancel.clone(),
+        )),
+        (Deliver::Upload, ..) => {
+            return Err("frames are to be uploaded, but the node has no orchestrator".into())
+        }
+        (Deliver::Local, ..) => None,
+    };
     let mut sink = Sink {
         node,
         id,
@@ -199,13 +298,21 @@ async fn render(
         log,
         parser: OutputParser::new(),
         saves_from_output: backend.saves_from_output(),
+        delivery: delivery.as_ref(),
         first_error: None,
         saved: BTreeMap::new(),
         started,
         last_activity: Arc::new(AtomicU64::new(0)),
     };
-    // A Blender that prints nothing for `--stall-timeout` is killed; the task fails.
-    let stop = cancel.child_token();
+    if !backend.asks_before_each_frame() {
+        // Blender renders the whole range it is started with: stop it at a new end.
+        let end = (task.range.to(), stop.clone());
+        node.update(id, |job| {
+            job.stop_at_end = Some(end);
+            job.stop_if_past_end();
+            false
+        });
+    }
     let stalled = Arc::new(AtomicBool::new(false));
     let watchdog = node.config().stall_timeout.map(|limit| {
         tokio::spawn(watch_for_stall(
@@ -220,26 +327,108 @@ async fn render(
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
-    let missing = task
-        .range
-        .frames()
-        .filter(|f| !sink.saved.contains_key(f))
-        .collect();
-    // A frame is reported done only if its file is still there now.
-    let vanished = sink
-        .saved
-        .iter()
-        .filter(|(_, path)| std::fs::symlink_metadata(path).is_err())
-        .map(|(&frame, _)| frame)
-        .collect();
+    let Sink {
+        saved, first_error, ..
+    } = sink;
+    // The range may have been truncated meanwhile: every frame of what is left of it.
+    let (range, stopped_at_end) = node
+        .with_job(id, |job| (job.spec.range, job.stopped_at_end))
+        .unwrap_or((task.range, false));
+    node.update(id, |job| {
+        job.stop_at_end = None;
+        false
+    });
+    let stopped_at_end = stopped_at_end && !cancel.is_cancelled();
+    let (missing, vanished, delivery) = match delivery {
+        // Frames count once the orchestrator has them.
+        Some(delivery) => {
+            let delivered = delivery.finish().await;
+            let missing = range
+                .frames()
+                .filter(|f| !delivered.frames.contains(f))
+                .collect();
+            (missing, Vec::new(), delivered.stopped)
+        }
+        None => {
+            let missing = range.frames().filter(|f| !saved.contains_key(f)).collect();
+            // A frame is reported done only if its file is still there now.
+            let vanished = saved
+                .iter()
+                .filter(|(_, path)| std::fs::symlink_metadata(path).is_err())
+                .map(|(&frame, _)| frame)
+                .collect();
+            (missing, vanished, None)
+        }
+    };
+    drop(workspace);
     Ok(End {
         stalled: (stalled.load(Ordering::SeqCst) && outcome == TaskEnd::Cancelled)
             .then(|| node.config().stall_timeout.unwrap_or_default()),
         outcome,
-        first_error: sink.first_error,
+        first_error,
         missing,
         vanished,
+        delivery,
+        stopped_at_end,
     })
+}
+
+/// Fetches an uploaded scene's manifest and missing blobs and lays its workspace out,
+/// saying so in the job's log.
+async fn prepare_workspace(
+    node: &Node,
+    id: JobId,
+    manifest: &corral_core::BlobHash,
+    log: &mut JobLog,
+    cancel: &CancellationToken,
+) -> Result<crate::workspace::Workspace, String> {
+    let cache = node
+        .cache()
+        .ok_or("the node has no blob cache for uploaded scenes")?;
+    let mut write = |node: &Node, text: String| {
+        if let Err(why) = log.line(&text) {
+            log_failed(node, id, why);
+        }
+        node.update(id, |job| {
+            push_tail(&mut job.log_tail, &text);
+            false
+        });
+    };
+    write(
+        node,
+        format!(
+            "# corral: fetching manifest {manifest} from {}",
+            cache.client().base()
+        ),
+    );
+    let dir = node.config().workspaces_dir().join(id.to_string());
+    match crate::workspace::prepare(cache, manifest, dir, cancel).await {
+        Ok(workspace) => {
+            let stats = workspace.stats;
+            write(
+                node,
+                format!(
+                    "# corral: workspace {} ready: {} blob(s) from the cache, {} fetched ({} bytes; the cache holds {} bytes){}",
+                    workspace.dir().display(),
+                    stats.cached,
+                    stats.fetched,
+                    stats.fetched_bytes,
+                    cache.total(),
+                    if workspace.copied > 0 {
+                        format!(", {} file(s) copied (no hard link possible)", workspace.copied)
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+            Ok(workspace)
+        }
+        Err(why) => {
+            let why = format!("cannot fetch the scene: {why}");
+            write(node, format!("# corral: {why}"));
+            Err(why)
+        }
+    }
 }
 
 /// Cancels `stop` (and sets `stalled`) once nothing was heard from Blender for `limit`.
@@ -272,6 +461,8 @@ struct Sink<'a> {
     log: JobLog,
     parser: OutputParser,
     saves_from_output: bool,
+    /// Where frames go when they are uploaded rather than moved into `--output`.
+    delivery: Option<&'a Delivery>,
     first_error: Option<String>,
     /// Frames placed, with their final paths.
     saved: BTreeMap<i64, String>,
@@ -298,13 +489,46 @@ impl Sink<'_> {
         }
     }
 
-    /// Places a frame Blender reported written and records it in the job.
+    /// Places a frame Blender reported written and records it in the job (or hands it
+    /// to delivery, which records it once the orchestrator has it). A cold render that
+    /// saved the last frame of its truncated range is stopped.
     fn place(&mut self, frame: Option<i64>, progress: Option<i64>, path: &Path) {
-        match place_frame(self.paths, frame, progress, path, self.range) {
-            Ok((frame, final_path)) => {
+        let (frame, name) = match saved_frame(self.paths, frame, progress, path, self.range) {
+            Ok(found) => found,
+            Err(why) => {
+                self.write_log(&format!("# corral: {why}"));
+                self.note_error(why);
+                return;
+            }
+        };
+        // Past the end of a truncated range, the frame is not this render's any more.
+        let end = self
+            .node
+            .with_job(self.id, |job| job.spec.range.to())
+            .unwrap_or(self.range.to());
+        if frame > end {
+            let _ = std::fs::remove_file(path);
+            self.write_log(&format!(
+                "# corral: frame {frame} is past the render's end (truncated to {end}); dropped"
+            ));
+            return;
+        }
+        let placed = match self.delivery {
+            Some(delivery) => {
+                delivery.send(frame, path.to_path_buf());
+                Ok((path.display().to_string(), false))
+            }
+            None => move_into_place(self.paths, name).map(|p| (p, true)),
+        };
+        match placed {
+            Ok((final_path, listed)) => {
                 self.saved.insert(frame, final_path.clone());
                 self.node.update(self.id, |job| {
-                    job.outputs.insert(frame, final_path);
+                    if listed {
+                        job.outputs.insert(frame, final_path);
+                    }
+                    job.last_saved = job.last_saved.max(Some(frame));
+                    job.stop_if_past_end();
                     true
                 });
             }
@@ -318,6 +542,10 @@ impl Sink<'_> {
     /// Records Blender's frame (and sample) progress; wakes long-polls only when it moved.
     fn progress(&self, frame: i64, sample: Option<corral_core::node_api::SampleProgress>) {
         self.node.update(self.id, |job| {
+            // A cold Blender goes on past a truncated range's end until it is stopped.
+            if frame > job.spec.range.to() {
+                return false;
+            }
             let new_frame = job.current_frame != Some(frame);
             let changed = new_frame || (sample.is_some() && job.current_sample != sample);
             // Status lines between sample lines carry no samples; keep the last.
@@ -360,9 +588,18 @@ impl TaskEvents for Sink<'_> {
         }
     }
 
-    fn frame_started(&mut self, frame: i64) {
+    fn frame_starting(&mut self, frame: i64) -> bool {
         self.heard();
-        self.progress(frame, None);
+        let mut go = false;
+        self.node.update(self.id, |job| {
+            go = job.spec.range.contains(frame);
+            if go && job.current_frame != Some(frame) {
+                job.current_frame = Some(frame);
+                job.current_sample = None;
+            }
+            go
+        });
+        go
     }
 
     fn saved(&mut self, frame: i64, path: &Path) {
@@ -387,18 +624,18 @@ fn log_failed(node: &Node, id: JobId, why: String) {
     });
 }
 
-/// Moves a frame Blender reported written from the partial folder to its final name.
-/// Blender's report is input from outside: the path must be a file in this job's partial
-/// folder, for a frame of this job's range. The frame is the one reported with it (a warm
-/// worker's, which the file name must agree with), else the number in the file name, else
-/// `progress`, the last progress line's (Workbench renders print no `Fra:` lines).
-fn place_frame(
+/// Checks a frame Blender reported written and says which frame it is. Blender's report is
+/// input from outside: the path must be a file in this job's partial folder, for a frame
+/// of this job's range. The frame is the one reported with it (a warm worker's, which the
+/// file name must agree with), else the number in the file name, else `progress`, the last
+/// progress line's (Workbench renders print no `Fra:` lines).
+fn saved_frame<'p>(
     paths: &Paths,
     frame: Option<i64>,
     progress: Option<i64>,
-    reported: &Path,
+    reported: &'p Path,
     range: FrameRange,
-) -> Result<(i64, String), String> {
+) -> Result<(i64, &'p OsStr), String> {
     let shown = reported.display();
     let name = reported
         .file_name()
@@ -420,13 +657,19 @@ fn place_frame(
     }
     .filter(|f| range.contains(*f))
     .ok_or_else(|| format!("Blender saved `{shown}`, which is not a frame of {range}"))?;
+    Ok((frame, name))
+}
+
+/// Moves file `name` (a frame [`saved_frame`] checked) from the partial folder to its
+/// final name; answers its final path.
+fn move_into_place(paths: &Paths, name: &OsStr) -> Result<String, String> {
     // Both folders are checked on open handles right before the rename, which goes
     // through those handles: a folder swapped for a symbolic link leading out of the
     // output folder at any time during the render is refused, not written through.
     let from = crate::confine::open_confined_dir(&paths.root, &paths.partial_dir)?;
     let to = crate::confine::open_confined_dir(&paths.root, &paths.final_dir)?;
     to.rename_from(&from, Path::new(name))?;
-    Ok((frame, to.path.join(name).display().to_string()))
+    Ok(to.path.join(name).display().to_string())
 }
 
 /// Reads the frame number Blender put in place of the `#` run of `pattern` (or after the
@@ -441,7 +684,7 @@ fn frame_from_file_name(pattern: &str, name: &str) -> Option<i64> {
     rest[..end].parse().ok()
 }
 
-fn push_tail(tail: &mut std::collections::VecDeque<String>, line: &str) {
+pub(crate) fn push_tail(tail: &mut std::collections::VecDeque<String>, line: &str) {
     if tail.len() == LOG_TAIL_LINES {
         tail.pop_front();
     }
@@ -465,6 +708,8 @@ mod tests {
             first_error: error.map(str::to_string),
             missing: missing.to_vec(),
             vanished: Vec::new(),
+            delivery: None,
+            stopped_at_end: false,
         }
         .verdict()
     }
@@ -477,6 +722,8 @@ mod tests {
             first_error: None,
             missing: Vec::new(),
             vanished: vec![2, 3, 7],
+            delivery: None,
+            stopped_at_end: false,
         };
         let (state, why) = end.verdict();
         assert_eq!(state, JobState::Failed);
@@ -546,6 +793,8 @@ mod tests {
             first_error: None,
             missing: vec![1],
             vanished: Vec::new(),
+            delivery: None,
+            stopped_at_end: false,
         };
         let (state, why) = stalled.verdict();
         assert_eq!(state, JobState::Failed);

@@ -242,13 +242,17 @@ fn resident_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// A key that changes whenever the scene file may have changed: its device, inode, size,
-/// and modification and status-change times. Equal keys let a worker keep the scene.
+/// A key that changes whenever the scene file may have changed, or is another file: its
+/// path, device, inode, size, and modification and status-change times. Equal keys let a
+/// worker keep the scene. The path counts because a scene's relative paths (textures,
+/// libraries) are resolved from its folder: two workspaces hard-link the same cached
+/// scene (one inode), and the second must not render with the first one's files.
 fn scene_key(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some(format!(
-        "{}:{}:{}:{}.{}:{}.{}",
+        "{}:{}:{}:{}:{}.{}:{}.{}",
+        corral_blender::warm::path_hex(path),
         m.dev(),
         m.ino(),
         m.size(),
@@ -341,7 +345,11 @@ async fn run_task(
             },
             event = worker.inner.events.recv(), if events_open => match event {
                 Some(Ok(WorkerEvent::Frame { task: t, frame })) if t == name => {
-                    events.frame_started(frame);
+                    // The worker waits for the answer: a truncated render ends here.
+                    let go = events.frame_starting(frame);
+                    if let Err(e) = worker.inner.answer_frame(&name, go).await {
+                        return (lost(worker, Some(format!("cannot reach it: {e}"))).await, After::Replace);
+                    }
                 }
                 Some(Ok(WorkerEvent::Saved { task: t, frame, path })) if t == name => {
                     frames += 1;
@@ -414,6 +422,10 @@ impl RenderBackend for WarmBackend {
         RenderMode::Warm
     }
 
+    fn asks_before_each_frame(&self) -> bool {
+        true
+    }
+
     fn saves_from_output(&self) -> bool {
         false
     }
@@ -467,6 +479,10 @@ mod tests {
         std::fs::rename(&tmp, &path).unwrap();
         assert_ne!(scene_key(&path).unwrap(), first);
         assert!(scene_key(&dir.path().join("missing.blend")).is_none());
+        // The same file (one inode) at another path, as two workspaces link it: another key.
+        let linked = dir.path().join("b.blend");
+        std::fs::hard_link(&path, &linked).unwrap();
+        assert_ne!(scene_key(&linked), scene_key(&path));
     }
 
     #[test]

@@ -157,6 +157,9 @@ pub fn explain(e: ClientError, server: &str) -> anyhow::Error {
             "{server} answered {status}, a redirect to {}; redirects are not followed: give --server the farm's own address",
             for_terminal(&location)
         ),
+        ClientError::File { path, source } => {
+            anyhow!("cannot read `{}`: {source}", for_terminal(&path))
+        }
     }
 }
 
@@ -320,6 +323,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         format: args.format.map(|f| f.blender_name().to_string()),
         output,
         fps,
+        manifest: None,
     };
     let job = client
         .submit(&request)

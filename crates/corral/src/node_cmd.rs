@@ -19,6 +19,7 @@ const DEFAULT_MAX_QUEUED: u64 = 1000;
 const DEFAULT_KEEP_JOBS: u64 = 1000;
 const DEFAULT_RECYCLE_AFTER_FRAMES: u64 = 500;
 const DEFAULT_STALL_TIMEOUT: u64 = 600;
+const DEFAULT_CACHE_SIZE: &str = "20G";
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -73,15 +74,21 @@ pub struct NodeArgs {
     /// (0: never).
     #[arg(long, env = "CORRAL_STALL_TIMEOUT", default_value_t = DEFAULT_STALL_TIMEOUT)]
     stall_timeout: u64,
-    /// Orchestrator to join (`http://HOST:4000`): the node registers and heartbeats there.
-    /// Several addresses of one farm (orchestrators sharing a database), comma-separated
-    /// or repeated, are tried in turn.
+    /// Orchestrator to join (`http://HOST:4000`): the node registers and heartbeats there,
+    /// fetches uploaded scenes from it and uploads frames to it. Several addresses of one
+    /// farm (orchestrators sharing a database), comma-separated or repeated, are tried in
+    /// turn.
     #[arg(long, env = "CORRAL_ORCHESTRATOR", value_delimiter = ',', value_parser = parse_url)]
     orchestrator: Vec<String>,
     /// URL the orchestrator reaches this node at (default: this host's name and the port
     /// listened on, or the listen address when it names one).
     #[arg(long, env = "CORRAL_ADVERTISE", value_parser = parse_url)]
     advertise: Option<String>,
+    /// Most bytes of uploaded scenes' files kept in DATA/cache (`500M`, `20G`, `1T`: powers
+    /// of 1024; a plain number is bytes); the least recently used go first, never one a
+    /// render uses.
+    #[arg(long, env = "CORRAL_CACHE_SIZE", default_value = DEFAULT_CACHE_SIZE, value_parser = parse_size)]
+    cache_size: u64,
 }
 
 impl NodeArgs {
@@ -111,8 +118,36 @@ impl NodeArgs {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             orchestrator: Vec::new(),
             advertise: None,
+            cache_size: parse_size(DEFAULT_CACHE_SIZE).unwrap_or(u64::MAX),
         }
     }
+}
+
+/// A size in bytes: a number with an optional `K`, `M`, `G` or `T` (powers of 1024, an
+/// `iB` or `B` after it allowed, any case).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let text = s.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (a number, then K, M, G or T)"))?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit
+        .strip_suffix("IB")
+        .or_else(|| unit.strip_suffix('B'))
+        .unwrap_or(&unit);
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("`{s}`: the unit must be K, M, G or T")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 fn parse_url(s: &str) -> Result<String, String> {
@@ -246,6 +281,14 @@ pub fn resolve_config(
     sweep_partial_folders(&output_dir);
     let data_dir = prepare_dir(&args.data, "data")?;
     prepare_dir(&data_dir.join("logs"), "log")?;
+    let orchestrator = if args.orchestrator.is_empty() {
+        None
+    } else {
+        prepare_dir(&data_dir.join("cache"), "cache")?;
+        Some(corral_client::OrchestratorClient::with_bases(
+            &args.orchestrator,
+        )?)
+    };
     let warm_driver = match args.render_mode {
         RenderMode::Warm => Some(corral_blender::warm::write_driver(&data_dir).with_context(
             || {
@@ -276,6 +319,8 @@ pub fn resolve_config(
         recycle_after_frames: args.recycle_after_frames,
         recycle_above_mb: args.recycle_above_mb,
         stall_timeout: (args.stall_timeout > 0).then(|| Duration::from_secs(args.stall_timeout)),
+        orchestrator,
+        cache_size: args.cache_size,
     })
 }
 
@@ -319,13 +364,13 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     // Signal handlers first, then the line that tells the world the node is up.
     let first_signal = crate::shutdown_signal();
     println!("corral node listening on http://{addr}");
+    let orchestrator = config.orchestrator.clone();
     let node = Node::new(config);
-    if !args.orchestrator.is_empty() {
+    if let Some(client) = orchestrator {
         let advertise = match &args.advertise {
             Some(url) => url.clone(),
             None => default_advertise(addr),
         };
-        let client = corral_client::OrchestratorClient::with_bases(&args.orchestrator)?;
         tokio::spawn(register_loop(client, advertise));
     }
     // The first signal stops the node gracefully (per --on-shutdown); a second one kills
@@ -341,4 +386,22 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     };
     corral_node::serve(node, listener, shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_are_read_in_powers_of_1024() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1234"), Ok(1234));
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
+        assert_eq!(parse_size("20GiB"), Ok(20 << 30));
+        assert_eq!(parse_size("500mb"), Ok(500 << 20));
+        assert_eq!(parse_size("1 T"), Ok(1 << 40));
+        for bad in ["", "G", "-1G", "1.5G", "1X", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

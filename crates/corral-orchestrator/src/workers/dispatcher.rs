@@ -210,6 +210,11 @@ pub(crate) async fn dispatch(o: Orchestrator, mut task: RunningTask, following: 
         threads: None,
         output: Some(task.render.output.clone()),
         tag: Some(render_tag(task.task, task.lease)),
+        // Shared-folder jobs only here: uploaded scenes (`manifest`, `deliver: upload` and
+        // the orchestrator's `job`) are wired on the uploads branch.
+        manifest: None,
+        deliver: None,
+        job: None,
     };
     let started = Instant::now();
     match o.gateway().submit(&url, &request).await {
