@@ -358,6 +358,36 @@ fn the_farm_sizes_tasks_and_renders_preview_frames_first() {
     assert!(tasks.len() > 2 && tasks.len() < 20, "{} tasks", tasks.len());
 }
 
+/// Issue 8: with a node idle and nothing queued, the running render's unstarted tail is
+/// taken (the node stops after its current frame) and rendered by the idle node; every
+/// frame exists once and the job completes.
+#[test]
+fn an_idle_node_takes_the_unstarted_tail_of_a_running_render() {
+    let farm = Farm::builder().nodes(2).start();
+    // One task of every frame: without tail stealing, one node would render all 20.
+    let id = farm.submit(&json!({"from": 1, "to": 20, "chunk_size": 20}));
+    let job = farm.wait_job_ended(&id, JOB_DEADLINE);
+    assert_eq!(job["state"], "completed", "{job}");
+    farm.assert_frames(&id, 1, 20);
+    assert_eq!(farm.output_files(&id), frame_names(1, 20));
+    let (_, page) = farm.get(&format!("/api/v1/jobs/{id}/tasks?limit=500"));
+    let tasks = page["tasks"].as_array().unwrap();
+    assert!(tasks.len() >= 2, "the tail was never taken: {page}");
+    let mut frames: Vec<i64> = tasks
+        .iter()
+        .flat_map(|t| t["from"].as_i64().unwrap()..=t["to"].as_i64().unwrap())
+        .collect();
+    frames.sort_unstable();
+    assert_eq!(frames, (1..=20).collect::<Vec<_>>(), "{page}");
+    let nodes: BTreeSet<&str> = farm
+        .frames(&id)
+        .iter()
+        .filter_map(|f| f["node"].as_str())
+        .map(|n| if n == farm.node_id(0) { "a" } else { "b" })
+        .collect();
+    assert_eq!(nodes.len(), 2, "both nodes rendered frames");
+}
+
 #[test]
 fn a_broken_scene_fails_the_job_after_three_attempts_with_blenders_error() {
     let farm = Farm::builder()
