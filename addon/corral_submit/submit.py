@@ -165,7 +165,9 @@ def submit(context):
         # A `corral up` farm: upload the copy; nothing of it stays on this machine.
         folder = tempfile.mkdtemp(prefix="corral-submit-")
         try:
-            copy = os.path.join(folder, scene_name())
+            # Named apart from the open file, so Blender's "Saved ..." line cannot be read as the
+            # artist's file being saved.
+            copy = os.path.join(folder, "corral-copy-" + scene_name())
             save_copy(copy)
             scene_path = farm.upload(copy, scene_name())
         finally:
