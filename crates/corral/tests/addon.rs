@@ -152,7 +152,10 @@ fn assert_job_rendered(result: &Value, dir: &Path, from: i64, to: i64, width: u3
     let total = (to - from + 1) as u64;
     assert_eq!(job["frames_total"], total, "{job}");
     assert_eq!(job["frames_done"], total, "{job}");
-    assert_eq!((job["from"].as_i64(), job["to"].as_i64()), (Some(from), Some(to)));
+    assert_eq!(
+        (job["from"].as_i64(), job["to"].as_i64()),
+        (Some(from), Some(to))
+    );
     assert_eq!(
         result["progress_text"],
         format!("completed · {total}/{total} frames (100%)")
@@ -238,7 +241,10 @@ fn submits_to_corral_up_by_upload_follows_progress_and_refuses_bad_input() {
     assert_eq!(result["dashboard_url"], format!("{}/jobs/{id}", up.url));
     let job = &result["job"];
     assert_eq!(job["scene"], "uploads/shot.blend", "{job}");
-    assert_eq!((job["chunk_size"].as_u64(), job["priority"].as_i64()), (Some(2), Some(5)));
+    assert_eq!(
+        (job["chunk_size"].as_u64(), job["priority"].as_i64()),
+        (Some(2), Some(5))
+    );
     assert!(up.scenes().join("uploads/shot.blend").is_file());
     assert_job_rendered(&result, &up.out().join(&id), 2, 4, 40);
     assert_open_file_untouched(&artist, &before, &result);
@@ -283,7 +289,10 @@ fn submits_through_the_shared_folder_to_a_farm_without_uploads() {
         scene.starts_with("corral/shot-") && scene.ends_with(".blend"),
         "{scene}"
     );
-    assert!(shared.join(scene).is_file(), "the copy is not in the shared folder");
+    assert!(
+        shared.join(scene).is_file(),
+        "the copy is not in the shared folder"
+    );
     assert_job_rendered(&result, &farm.output_dir().join(&id), 1, 3, 48);
     assert_open_file_untouched(&artist, &before, &result);
 }
