@@ -49,9 +49,25 @@ impl Artist {
             String::from_utf8_lossy(&out.stderr)
         );
         let work = dir.path().join("work");
-        for sub in ["work", "user-scripts", "user-config", "tmp"] {
+        for sub in ["work", "user-scripts", "user-config", "tmp", "bin"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("artist folder");
         }
+        // The "browser" the add-on's link opens (through Python's webbrowser and $BROWSER):
+        // it writes down the address it was given.
+        let browser = dir.path().join("bin/browser");
+        std::fs::write(
+            &browser,
+            format!(
+                "#!/usr/bin/env python3\nimport sys\nopen({:?}, 'a').write(sys.argv[1] + '\\n')\n",
+                dir.path().join("opened.txt")
+            ),
+        )
+        .expect("write the fake browser");
+        std::fs::set_permissions(
+            &browser,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("make the fake browser executable");
         let scene_path = work.join("shot.blend");
         std::fs::copy(scene(Scene::Tiny), &scene_path).expect("copy the scene");
         Artist {
@@ -90,6 +106,7 @@ impl Artist {
             .env("BLENDER_USER_SCRIPTS", self.dir.path().join("user-scripts"))
             .env("BLENDER_USER_CONFIG", self.dir.path().join("user-config"))
             .env("TMPDIR", self.dir.path().join("tmp"))
+            .env("BROWSER", self.dir.path().join("bin/browser"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -167,6 +184,45 @@ fn assert_job_rendered(result: &Value, dir: &Path, from: i64, to: i64, width: u3
         let path = dir.join(format!("frame_{outside:04}.png"));
         assert!(!path.exists(), "{} was rendered", path.display());
     }
+}
+
+/// The panel shows the settings, the Submit button and the followed job with its link, and
+/// the link opened the job's dashboard page.
+fn assert_panel_shows(artist: &Artist, result: &Value, id: &str, page: &str) {
+    let panel: Vec<&str> = result["panel"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for shown in [
+        "prop:farm_url",
+        "prop:token",
+        "prop:shared_folder",
+        "prop:use_scene_range",
+        "prop:frame_start",
+        "prop:frame_end",
+        "prop:batch_size",
+        "prop:priority",
+        "prop:submit_anyway",
+        "operator:corral.submit",
+        &format!("label:Job {id}"),
+        "label:completed · 3/3 frames (100%)",
+        "operator:corral.open_job",
+    ] {
+        assert!(
+            panel.contains(&shown),
+            "the panel lacks {shown:?}: {panel:?}"
+        );
+    }
+    assert_eq!(result["open_job"], json!(["FINISHED"]), "{result}");
+    let opened = artist.dir.path().join("opened.txt");
+    // The browser is started, not waited for.
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            std::fs::read_to_string(&opened).unwrap_or_default() == format!("{page}\n")
+        }),
+        "the browser was given {:?}, not {page}",
+        std::fs::read_to_string(&opened).unwrap_or_default()
+    );
 }
 
 /// The open file is as it was: same bytes, same modification time, same path and unsaved
@@ -247,6 +303,7 @@ fn submits_to_corral_up_by_upload_follows_progress_and_refuses_bad_input() {
     );
     assert!(up.scenes().join("uploads/shot.blend").is_file());
     assert_job_rendered(&result, &up.out().join(&id), 2, 4, 40);
+    assert_panel_shows(&artist, &result, &id, &format!("{}/jobs/{id}", up.url));
     assert_open_file_untouched(&artist, &before, &result);
     // The uploaded copy's temporary folder is gone.
     let leftovers: Vec<_> = std::fs::read_dir(artist.dir.path().join("tmp"))

@@ -146,7 +146,40 @@ def main():
         result["note"] = note
         result["progress_text"] = corral_submit.progress_text(job) if job else ""
 
+        # Background Blender draws no panels: draw this one on a layout that records what
+        # it is asked to show, and checks every property it names exists.
+        layout = RecordingLayout()
+        corral_submit.RENDER_PT_corral.draw(type("Panel", (), {"layout": layout})(),
+                                            bpy.context)
+        result["panel"] = layout.shown
+        # The dashboard link, opened through the browser the test put in $BROWSER.
+        result["open_job"] = sorted(bpy.ops.corral.open_job())
+
     result["after"] = {"filepath": bpy.data.filepath, "is_dirty": bpy.data.is_dirty}
+
+
+class RecordingLayout:
+    """Stands in for a panel's layout: records labels, properties and operator buttons."""
+
+    def __init__(self, shown=None):
+        self.shown = shown if shown is not None else []
+        self.use_property_split = self.use_property_decorate = self.enabled = False
+
+    def prop(self, data, name, **_):
+        if not hasattr(data, name):
+            raise AttributeError("the panel names a missing property %r" % name)
+        self.shown.append("prop:" + name)
+
+    def label(self, text="", **_):
+        self.shown.append("label:" + text)
+
+    def operator(self, idname, **_):
+        self.shown.append("operator:" + idname)
+
+    def column(self, **_):
+        return RecordingLayout(self.shown)
+
+    box = row = column
 
 
 main()
