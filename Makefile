@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR like cargo does).
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: test deps build release demo images docker-test fuzz
+.PHONY: test deps build release demo images docker-test fuzz addon
 
 ## test: install what the tests need, then formatting, clippy (warnings denied), every test
 ## (the node's tests and the tutorial test once per render mode, warm and cold), the
@@ -41,6 +41,11 @@ build:
 ## generated animation with a progress bar, and prints where the frames are (target/demo/)
 demo:
 	CARGO="$(CARGO)" bash scripts/demo.sh
+
+## addon: the Blender add-on, installable from Blender's preferences, at
+## $(TARGET_DIR)/corral-addon.zip (README, "Blender add-on")
+addon:
+	python3 scripts/build_addon.py $(TARGET_DIR)/corral-addon.zip
 
 ## release: optimised build at target/release/corral
 release:

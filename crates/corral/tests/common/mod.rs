@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod farm;
+pub mod up;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -42,6 +43,8 @@ pub enum Scene {
     Showcase,
     /// 64x48, Workbench, frames 1-20.
     Workbench,
+    /// 32x24, 2 samples, frames 1-5: the smallest render worth checking.
+    Tiny,
 }
 
 impl Scene {
@@ -53,6 +56,7 @@ impl Scene {
             Scene::Range => "range",
             Scene::Showcase => "showcase",
             Scene::Workbench => "workbench",
+            Scene::Tiny => "tiny",
         }
     }
 
@@ -76,11 +80,23 @@ impl Scene {
                 "24",
             ],
             Scene::Workbench => vec!["--engine", "BLENDER_WORKBENCH", "--end", "20"],
+            Scene::Tiny => vec![
+                "--width",
+                "32",
+                "--height",
+                "24",
+                "--samples",
+                "2",
+                "--start",
+                "1",
+                "--end",
+                "5",
+            ],
         }
     }
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)
