@@ -190,10 +190,11 @@ fn the_tutorial_api_renders_a_job_across_two_nodes() {
         .unwrap()
         .text()
         .unwrap();
+    let completed_tasks = format!("corral_tasks{{state=\"completed\"}} {tasks_total}");
     for line in [
         "corral_frames_rendered 20",
         "corral_jobs{state=\"completed\"} 1",
-        "corral_tasks{state=\"completed\"} 4",
+        &completed_tasks,
         "corral_nodes_up 2",
         "corral_nodes_known 2",
     ] {
