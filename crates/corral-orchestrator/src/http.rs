@@ -65,7 +65,13 @@ const MAX_FRAME_PAGE: u64 = 5000;
         crate::dashboard::frame_image,
         crate::dashboard::job_preview,
         crate::dashboard::job_preview_video,
-        crate::dashboard::task_log
+        crate::dashboard::task_log,
+        crate::transfer::missing_blobs,
+        crate::transfer::head_blob,
+        crate::transfer::get_blob,
+        crate::transfer::put_blob,
+        crate::transfer::create_manifest,
+        crate::transfer::get_manifest
     ),
     components(schemas(
         SubmitJob,
@@ -82,7 +88,12 @@ const MAX_FRAME_PAGE: u64 = 5000;
         Event,
         corral_core::orchestrator_api::PreviewView,
         corral_core::orchestrator_api::PreviewState,
-        corral_core::Problem
+        corral_core::Problem,
+        corral_core::manifest::Manifest,
+        corral_core::manifest::ManifestFile,
+        corral_core::manifest::ManifestCreated,
+        corral_core::manifest::MissingQuery,
+        corral_core::manifest::MissingBlobs
     ))
 )]
 pub struct ApiDoc;
@@ -111,6 +122,7 @@ pub fn router(o: Orchestrator) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(crate::dashboard::router())
+        .merge(crate::transfer::router())
         .fallback(corral_http::route_not_found)
         .method_not_allowed_fallback(corral_http::method_not_allowed)
         .with_state(o)
