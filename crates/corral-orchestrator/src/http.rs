@@ -261,6 +261,21 @@ async fn submit_job(
 ) -> Result<Response, ApiError> {
     let sub = JobSubmission::from_body(&body, limits(&o))?;
     let fps = SubmitJob::fps_from_body(&body)?;
+    if let Some(manifest) = &sub.manifest {
+        // Nodes fetch it from this orchestrator: a job on a manifest it lacks could only fail.
+        if crate::transfer::load_manifest(&o, manifest)
+            .await?
+            .is_none()
+        {
+            return Err(FieldError::new(
+                "manifest",
+                format!(
+                    "the farm holds no manifest {manifest}; POST it to /api/v1/manifests first"
+                ),
+            )
+            .into());
+        }
+    }
     let job = accept(&o, sub).await?;
     if let Some(fps) = fps {
         // The job is accepted either way; without it its preview plays at 24 fps.
