@@ -71,7 +71,9 @@ const MAX_FRAME_PAGE: u64 = 5000;
         crate::transfer::get_blob,
         crate::transfer::put_blob,
         crate::transfer::create_manifest,
-        crate::transfer::get_manifest
+        crate::transfer::get_manifest,
+        crate::transfer::put_frame,
+        crate::transfer::get_frame
     ),
     components(schemas(
         SubmitJob,

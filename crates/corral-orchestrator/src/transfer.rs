@@ -13,8 +13,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use corral_core::ids::parse_render_tag;
+use corral_core::lifecycle::TaskState;
 use corral_core::manifest::{Manifest, ManifestCreated, MissingBlobs, MissingQuery};
-use corral_core::{BlobHash, FieldError};
+use corral_core::render::frame_extension;
+use corral_core::{BlobHash, FieldError, JobId, LeaseId, TaskId};
 use corral_http::{LargeJsonBody, PathId};
 
 /// Largest manifest accepted or served (the most a node reads).
@@ -25,6 +28,7 @@ const MAX_MISSING_BODY: usize = 1 << 20;
 pub const UPLOAD_OFFSET: &str = "upload-offset";
 pub const UPLOAD_LENGTH: &str = "upload-length";
 pub const CONTENT_SHA256: &str = "x-content-sha256";
+pub const CORRAL_RENDER: &str = "x-corral-render";
 
 /// The protocol's routes (merged into [`crate::router`]).
 pub fn router() -> Router<Orchestrator> {
@@ -36,6 +40,10 @@ pub fn router() -> Router<Orchestrator> {
         )
         .route("/api/v1/manifests", post(create_manifest))
         .route("/api/v1/manifests/{id}", get(get_manifest))
+        .route(
+            "/api/v1/jobs/{id}/frames/{frame}",
+            get(get_frame).put(put_frame),
+        )
 }
 
 /// A path segment as a blob hash; a bad one is a 400 naming `field`.
@@ -283,4 +291,163 @@ pub(crate) async fn load_manifest(
         Ok(m) if m.canonical_json() == bytes => Ok(Some(bytes)),
         _ => Ok(None),
     }
+}
+
+/// A job and a frame number from the path: an id that is no job is a 404, a frame that is
+/// no whole number a 400 naming `frame`.
+async fn job_and_frame(
+    o: &Orchestrator,
+    path: Result<axum::extract::Path<(String, String)>, axum::extract::rejection::PathRejection>,
+) -> Result<(JobId, i64), ApiError> {
+    let axum::extract::Path((id, frame)) =
+        path.map_err(|_| ApiError::JobNotFound("(not UTF-8)".into()))?;
+    let not_found = || ApiError::JobNotFound(id.chars().take(64).collect());
+    let job: JobId = id.parse().map_err(|_| not_found())?;
+    let frame: i64 = frame
+        .parse()
+        .map_err(|_| FieldError::new("frame", "must be a whole frame number"))?;
+    o.store().job(job).await?.ok_or_else(not_found)?;
+    Ok((job, frame))
+}
+
+/// A required text header.
+fn text_header<'h>(headers: &'h HeaderMap, name: &str, shown: &str) -> Result<&'h str, FieldError> {
+    headers
+        .get(name)
+        .ok_or_else(|| FieldError::new(shown, "required"))?
+        .to_str()
+        .map_err(|_| FieldError::new(shown, "must be visible ASCII"))
+}
+
+/// Refuses an upload unless task `task` is of `job`, covers `frame`, and is running under
+/// `lease` now: a render that lost its lease (re-dispatched, taken back, cancelled) must
+/// not overwrite the frames of the render that holds it.
+async fn check_lease(
+    o: &Orchestrator,
+    job: JobId,
+    frame: i64,
+    task: TaskId,
+    lease: LeaseId,
+) -> Result<(), ApiError> {
+    let refuse = |why: String| Err(ApiError::FrameRefused(why));
+    let Some(record) = o.store().task(task).await? else {
+        return refuse(format!("there is no task {task}"));
+    };
+    let t = &record.task;
+    if t.job != job {
+        return refuse(format!("task {task} is not a task of job {job}"));
+    }
+    if !t.range.contains(frame) {
+        return refuse(format!(
+            "task {task} renders frames {}, not frame {frame}",
+            t.range
+        ));
+    }
+    if t.lease != lease || !matches!(t.state, TaskState::Running(_)) {
+        return refuse(format!(
+            "the lease of task {task} moved on: frame {frame} under lease {lease} is no longer wanted"
+        ));
+    }
+    Ok(())
+}
+
+/// A node delivers frame `frame` of job `id`: headers `X-Corral-Render` (the render's tag,
+/// `corral:{task}:{lease}`), `X-Content-SHA256` and `Content-Type` (a frame format). The
+/// body is streamed to disk and hashed; the frame is renamed into place (`201`) only if it
+/// hashes right (`422` otherwise) and the tag's lease is still the task's (`409`).
+#[utoipa::path(put, path = "/api/v1/jobs/{id}/frames/{frame}",
+    params(("id" = String, Path), ("frame" = i64, Path), ("X-Corral-Render" = String, Header),
+           ("X-Content-SHA256" = String, Header)),
+    request_body(content = Vec<u8>, content_type = "image/png"),
+    responses((status = 201),
+              (status = 400, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 404, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 409, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 413, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 422, body = corral_core::Problem, content_type = "application/problem+json")))]
+pub async fn put_frame(
+    State(o): State<Orchestrator>,
+    path: Result<axum::extract::Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (job, frame) = job_and_frame(&o, path).await?;
+    let tag = text_header(&headers, CORRAL_RENDER, "X-Corral-Render")?;
+    let (task, lease) = parse_render_tag(tag).ok_or_else(|| {
+        FieldError::new(
+            "X-Corral-Render",
+            "must be the render's tag, corral:{task}:{lease}",
+        )
+    })?;
+    let hash = BlobHash::parse(
+        "X-Content-SHA256",
+        text_header(&headers, CONTENT_SHA256, "X-Content-SHA256")?,
+    )?;
+    let content_type = text_header(&headers, header::CONTENT_TYPE.as_str(), "Content-Type")?;
+    let ext = frame_extension(content_type).ok_or_else(|| {
+        FieldError::new(
+            "Content-Type",
+            "must be a frame format's type (image/png, image/jpeg, image/x-exr, ...)",
+        )
+    })?;
+    let frames = &o.storage().frames;
+    if let Some(len) = byte_count(&headers, header::CONTENT_LENGTH.as_str(), "Content-Length")? {
+        if len > frames.max_bytes() {
+            return Err(crate::storage::TransferError::TooLarge {
+                limit: frames.max_bytes(),
+            }
+            .into());
+        }
+    }
+    check_lease(&o, job, frame, task, lease).await?;
+    let received = frames.receive(job, frame, ext, &hash, body).await?;
+    // Again now that the bytes are in: the lease may have moved on while they streamed.
+    check_lease(&o, job, frame, task, lease).await?;
+    let stored = received.place().await?;
+    tracing::debug!(%job, frame, task = %task, path = %stored.display(), "frame uploaded");
+    Ok(StatusCode::CREATED.into_response())
+}
+
+/// A rendered frame's bytes (uploaded, or in the shared folder), with `X-Content-SHA256`
+/// and `ETag` (its hash); `If-None-Match` with that tag answers `304`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/frames/{frame}",
+    params(("id" = String, Path), ("frame" = i64, Path)),
+    responses((status = 200, content_type = "image/png"), (status = 304),
+              (status = 400, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
+pub async fn get_frame(
+    State(o): State<Orchestrator>,
+    path: Result<axum::extract::Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (job, frame) = job_and_frame(&o, path).await?;
+    let path = o.inner.media.frame_file(&o, job, frame).await?;
+    let unreadable = |e: std::io::Error| {
+        crate::dashboard::MediaError::Unreadable(format!("cannot read the frame: {e}"))
+    };
+    let file = tokio::fs::File::open(&path).await.map_err(unreadable)?;
+    let size = file.metadata().await.map_err(unreadable)?.len();
+    // Hashed as stored now: a frame under its name is only ever replaced whole (rename).
+    let hasher = crate::storage::hash_prefix(&path, size)
+        .await
+        .map_err(unreadable)?;
+    let hash = BlobHash::from_digest(&sha2::Digest::finalize(hasher));
+    let etag = format!("\"{hash}\"");
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, header_value(&etag))],
+        )
+            .into_response());
+    }
+    let content_type = crate::dashboard::frames::content_type(&path);
+    let mut response = stream_file(file, size, content_type, &hash);
+    response
+        .headers_mut()
+        .insert(header::ETAG, header_value(&etag));
+    Ok(response)
 }

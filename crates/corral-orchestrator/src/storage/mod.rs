@@ -5,6 +5,7 @@
 //! become visible under their final name only once complete, checked and synced.
 
 pub mod blobs;
+pub mod frames;
 
 use axum::body::Body;
 use futures_util::StreamExt;
@@ -15,16 +16,19 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 pub use blobs::BlobStore;
+pub use frames::FrameStore;
 
 /// The protocol's files under one data folder.
 pub struct Storage {
     pub blobs: BlobStore,
+    pub frames: FrameStore,
 }
 
 impl Storage {
     pub fn new(config: &crate::OrchestratorConfig) -> Storage {
         Storage {
             blobs: BlobStore::new(&config.data_dir, config.max_blob_bytes),
+            frames: FrameStore::new(&config.data_dir, config.max_blob_bytes),
         }
     }
 }
