@@ -184,6 +184,9 @@ impl Api<'_> {
     }
 }
 
+/// Request headers, as (name, value).
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
 fn put_frame(
     farm: &Farm,
     job: &str,
@@ -500,7 +503,7 @@ fn an_uploaded_scene_renders_on_a_node_and_its_frames_come_back() {
             ("Content-Type", "image/png"),
         ]
     };
-    let mut cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    let mut cases: Vec<(&str, Headers, &str)> = vec![
         ("1", good("task-1").to_vec(), "X-Corral-Render"),
         ("1", good("corral:1:1")[1..].to_vec(), "X-Corral-Render"),
         ("x", good("corral:1:1").to_vec(), "frame"),
