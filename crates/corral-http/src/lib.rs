@@ -58,52 +58,74 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ProblemResponse;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-            let essence = ct.split(';').next().unwrap_or("").trim().to_string();
-            if essence != "application/json" && !essence.ends_with("+json") {
-                let shown: String = essence.chars().take(100).collect();
-                return Err(ProblemResponse(
-                    Problem::new(415, "Unsupported media type").with_detail(format!(
-                        "content type `{shown}` is not JSON; send Content-Type: application/json"
-                    )),
-                ));
-            }
-        }
         let deadline = req
             .extensions()
             .get::<BodyTimeout>()
             .map_or(BODY_TIMEOUT, |t| t.0);
-        let read = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES);
-        let body = match tokio::time::timeout(deadline, read).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(e)) if is_too_large(&e) => {
-                return Err(ProblemResponse(
-                    Problem::new(413, "Request body too large").with_detail(format!(
-                        "request body is larger than {MAX_BODY_BYTES} bytes"
-                    )),
-                ))
-            }
-            // The client closed mid-body, sent fewer bytes than it announced, or broke
-            // the chunked encoding: the request is malformed, not too large.
-            Ok(Err(e)) => {
-                return Err(ProblemResponse(
-                    Problem::new(400, "Unreadable request body").with_detail(format!(
-                        "the request body could not be read: {}",
-                        root_message(&e)
-                    )),
-                ))
-            }
-            Err(_) => {
-                return Err(ProblemResponse(
-                    Problem::new(408, "Request body timeout").with_detail(format!(
-                        "the request body did not arrive within {} s",
-                        deadline.as_secs_f64()
-                    )),
-                ))
-            }
-        };
-        Ok(JsonBody(body))
+        read_json(req, MAX_BODY_BYTES, deadline).await.map(JsonBody)
+    }
+}
+
+/// Least time a [`LargeJsonBody`] gets to arrive: megabytes over a slow link take longer
+/// than the few hundred bytes [`BODY_TIMEOUT`] is meant for.
+pub const LARGE_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A JSON request body of at most `MAX` bytes, otherwise read like [`JsonBody`] (within
+/// the request's body deadline or [`LARGE_BODY_TIMEOUT`], whichever is longer): for the
+/// few requests that carry lists (a scene's manifest, a list of blob hashes).
+pub struct LargeJsonBody<const MAX: usize>(pub Bytes);
+
+impl<S: Send + Sync, const MAX: usize> FromRequest<S> for LargeJsonBody<MAX> {
+    type Rejection = ProblemResponse;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let deadline = req
+            .extensions()
+            .get::<BodyTimeout>()
+            .map_or(BODY_TIMEOUT, |t| t.0)
+            .max(LARGE_BODY_TIMEOUT);
+        read_json(req, MAX, deadline).await.map(LargeJsonBody)
+    }
+}
+
+async fn read_json(
+    req: Request,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<Bytes, ProblemResponse> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim().to_string();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            let shown: String = essence.chars().take(100).collect();
+            return Err(ProblemResponse(
+                Problem::new(415, "Unsupported media type").with_detail(format!(
+                    "content type `{shown}` is not JSON; send Content-Type: application/json"
+                )),
+            ));
+        }
+    }
+    let read = axum::body::to_bytes(req.into_body(), limit);
+    match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) if is_too_large(&e) => Err(ProblemResponse(
+            Problem::new(413, "Request body too large")
+                .with_detail(format!("request body is larger than {limit} bytes")),
+        )),
+        // The client closed mid-body, sent fewer bytes than it announced, or broke
+        // the chunked encoding: the request is malformed, not too large.
+        Ok(Err(e)) => Err(ProblemResponse(
+            Problem::new(400, "Unreadable request body").with_detail(format!(
+                "the request body could not be read: {}",
+                root_message(&e)
+            )),
+        )),
+        Err(_) => Err(ProblemResponse(
+            Problem::new(408, "Request body timeout").with_detail(format!(
+                "the request body did not arrive within {} s",
+                deadline.as_secs_f64()
+            )),
+        )),
     }
 }
 

@@ -43,6 +43,9 @@ pub struct OrchestratorConfig {
     pub frames_dir: Option<PathBuf>,
     /// FFmpeg, for preview videos.
     pub ffmpeg: PathBuf,
+    /// Largest blob (a file of an uploaded scene) or uploaded frame accepted, in bytes.
+    /// Blobs and uploaded frames live in `data_dir` whatever the database.
+    pub max_blob_bytes: u64,
 }
 
 impl OrchestratorConfig {
@@ -65,6 +68,7 @@ impl OrchestratorConfig {
             long_poll: Duration::from_secs(20),
             frames_dir: None,
             ffmpeg: PathBuf::from("ffmpeg"),
+            max_blob_bytes: crate::storage::DEFAULT_MAX_BLOB_BYTES,
         }
     }
 }

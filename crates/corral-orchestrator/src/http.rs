@@ -65,7 +65,15 @@ const MAX_FRAME_PAGE: u64 = 5000;
         crate::dashboard::frame_image,
         crate::dashboard::job_preview,
         crate::dashboard::job_preview_video,
-        crate::dashboard::task_log
+        crate::dashboard::task_log,
+        crate::transfer::missing_blobs,
+        crate::transfer::head_blob,
+        crate::transfer::get_blob,
+        crate::transfer::put_blob,
+        crate::transfer::create_manifest,
+        crate::transfer::get_manifest,
+        crate::transfer::put_frame,
+        crate::transfer::get_frame
     ),
     components(schemas(
         SubmitJob,
@@ -82,7 +90,12 @@ const MAX_FRAME_PAGE: u64 = 5000;
         Event,
         corral_core::orchestrator_api::PreviewView,
         corral_core::orchestrator_api::PreviewState,
-        corral_core::Problem
+        corral_core::Problem,
+        corral_core::manifest::Manifest,
+        corral_core::manifest::ManifestFile,
+        corral_core::manifest::ManifestCreated,
+        corral_core::manifest::MissingQuery,
+        corral_core::manifest::MissingBlobs
     ))
 )]
 pub struct ApiDoc;
@@ -111,6 +124,7 @@ pub fn router(o: Orchestrator) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(crate::dashboard::router())
+        .merge(crate::transfer::router())
         .fallback(corral_http::route_not_found)
         .method_not_allowed_fallback(corral_http::method_not_allowed)
         .with_state(o)
@@ -249,6 +263,21 @@ async fn submit_job(
 ) -> Result<Response, ApiError> {
     let sub = JobSubmission::from_body(&body, limits(&o))?;
     let fps = SubmitJob::fps_from_body(&body)?;
+    if let Some(manifest) = &sub.manifest {
+        // Nodes fetch it from this orchestrator: a job on a manifest it lacks could only fail.
+        if crate::transfer::load_manifest(&o, manifest)
+            .await?
+            .is_none()
+        {
+            return Err(FieldError::new(
+                "manifest",
+                format!(
+                    "the farm holds no manifest {manifest}; POST it to /api/v1/manifests first"
+                ),
+            )
+            .into());
+        }
+    }
     let job = accept(&o, sub).await?;
     if let Some(fps) = fps {
         // The job is accepted either way; without it its preview plays at 24 fps.

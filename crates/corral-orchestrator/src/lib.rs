@@ -11,7 +11,9 @@ pub mod gateway;
 mod http;
 mod metrics;
 mod orchestrator;
+pub mod storage;
 pub mod store;
+mod transfer;
 mod views;
 mod workers;
 

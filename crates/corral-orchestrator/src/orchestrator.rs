@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub local_events: broadcast::Sender<Event>,
     /// The dashboard's thumbnails and preview videos.
     pub media: crate::dashboard::Media,
+    /// Uploaded blobs, manifests and frames (the remote-farm protocol).
+    pub storage: crate::storage::Storage,
 }
 
 /// A render a watcher follows, as it last saw it.
@@ -127,6 +129,7 @@ impl Orchestrator {
             .await?;
         let (fence, _) = watch::channel(store.lead(&id, LEADER_TTL).await?);
         let media = crate::dashboard::Media::new(&config);
+        let storage = crate::storage::Storage::new(&config);
         let o = Orchestrator {
             inner: Arc::new(Inner {
                 id,
@@ -145,6 +148,7 @@ impl Orchestrator {
                 healthy_since: Mutex::new(Some(std::time::Instant::now())),
                 local_events: broadcast::channel(1024).0,
                 media,
+                storage,
             }),
         };
         tracing::info!(orchestrator = %o.id(), leader = o.fence().is_some(), "orchestrator started");
@@ -160,6 +164,11 @@ impl Orchestrator {
 
     pub fn store(&self) -> &dyn Store {
         self.inner.store.as_ref()
+    }
+
+    /// The uploaded blobs, manifests and frames this orchestrator keeps.
+    pub fn storage(&self) -> &crate::storage::Storage {
+        &self.inner.storage
     }
 
     pub fn config(&self) -> &OrchestratorConfig {

@@ -30,7 +30,7 @@ pub fn job_summary(job: &JobRecord) -> JobSummary {
         state,
         status: state.status_text().to_string(),
         scene: job.render.scene.clone(),
-        manifest: None,
+        manifest: job.render.manifest.as_ref().map(|m| m.to_string()),
         from: job.range.from(),
         to: job.range.to(),
         chunk_size: job.chunk_size,

@@ -209,6 +209,69 @@ async fn a_job_is_split_into_queued_tasks_and_survives_reopening(db: &Db) {
 }
 both!(a_job_is_split_into_queued_tasks_and_survives_reopening);
 
+/// What an upload of a frame is checked against: a task read by its id (its job, range,
+/// lease and state), and a job on an uploaded scene keeps its manifest.
+async fn a_task_is_read_by_id_and_a_job_keeps_its_manifest(db: &Db) {
+    let manifest = "ab".repeat(32);
+    let (id, first) = {
+        let store = db.open().await;
+        let store = store.as_ref();
+        let id = submit(
+            store,
+            &format!(r#"{{"from":1,"to":7,"manifest":"{manifest}"}}"#),
+        )
+        .await;
+        let other = submit(store, r#"{"from":1,"to":3}"#).await;
+        let job = store.job(id).await.unwrap().unwrap();
+        assert_eq!(
+            job.render.manifest.as_ref().map(|m| m.as_str()),
+            Some(manifest.as_str())
+        );
+        assert_eq!(job.render.scene, None);
+        let other = store.job(other).await.unwrap().unwrap();
+        assert_eq!(other.render.manifest, None);
+
+        let t = tasks(store, id).await;
+        let first = t[0].task.id;
+        let read = store.task(first).await.unwrap().unwrap();
+        assert_eq!(read.task.job, id);
+        assert_eq!((read.task.range.from(), read.task.range.to()), (1, 5));
+        assert_eq!(read.task.state, TaskState::Queued);
+        assert_eq!(read.task.lease, t[0].task.lease);
+
+        // Leased: the read shows the new lease and the running state.
+        let fence = leader(store, "o1").await;
+        let node = node_up(store, "n1", 1).await;
+        let lease = lease(store, &fence, first, &node).await.unwrap();
+        let read = store.task(first).await.unwrap().unwrap();
+        assert_eq!(read.task.lease, lease);
+        assert_eq!(read.task.state.kind(), TaskStateKind::Running);
+        // Taken back: the lease it was leased under is no longer running.
+        assert!(store
+            .apply(first, Command::TakeBack { lease }, Note::default())
+            .await
+            .unwrap()
+            .is_applied());
+        let read = store.task(first).await.unwrap().unwrap();
+        assert_eq!(read.task.state, TaskState::Queued);
+        assert!(store
+            .task(TaskId(first.0 + 10_000))
+            .await
+            .unwrap()
+            .is_none());
+        (id, first)
+    };
+    // Both survive reopening the database.
+    let store = db.open().await;
+    let job = store.job(id).await.unwrap().unwrap();
+    assert_eq!(
+        job.render.manifest.as_ref().map(|m| m.as_str()),
+        Some(manifest.as_str())
+    );
+    assert_eq!(store.task(first).await.unwrap().unwrap().task.job, id);
+}
+both!(a_task_is_read_by_id_and_a_job_keeps_its_manifest);
+
 async fn leases_fence_out_stale_writers(db: &Db) {
     let store = db.open().await;
     let store = store.as_ref();

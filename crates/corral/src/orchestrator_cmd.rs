@@ -23,8 +23,9 @@ pub struct OrchestratorArgs {
     /// A render node's URL; repeat for more. Nodes can also register themselves.
     #[arg(long = "node", env = "CORRAL_NODES", value_delimiter = ',', value_parser = parse_node_url)]
     nodes: Vec<String>,
-    /// Folder for the orchestrator's files (its SQLite database unless --database says
-    /// otherwise).
+    /// Folder for the orchestrator's files: its SQLite database unless --database says
+    /// otherwise, and, whatever the database, uploaded scenes' blobs (`blobs/`), frames
+    /// nodes upload (`frames/`) and the dashboard's media (`media/`).
     #[arg(long, env = "CORRAL_DATA", default_value = "corral-data/orchestrator")]
     data: PathBuf,
     /// The database: `sqlite:///path/corral.db` (default: corral.db in --data) or
@@ -66,6 +67,10 @@ pub struct OrchestratorArgs {
         value_name = "PATH"
     )]
     ffmpeg: PathBuf,
+    /// Largest file of an uploaded scene (a blob), or uploaded frame, accepted, in bytes.
+    #[arg(long, env = "CORRAL_MAX_BLOB_SIZE", value_name = "BYTES",
+          default_value_t = corral_orchestrator::storage::DEFAULT_MAX_BLOB_BYTES)]
+    max_blob_size: u64,
 }
 
 fn parse_database(s: &str) -> Result<DatabaseUrl, String> {
@@ -99,6 +104,7 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
         config.frames_dir = Some(frames);
     }
     config.ffmpeg = args.ffmpeg;
+    config.max_blob_bytes = args.max_blob_size;
     let orchestrator = Orchestrator::start(config)
         .await
         .with_context(|| format!("cannot open the database {database}"))?;

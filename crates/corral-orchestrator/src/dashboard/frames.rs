@@ -1,5 +1,6 @@
-//! Where the dashboard reads a rendered frame ([`FrameSource`]; today the folder nodes
-//! share with this orchestrator, [`SharedFolder`]), and how a frame becomes a thumbnail:
+//! Where the dashboard reads a rendered frame ([`FrameSource`]: frames nodes uploaded to
+//! this orchestrator, [`Uploaded`], else the folder nodes share with it, [`SharedFolder`]),
+//! and how a frame becomes a thumbnail:
 //! EXR frames tone-mapped (Reinhard, then sRGB), 16-bit frames brought to 8 bits, all
 //! scaled to fit 320×240 and written as PNG beside the other cached media.
 
@@ -15,7 +16,7 @@ pub const THUMBNAIL_WIDTH: u32 = 320;
 pub const THUMBNAIL_HEIGHT: u32 = 240;
 
 /// Finds the bytes of a frame a node reported saved. The one place that knows where frames
-/// are: a farm without a shared folder swaps in a source that reads uploaded frames.
+/// are.
 #[async_trait]
 pub trait FrameSource: Send + Sync {
     /// A local, readable file holding the frame.
@@ -47,6 +48,35 @@ impl FrameSource for SharedFolder {
             ));
         };
         confine(root, Path::new(&frame.path)).await
+    }
+}
+
+/// Frames uploaded to this orchestrator (recorded at their path under `DATA/frames`), read
+/// only when they resolve inside it; any other frame from the shared folder.
+pub struct Uploaded {
+    /// `DATA/frames`, absolute (it may not exist yet: resolved when a frame is read).
+    root: PathBuf,
+    shared: SharedFolder,
+}
+
+impl Uploaded {
+    pub fn new(root: PathBuf, shared: SharedFolder) -> Uploaded {
+        Uploaded { root, shared }
+    }
+}
+
+#[async_trait]
+impl FrameSource for Uploaded {
+    async fn local_path(&self, job: JobId, frame: &FrameRecord) -> Result<PathBuf, MediaError> {
+        let reported = Path::new(&frame.path);
+        if !reported.starts_with(&self.root) {
+            return self.shared.local_path(job, frame).await;
+        }
+        let root = tokio::fs::canonicalize(&self.root).await.map_err(|e| {
+            MediaError::Unreadable(format!("the uploaded frames folder cannot be read: {e}"))
+        })?;
+        // The job's own folder: a recorded path never reaches another job's frames.
+        confine(&root.join(job.to_string()), reported).await
     }
 }
 

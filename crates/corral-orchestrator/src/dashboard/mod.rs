@@ -3,9 +3,9 @@
 //! frames and preview videos. The pages read the same API and event stream as every other
 //! client; only the media is theirs.
 //!
-//! Frames are read where nodes reported them, only when this orchestrator shares their
-//! file system and the path resolves inside `--frames` ([`frames::FrameSource`], the one
-//! place to swap for uploaded frames). Thumbnails are made once per frame and kept, like
+//! Frames are read where this orchestrator stored their upload, or where nodes reported
+//! them when this orchestrator shares their file system and the path resolves inside
+//! `--frames` ([`frames::FrameSource`], the one place that knows). Thumbnails are made once per frame and kept, like
 //! preview videos, under the data folder's `media/`.
 
 mod assets;
@@ -26,7 +26,7 @@ use corral_core::orchestrator_api::Event;
 use corral_core::orchestrator_api::PreviewView;
 use corral_core::TaskId;
 use corral_core::{FrameRange, JobId};
-use frames::{FrameSource, SharedFolder};
+use frames::{FrameSource, SharedFolder, Uploaded};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -83,7 +83,12 @@ pub struct Media {
 impl Media {
     pub fn new(config: &OrchestratorConfig) -> Media {
         Media {
-            source: Arc::new(SharedFolder::new(config.frames_dir.clone())),
+            source: Arc::new(Uploaded::new(
+                crate::storage::FrameStore::new(&config.data_dir, config.max_blob_bytes)
+                    .root()
+                    .to_path_buf(),
+                SharedFolder::new(config.frames_dir.clone()),
+            )),
             dir: config.data_dir.join("media"),
             ffmpeg: config.ffmpeg.clone(),
             thumbnails: Semaphore::new(THUMBNAIL_WORKERS),
@@ -149,7 +154,7 @@ impl Media {
     }
 
     /// The local file of a frame the job's node reported saved.
-    async fn frame_file(
+    pub(crate) async fn frame_file(
         &self,
         o: &Orchestrator,
         job: JobId,

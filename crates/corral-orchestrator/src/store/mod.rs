@@ -19,7 +19,8 @@ use corral_core::node_api::NodeInfo;
 use corral_core::orchestrator_api::{Event, FrameSpan, JobState, JobSubmission, NodeState};
 use corral_core::schedule::{Assignment, QueuedTask};
 use corral_core::{
-    Engine, FrameRange, ImageFormat, JobId, LeaseId, NodeId, NodeJobId, OrchestratorId, TaskId,
+    BlobHash, Engine, FrameRange, ImageFormat, JobId, LeaseId, NodeId, NodeJobId, OrchestratorId,
+    TaskId,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -64,8 +65,12 @@ pub enum Admission {
 /// The render settings every task of a job shares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderSpec {
-    /// Scene path relative to the nodes' scenes folder; `None` for their default scene.
+    /// Scene path relative to the nodes' scenes folder; `None` for their default scene
+    /// (or for an uploaded scene).
     pub scene: Option<String>,
+    /// The uploaded scene's manifest (never with `scene`): nodes fetch it from the
+    /// orchestrator and upload their frames to it.
+    pub manifest: Option<BlobHash>,
     pub engine: Engine,
     pub format: Option<ImageFormat>,
     pub output: String,
@@ -288,6 +293,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(Vec<JobRecord>, u64)>;
     /// A page of a job's tasks, in order.
     async fn tasks(&self, job: JobId, offset: u64, limit: u64) -> Result<Vec<TaskRecord>>;
+    /// One task, with its job's id (to check a node's upload against its lease).
+    async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>>;
     /// The frames of `range` a node reported saved.
     async fn frames(&self, job: JobId, range: FrameRange) -> Result<Vec<FrameRecord>>;
     /// The frames of the job's tasks that failed for good and were not saved, as runs.

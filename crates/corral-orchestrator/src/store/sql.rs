@@ -112,7 +112,7 @@ const DISPATCH: &str = "dispatch";
 /// conflict by aborting it (both are safe to retry from the start).
 const RETRIES: u32 = 5;
 
-const JOB_COLS: &str = "j.seq AS j_seq, j.id AS j_id, j.scene AS j_scene,
+const JOB_COLS: &str = "j.seq AS j_seq, j.id AS j_id, j.scene AS j_scene, j.manifest AS j_manifest,
     j.frame_from AS j_from, j.frame_to AS j_to, j.chunk_size AS j_chunk,
     j.priority AS j_priority, j.engine AS j_engine, j.format AS j_format, j.output AS j_output,
     j.state AS j_state, j.paused AS j_paused, j.cancelled AS j_cancelled,
@@ -235,6 +235,10 @@ fn job_from_row(row: &AnyRow) -> Result<(i64, JobRecord)> {
     let state = JobState::parse(&state).ok_or_else(|| corrupt(format!("job state `{state}`")))?;
     let engine: String = get(row, "j_engine")?;
     let format: Option<String> = get(row, "j_format")?;
+    let manifest: Option<String> = get(row, "j_manifest")?;
+    let manifest = manifest
+        .map(|m| BlobHash::parse("manifest", &m).map_err(|_| corrupt(format!("manifest `{m}`"))))
+        .transpose()?;
     let count = |col: &str| -> Result<u64> { Ok(get::<i64>(row, col)?.max(0) as u64) };
     let life = JobLife {
         id,
@@ -265,6 +269,7 @@ fn job_from_row(row: &AnyRow) -> Result<(i64, JobRecord)> {
             priority: get(row, "j_priority")?,
             render: RenderSpec {
                 scene: get(row, "j_scene")?,
+                manifest,
                 engine: engine
                     .parse()
                     .map_err(|_| corrupt(format!("engine `{engine}`")))?,
@@ -1234,8 +1239,9 @@ impl SqlStore {
             let life = JobLife::new(job.id, ranges.len() as u64, sub.range.len());
             let seq: i64 = sqlx::query_scalar(
                 "INSERT INTO jobs (id, scene, frame_from, frame_to, chunk_size, priority, engine,
-                    format, output, state, tasks_queued, submitted_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11) RETURNING seq",
+                    format, output, state, tasks_queued, submitted_at, manifest)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11, $12)
+                 RETURNING seq",
             )
             .bind(job.id.to_string())
             .bind(sub.scene.clone())
@@ -1248,6 +1254,7 @@ impl SqlStore {
             .bind(job.output.as_str())
             .bind(ranges.len() as i64)
             .bind(ms(now))
+            .bind(sub.manifest.as_ref().map(|m| m.to_string()))
             .fetch_one(&mut *tx)
             .await?;
             for (batch_no, batch) in ranges.chunks(TASK_INSERT_BATCH).enumerate() {
@@ -1285,6 +1292,7 @@ impl SqlStore {
                 priority: sub.priority,
                 render: RenderSpec {
                     scene: sub.scene.clone(),
+                    manifest: sub.manifest.clone(),
                     engine: sub.engine,
                     format: sub.format,
                     output: job.output.clone(),
@@ -1641,6 +1649,25 @@ impl Store for SqlStore {
         .await
         .map_err(db_err)?;
         rows.iter().map(|r| task_from_row(r, job)).collect()
+    }
+
+    async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {TASK_COLS}, j.id AS j_id FROM tasks t JOIN jobs j ON j.seq = t.job_seq
+             WHERE t.id = $1"
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let job: String = get(&row, "j_id")?;
+        let job: JobId = job
+            .parse()
+            .map_err(|_| corrupt(format!("job id `{job}`")))?;
+        task_from_row(&row, job).map(Some)
     }
 
     async fn frames(&self, job: JobId, range: FrameRange) -> Result<Vec<FrameRecord>> {

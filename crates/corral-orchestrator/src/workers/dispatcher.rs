@@ -9,7 +9,7 @@ use crate::workers::watcher;
 use corral_client::ClientError;
 use corral_core::ids::render_tag;
 use corral_core::lifecycle::Command;
-use corral_core::node_api::JobRequest;
+use corral_core::node_api::{Delivery, JobRequest};
 use corral_core::orchestrator_api::NodeState;
 use corral_core::schedule::{self, NodeSlots, QueuedTask, RenderAtWork};
 use corral_core::{JobId, NodeId, NodeJobId, TaskId};
@@ -210,11 +210,16 @@ pub(crate) async fn dispatch(o: Orchestrator, mut task: RunningTask, following: 
         threads: None,
         output: Some(task.render.output.clone()),
         tag: Some(render_tag(task.task, task.lease)),
-        // Shared-folder jobs only here: uploaded scenes (`manifest`, `deliver: upload` and
-        // the orchestrator's `job`) are wired on the uploads branch.
-        manifest: None,
-        deliver: None,
-        job: None,
+        // An uploaded scene: the node fetches it from its orchestrator (the addresses it
+        // registered with) and uploads each frame under this job, tagged with the lease,
+        // so a frame from a render that lost its lease is refused.
+        manifest: task.render.manifest.as_ref().map(|m| m.to_string()),
+        deliver: task
+            .render
+            .manifest
+            .as_ref()
+            .map(|_| Delivery::Upload.as_str().to_string()),
+        job: task.render.manifest.as_ref().map(|_| task.job.to_string()),
     };
     let started = Instant::now();
     match o.gateway().submit(&url, &request).await {

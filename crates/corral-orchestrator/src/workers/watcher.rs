@@ -172,7 +172,13 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                     .filter(|f| !recorded.contains(&f.frame))
                     .map(|f| SavedFrame {
                         frame: f.frame,
-                        path: f.path.clone(),
+                        // An uploaded frame is recorded where this orchestrator stored it
+                        // (the node names only the file it uploaded).
+                        path: if task.render.manifest.is_some() {
+                            o.storage().frames.recorded_path(task.job, f.frame, &f.path)
+                        } else {
+                            f.path.clone()
+                        },
                     })
                     .collect();
                 if view.state.is_terminal() {

@@ -1,0 +1,270 @@
+//! The blob store: files named by their SHA-256 in `DATA/blobs/ab/abcdef...`, uploads in
+//! progress in `DATA/blobs/partial/abcdef...`. An upload may come in parts (resumable
+//! `PUT` with `Upload-Offset`); a blob appears under its name only once all its bytes hash
+//! to that name, synced to disk, so a reader never sees a half or a wrong blob.
+
+use super::{append_body, hash_prefix, io_error, sync_dir, TransferError};
+use axum::body::Body;
+use corral_core::BlobHash;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// What a `PUT` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The blob is complete (now, or it was already).
+    Complete,
+    /// A part was stored; the farm holds this many bytes.
+    Part { held: u64 },
+}
+
+/// The blobs under one data folder.
+pub struct BlobStore {
+    /// `DATA/blobs`.
+    root: PathBuf,
+    max_bytes: u64,
+    /// Blobs being uploaded now: one writer per partial file, or two uploads would
+    /// interleave their bytes.
+    uploading: Mutex<HashSet<BlobHash>>,
+    /// Makes the temporary names of small whole writes (manifests) unique.
+    counter: AtomicU64,
+}
+
+/// Removes a blob from the uploads in progress when its request ends, however it ends.
+struct Uploading<'a> {
+    store: &'a BlobStore,
+    hash: BlobHash,
+}
+
+impl Drop for Uploading<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.store.uploading.lock() {
+            set.remove(&self.hash);
+        }
+    }
+}
+
+impl BlobStore {
+    pub fn new(data_dir: &Path, max_bytes: u64) -> BlobStore {
+        BlobStore {
+            root: data_dir.join("blobs"),
+            max_bytes,
+            uploading: Mutex::new(HashSet::new()),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The largest blob accepted.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    fn path(&self, hash: &BlobHash) -> PathBuf {
+        self.root.join(hash.prefix()).join(hash.as_str())
+    }
+
+    fn partial_dir(&self) -> PathBuf {
+        self.root.join("partial")
+    }
+
+    fn partial(&self, hash: &BlobHash) -> PathBuf {
+        self.partial_dir().join(hash.as_str())
+    }
+
+    /// The size of a complete blob; `None` when the farm does not hold it whole.
+    pub async fn size(&self, hash: &BlobHash) -> Option<u64> {
+        match tokio::fs::symlink_metadata(self.path(hash)).await {
+            Ok(meta) if meta.is_file() => Some(meta.len()),
+            _ => None,
+        }
+    }
+
+    /// How many bytes of an unfinished upload are held (0 when none).
+    pub async fn held(&self, hash: &BlobHash) -> u64 {
+        tokio::fs::symlink_metadata(self.partial(hash))
+            .await
+            .map_or(0, |m| m.len())
+    }
+
+    /// Those of `hashes` not held complete, in the order given.
+    pub async fn missing(&self, hashes: &[BlobHash]) -> Vec<BlobHash> {
+        let mut missing = Vec::new();
+        for hash in hashes {
+            if self.size(hash).await.is_none() {
+                missing.push(hash.clone());
+            }
+        }
+        missing
+    }
+
+    /// A complete blob, opened, with its size.
+    pub async fn open(&self, hash: &BlobHash) -> Option<(tokio::fs::File, u64)> {
+        let file = tokio::fs::File::open(self.path(hash)).await.ok()?;
+        let meta = file.metadata().await.ok()?;
+        meta.is_file().then_some((file, meta.len()))
+    }
+
+    /// A complete blob's bytes, when it holds at most `limit` of them.
+    pub async fn read(
+        &self,
+        hash: &BlobHash,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, TransferError> {
+        let Some(size) = self.size(hash).await else {
+            return Ok(None);
+        };
+        if size > limit {
+            return Err(TransferError::TooLarge { limit });
+        }
+        match tokio::fs::read(self.path(hash)).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(TransferError::Io(e.to_string())),
+        }
+    }
+
+    /// Stores `bytes` (small, and hashing to `hash`: the caller computed it) whole.
+    pub async fn put_bytes(&self, hash: &BlobHash, bytes: &[u8]) -> Result<(), TransferError> {
+        if self.size(hash).await.is_some() {
+            return Ok(());
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .partial_dir()
+            .join(format!(".{hash}.{}.{n}", std::process::id()));
+        let result = async {
+            tokio::fs::create_dir_all(self.partial_dir()).await?;
+            let mut file = tokio::fs::File::create(&tmp).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
+            file.sync_all().await?;
+            self.place(&tmp, hash).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result.map_err(|e| match io_error(e) {
+            TransferError::DiskFull { detail, .. } => TransferError::DiskFull { held: 0, detail },
+            other => other,
+        })
+    }
+
+    /// Renames a complete, synced file into place as `hash`.
+    async fn place(&self, from: &Path, hash: &BlobHash) -> std::io::Result<()> {
+        let dir = self.root.join(hash.prefix());
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::rename(from, self.path(hash)).await?;
+        sync_dir(&dir).await
+    }
+
+    /// Marks `hash` as being uploaded; `None` when another request uploads it now.
+    fn start_upload(&self, hash: &BlobHash) -> Option<Uploading<'_>> {
+        // A poisoned table only means a request panicked while holding it.
+        let mut set = self.uploading.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(hash.clone()).then(|| Uploading {
+            store: self,
+            hash: hash.clone(),
+        })
+    }
+
+    /// Stores the part of blob `hash` (of `total` bytes) that starts at `offset`, streamed
+    /// from `body`. When the last byte arrives, the whole is hashed: a blob that is not its
+    /// name is dropped ([`TransferError::HashMismatch`]), else it is renamed into place.
+    pub async fn put(
+        &self,
+        hash: &BlobHash,
+        offset: u64,
+        total: u64,
+        body: Body,
+    ) -> Result<PutOutcome, TransferError> {
+        if total > self.max_bytes {
+            return Err(TransferError::TooLarge {
+                limit: self.max_bytes,
+            });
+        }
+        if self.size(hash).await.is_some() {
+            // Uploading a blob the farm has is harmless: its bytes are not even read.
+            return Ok(PutOutcome::Complete);
+        }
+        let _guard = match self.start_upload(hash) {
+            Some(guard) => guard,
+            None => {
+                return Err(TransferError::Busy {
+                    held: self.held(hash).await,
+                })
+            }
+        };
+        let held = self.held(hash).await;
+        if offset != held {
+            return Err(TransferError::OffsetMismatch { sent: offset, held });
+        }
+        if offset > total {
+            return Err(TransferError::TooLong { total });
+        }
+        let partial = self.partial(hash);
+        let mut hasher = if offset > 0 {
+            hash_prefix(&partial, offset)
+                .await
+                .map_err(|e| TransferError::Io(e.to_string()))?
+        } else {
+            Sha256::new()
+        };
+        tokio::fs::create_dir_all(self.partial_dir())
+            .await
+            .map_err(io_error)?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&partial)
+            .await
+            .map_err(io_error)?;
+        let written = append_body(&mut file, body, &mut hasher, total - offset).await;
+        let written = match written {
+            Ok(n) => n,
+            Err(TransferError::TooLong { .. }) => {
+                // Refused as a whole: the partial goes back to what it was.
+                let _ = file.set_len(offset).await;
+                return Err(TransferError::TooLong { total });
+            }
+            Err(TransferError::DiskFull { detail, .. }) => {
+                // Whatever reached the file stays: the client resumes from there.
+                let _ = file.sync_data().await;
+                let held = self.held(hash).await;
+                return Err(TransferError::DiskFull { held, detail });
+            }
+            Err(e) => {
+                let _ = file.sync_data().await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = file.sync_data().await {
+            return Err(match io_error(e) {
+                TransferError::DiskFull { detail, .. } => TransferError::DiskFull {
+                    held: offset,
+                    detail,
+                },
+                other => other,
+            });
+        }
+        drop(file);
+        let held = offset + written;
+        if held < total {
+            return Ok(PutOutcome::Part { held });
+        }
+        let actual = BlobHash::from_digest(&hasher.finalize());
+        if &actual != hash {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(TransferError::HashMismatch {
+                field: "hash",
+                expected: hash.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        self.place(&partial, hash).await.map_err(io_error)?;
+        tracing::debug!(blob = %hash, bytes = total, "blob stored");
+        Ok(PutOutcome::Complete)
+    }
+}
