@@ -46,6 +46,14 @@ pub struct OrchestratorConfig {
     /// Largest blob (a file of an uploaded scene) or uploaded frame accepted, in bytes.
     /// Blobs and uploaded frames live in `data_dir` whatever the database.
     pub max_blob_bytes: u64,
+    /// The scenes folder this orchestrator shares with its nodes (`corral up`): a job's
+    /// scene is checked at submission to be a file inside it, so a scene that cannot be
+    /// opened is refused with a 400 instead of failing on the nodes later.
+    pub scenes_dir: Option<PathBuf>,
+    /// The scene (relative to `scenes_dir`) of a job that names none, such as the
+    /// tutorial's `POST /render`. Without it such a job goes to the nodes as it is (each
+    /// renders its own `--blend`), unless `scenes_dir` is set: then it is refused.
+    pub default_scene: Option<String>,
 }
 
 impl OrchestratorConfig {
@@ -69,6 +77,8 @@ impl OrchestratorConfig {
             frames_dir: None,
             ffmpeg: PathBuf::from("ffmpeg"),
             max_blob_bytes: crate::storage::DEFAULT_MAX_BLOB_BYTES,
+            scenes_dir: None,
+            default_scene: None,
         }
     }
 }

@@ -137,7 +137,8 @@ fn limits(o: &Orchestrator) -> SubmitLimits {
     }
 }
 
-async fn accept(o: &Orchestrator, sub: JobSubmission) -> Result<JobRecord, ApiError> {
+async fn accept(o: &Orchestrator, mut sub: JobSubmission) -> Result<JobRecord, ApiError> {
+    o.check_scene(&mut sub).await?;
     match o.submit(sub).await? {
         Admission::Accepted(job) => Ok(*job),
         Admission::Full(unfinished) => Err(ApiError::TooManyJobs(unfinished)),

@@ -16,7 +16,7 @@ use crate::store::{
 use chrono::Utc;
 use corral_core::lifecycle::{Command, JobCommand};
 use corral_core::orchestrator_api::{Event, JobSubmission, NodeState};
-use corral_core::{JobId, LeaseId, NodeId, OrchestratorId, TaskId};
+use corral_core::{FieldError, JobId, LeaseId, NodeId, OrchestratorId, TaskId};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -299,6 +299,60 @@ impl Orchestrator {
     // ---- commands from the API -----------------------------------------------------
 
     /// Stores a job and its tasks; answers once they are committed.
+    /// The farm's rules for a submission's scene, applied before it is accepted: a job
+    /// naming no scene (nor manifest) gets the farm's default scene, and where this
+    /// orchestrator shares the nodes' scenes folder (`corral up`), the scene must be a file
+    /// inside it (symbolic links resolved), so it is refused now rather than failing later.
+    pub async fn check_scene(&self, sub: &mut JobSubmission) -> Result<(), FieldError> {
+        let config = self.config();
+        if sub.manifest.is_some() {
+            return Ok(());
+        }
+        let defaulted = sub.scene.is_none();
+        if defaulted {
+            sub.scene.clone_from(&config.default_scene);
+        }
+        let Some(root) = &config.scenes_dir else {
+            return Ok(());
+        };
+        let hint = format!(
+            "put scene.blend in `{}`, or start corral up with --blend FILE",
+            root.display()
+        );
+        let Some(scene) = &sub.scene else {
+            return Err(FieldError::new(
+                "scene",
+                format!("required: this farm has no default scene ({hint})"),
+            ));
+        };
+        let unopenable = |why: String| {
+            if defaulted {
+                FieldError::new(
+                    "scene",
+                    format!("required: this farm's default scene `{scene}` {why} ({hint})"),
+                )
+            } else {
+                FieldError::new("scene", format!("scene `{scene}` {why}"))
+            }
+        };
+        let root = tokio::fs::canonicalize(root)
+            .await
+            .map_err(|e| unopenable(format!("cannot be opened: the scenes folder: {e}")))?;
+        let path = tokio::fs::canonicalize(root.join(scene))
+            .await
+            .map_err(|e| unopenable(format!("cannot be opened: {e}")))?;
+        if !path.starts_with(&root) {
+            return Err(unopenable("leads outside the farm's scenes folder".into()));
+        }
+        let meta = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| unopenable(format!("cannot be opened: {e}")))?;
+        if !meta.is_file() {
+            return Err(unopenable("is not a file".into()));
+        }
+        Ok(())
+    }
+
     pub async fn submit(&self, sub: JobSubmission) -> Result<Admission, StoreError> {
         let id = JobId::new();
         let output = sub

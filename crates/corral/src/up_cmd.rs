@@ -42,6 +42,10 @@ pub struct UpArgs {
     /// Folder of the scenes the farm may render (`corral submit` takes any .blend inside).
     #[arg(long, env = "CORRAL_SCENES", default_value = ".", value_name = "DIR")]
     scenes: PathBuf,
+    /// The scene of a job that names none, such as the tutorial's `POST /render`: a
+    /// .blend inside --scenes [default: scene.blend in --scenes]
+    #[arg(long, env = "CORRAL_BLEND", value_name = "FILE")]
+    blend: Option<PathBuf>,
     /// Folder the frames are written to, one sub-folder per job.
     #[arg(
         long,
@@ -128,6 +132,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     config.static_nodes = urls.clone();
     config.forget_other_loopback_nodes = true;
     config.batch_size = args.batch_size;
+    config.scenes_dir = Some(scenes.clone());
+    config.default_scene = Some(default_scene(args.blend.as_deref(), &scenes)?);
     // The nodes write into this process's own output folder: the dashboard may read it.
     config.frames_dir = Some(output.clone());
     let orchestrator = Orchestrator::start(config).await.with_context(|| {
@@ -265,6 +271,30 @@ fn print_banner(
         style("stop").bold()
     );
     println!();
+}
+
+/// The default scene's path relative to the scenes folder: `--blend` (which must be a file
+/// inside it), or `scene.blend` (checked at each submission, so it may appear later).
+fn default_scene(blend: Option<&Path>, scenes: &Path) -> anyhow::Result<String> {
+    let Some(blend) = blend else {
+        return Ok("scene.blend".into());
+    };
+    let path = blend
+        .canonicalize()
+        .with_context(|| format!("--blend `{}` cannot be opened", blend.display()))?;
+    let inside = path
+        .strip_prefix(scenes)
+        .ok()
+        .filter(|_| path.is_file())
+        .and_then(Path::to_str)
+        .with_context(|| {
+            format!(
+                "--blend `{}` must be a .blend file inside the scenes folder `{}`",
+                blend.display(),
+                scenes.display()
+            )
+        })?;
+    Ok(inside.to_string())
 }
 
 #[cfg(test)]
