@@ -9,7 +9,9 @@
 
 use anyhow::{anyhow, bail, Context};
 use corral_blender::{BlenderProcess, ExitOutcome};
+use corral_core::BlobHash;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -54,6 +56,9 @@ pub struct Packed {
     /// The scene's workspace path (its file name).
     pub root: String,
     pub files: BTreeMap<String, PathBuf>,
+    /// For each rewritten `.blend` (by workspace path): what its copy depends on, hashed
+    /// (see [`copy_key`]), so an unchanged file is not uploaded again.
+    pub copy_keys: BTreeMap<String, String>,
     pub missing: Vec<MissingFile>,
     /// Holds the rewritten copies until they are uploaded.
     _copies: tempfile::TempDir,
@@ -81,6 +86,24 @@ pub fn workspace_path(root: &Path, path: &Path) -> anyhow::Result<String> {
     Ok(ws)
 }
 
+/// What a rewritten copy is a function of: the original's bytes, the scene's folder, the
+/// file's workspace path and the script. Blender writes memory addresses into every saved
+/// file, so two copies of one file never have the same bytes; this key lets the client
+/// reuse the copy it uploaded before (see `upload`).
+pub fn copy_key(original: &BlobHash, root: &Path, ws: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        original.as_str().as_bytes(),
+        root.as_os_str().as_encoded_bytes(),
+        ws.as_bytes(),
+        PACK_SCRIPT.as_bytes(),
+    ] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    BlobHash::from_digest(&hasher.finalize()).to_string()
+}
+
 /// Lists, lays out and rewrites `scene` and every library it links, recursively.
 pub async fn pack(blender: &Path, scene: &Path) -> anyhow::Result<Packed> {
     let scene = scene
@@ -96,6 +119,7 @@ pub async fn pack(blender: &Path, scene: &Path) -> anyhow::Result<Packed> {
         .tempdir()
         .context("cannot make a temporary folder for the scene's copies")?;
     let mut files = BTreeMap::new();
+    let mut copy_keys = BTreeMap::new();
     let mut missing = Vec::new();
     let mut opened = BTreeSet::from([scene.clone()]);
     let mut queue = VecDeque::from([(scene.clone(), root_ws.clone())]);
@@ -106,6 +130,12 @@ pub async fn pack(blender: &Path, scene: &Path) -> anyhow::Result<Packed> {
                 .with_context(|| format!("cannot make `{}`", parent.display()))?;
         }
         let deps = run_script(blender, &blend, &root, &ws, &copy).await?;
+        let original = blend.clone();
+        let (hash, _) = tokio::task::spawn_blocking(move || crate::upload::hash_file(&original))
+            .await
+            .context("hashing stopped")?
+            .with_context(|| format!("cannot read `{}`", blend.display()))?;
+        copy_keys.insert(ws.clone(), copy_key(&hash, &root, &ws));
         files.insert(ws, copy);
         for dep in deps {
             let path = PathBuf::from(&dep.path);
@@ -145,6 +175,7 @@ pub async fn pack(blender: &Path, scene: &Path) -> anyhow::Result<Packed> {
     Ok(Packed {
         root: root_ws,
         files,
+        copy_keys,
         missing,
         _copies: copies,
     })

@@ -59,12 +59,84 @@ pub fn hash_file(path: &Path) -> std::io::Result<(BlobHash, u64)> {
     Ok((BlobHash::from_digest(&hasher.finalize()), size))
 }
 
-/// Hashes every file of `packed` and builds its manifest; also answers which file holds
-/// each blob.
-async fn manifest_of(packed: &Packed) -> anyhow::Result<(Manifest, BTreeMap<BlobHash, PathBuf>)> {
+/// The rewritten copies uploaded before, by [`crate::pack::copy_key`]: their hash and size.
+/// A small JSON file in the user's cache folder; losing it only costs an upload.
+struct CopyCache {
+    path: Option<PathBuf>,
+    entries: BTreeMap<String, (BlobHash, u64)>,
+}
+
+/// Most copies remembered; the file stays small.
+const MAX_CACHED_COPIES: usize = 10_000;
+
+impl CopyCache {
+    fn load() -> CopyCache {
+        let dir = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+        let path = dir.map(|d| d.join("corral").join("uploaded-copies.json"));
+        // A missing or unreadable cache is an empty one.
+        let entries = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        CopyCache { path, entries }
+    }
+
+    fn save(&mut self) {
+        let Some(path) = &self.path else { return };
+        while self.entries.len() > MAX_CACHED_COPIES {
+            self.entries.pop_first();
+        }
+        let Some(dir) = path.parent() else { return };
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            let mut file = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut file, &serde_json::to_vec(&self.entries)?)?;
+            file.persist(path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::warn!(
+                "cannot remember the uploaded copies in {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Hashes every file of `packed` (a rewritten copy uploaded before, and still on the farm,
+/// by the hash it had then) and builds its manifest; also answers which file holds each
+/// blob.
+async fn manifest_of(
+    client: &OrchestratorClient,
+    packed: &Packed,
+    cache: &mut CopyCache,
+) -> anyhow::Result<(Manifest, BTreeMap<BlobHash, PathBuf>)> {
+    let reused: BTreeMap<&String, (BlobHash, u64)> = packed
+        .copy_keys
+        .iter()
+        .filter_map(|(ws, key)| cache.entries.get(key).map(|e| (ws, e.clone())))
+        .collect();
+    let reused_hashes: Vec<BlobHash> = reused.values().map(|(h, _)| h.clone()).collect();
+    let gone = if reused_hashes.is_empty() {
+        Vec::new()
+    } else {
+        client
+            .missing_blobs(&reused_hashes)
+            .await
+            .map_err(|e| explain(e, client.base()))?
+    };
+    let reused: BTreeMap<&String, (BlobHash, u64)> = reused
+        .into_iter()
+        .filter(|(_, (h, _))| !gone.contains(h))
+        .collect();
     let entries: Vec<(String, PathBuf)> = packed
         .files
         .iter()
+        .filter(|(ws, _)| !reused.contains_key(ws))
         .map(|(ws, path)| (ws.clone(), path.clone()))
         .collect();
     // Hashing is blocking file I/O: off the async threads.
@@ -82,7 +154,17 @@ async fn manifest_of(packed: &Packed) -> anyhow::Result<(Manifest, BTreeMap<Blob
     .context("hashing stopped")??;
     let mut sources = BTreeMap::new();
     let mut files = Vec::new();
+    for (ws, (hash, size)) in reused {
+        files.push(ManifestFile {
+            path: ws.clone(),
+            hash,
+            size,
+        });
+    }
     for (path, source, hash, size) in hashed {
+        if let Some(key) = packed.copy_keys.get(&path) {
+            cache.entries.insert(key.clone(), (hash.clone(), size));
+        }
         sources.entry(hash.clone()).or_insert(source);
         files.push(ManifestFile { path, hash, size });
     }
@@ -108,7 +190,8 @@ pub async fn upload(
     packed: &Packed,
     quiet: bool,
 ) -> anyhow::Result<Uploaded> {
-    let (manifest, sources) = manifest_of(packed).await?;
+    let mut cache = CopyCache::load();
+    let (manifest, sources) = manifest_of(client, packed, &mut cache).await?;
     let total_bytes: u64 = manifest.files.iter().map(|f| f.size).sum();
     let hashes: Vec<BlobHash> = sources.keys().cloned().collect();
     let missing = client
@@ -161,6 +244,7 @@ pub async fn upload(
             manifest.id()
         );
     }
+    cache.save();
     Ok(Uploaded {
         manifest: id,
         uploaded_blobs: missing.len(),
