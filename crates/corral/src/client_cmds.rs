@@ -965,6 +965,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_farm_on_this_machine_skips_the_upload() {
+        let on = |bases: &[&str]| {
+            let bases: Vec<String> = bases.iter().map(|b| b.to_string()).collect();
+            on_loopback(&OrchestratorClient::with_bases(&bases).unwrap())
+        };
+        assert!(on(&["http://127.0.0.1:4000"]));
+        assert!(on(&["http://localhost:4000", "http://[::1]:4000"]));
+        assert!(!on(&["http://farm:4000"]));
+        assert!(!on(&["http://0.0.0.0:4000"]));
+        assert!(!on(&["http://127.0.0.1:4000", "http://10.0.0.5:4000"]));
+    }
+
+    #[test]
     fn outputs_become_patterns_inside_the_output_folder() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
