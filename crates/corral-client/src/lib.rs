@@ -4,8 +4,10 @@
 //! it" from "it said no", because the orchestrator treats the first as a node problem and
 //! the second as a task problem, and the command line explains them differently.
 
+mod client_transfer;
 mod node_transfer;
 
+pub use client_transfer::{BlobState, FrameDownload, UploadStep};
 pub use node_transfer::{BlobDownload, FrameUpload, MAX_MANIFEST_BYTES, TRANSFER_SILENCE};
 
 use corral_core::node_api::{JobRequest, JobView, NodeInfo};

@@ -21,7 +21,7 @@ const MANIFEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One client for every transfer of the process: no total timeout (a blob may take
 /// hours), a timeout on every read instead, and redirects never followed.
-fn transfer_client() -> &'static reqwest::Client {
+pub(crate) fn transfer_client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()
@@ -94,7 +94,7 @@ pub struct FrameUpload<'a> {
 }
 
 /// The problem of a refusal, or an error naming the status, for messages.
-async fn refusal(url: &str, resp: reqwest::Response) -> ClientError {
+pub(crate) async fn refusal(url: &str, resp: reqwest::Response) -> ClientError {
     let status = resp.status();
     if status == StatusCode::NOT_FOUND {
         return ClientError::NotFound {

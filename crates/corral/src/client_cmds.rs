@@ -3,9 +3,10 @@
 //! `corral up`), prints tables for people or `--json` for programs, and turns every
 //! failure into one line that names what was wrong.
 
+use crate::fetch::Downloader;
 use crate::progress::{follow, print_frame_folders, report_end, Followed};
-use crate::scene;
 use crate::table::{age, between, duration, for_terminal, plural, terminal_width, Table};
+use crate::{pack, scene, upload};
 use anyhow::{anyhow, Context};
 use clap::Args;
 use corral_client::FullJob;
@@ -27,9 +28,16 @@ Examples:
   corral submit shots/a.blend --frames 1-250 --batch-size 10
   corral submit scene.blend --frames 42 --format JPEG --output stills
   corral submit scene.blend --server http://farm:4000 --priority 10
+  corral submit shot.blend --upload --wait       # send the scene's files; frames into ./JOBID/
+  corral submit shot.blend --upload --wait --download renders/
 
-The scene must be inside the farm's scenes folder (`corral up --scenes DIR`, default the
-folder `corral up` was started in); it is sent as a path relative to that folder.
+A farm on this machine (a loopback --server) renders the scene from the farm's scenes
+folder (`corral up --scenes DIR`, default the folder `corral up` was started in): it must
+be inside it, and is sent as a path relative to it. With --upload, or when the server is
+not on this machine and --scenes is not given, the scene is packed and uploaded instead:
+Blender lists every file it uses (textures, linked libraries, caches...), paths are
+rewritten in temporary copies (your files are never changed), and only the files the farm
+lacks are sent. A missing file stops the submission unless --allow-missing.
 With --wait: exit 0 when the job completed, 3 when it failed, 4 when it was cancelled,
 130 when Ctrl-C stopped following (the job keeps running).";
 
@@ -73,7 +81,7 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    fn connect(&self) -> anyhow::Result<OrchestratorClient> {
+    pub fn connect(&self) -> anyhow::Result<OrchestratorClient> {
         let bases: Vec<String> = self
             .server
             .split(',')
@@ -257,11 +265,41 @@ pub struct SubmitArgs {
     /// Print the job as JSON (with --wait: the ended job, and no progress bar).
     #[arg(long)]
     json: bool,
-    /// Blender, used to read the scene's frame range when --frames is not given.
+    /// Pack the scene with every file it uses and upload it (the default when the
+    /// server is not on this machine and --scenes is not given).
+    #[arg(long)]
+    upload: bool,
+    /// Upload even if files the scene uses are missing (they stay missing on the farm).
+    #[arg(long)]
+    allow_missing: bool,
+    /// With --wait: download each frame here as it is rendered (default for uploaded
+    /// scenes: `./JOBID/` in the current folder).
+    #[arg(long, value_name = "DIR", requires = "wait")]
+    download: Option<PathBuf>,
+    /// Blender, used to read the scene's frame range when --frames is not given and to
+    /// list the files an uploaded scene uses.
     #[arg(long, env = "CORRAL_BLENDER", default_value = "blender")]
     blender: PathBuf,
     #[command(flatten)]
     server: ServerArgs,
+}
+
+/// True when every address of the farm is this machine (`localhost`, `127.x`, `::1`):
+/// a farm whose nodes can read the scene where it lies.
+fn on_loopback(client: &OrchestratorClient) -> bool {
+    client.bases().iter().all(|base| {
+        let Some(host) = reqwest::Url::parse(base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+        else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 fn parse_engine(s: &str) -> Result<Engine, String> {
@@ -278,32 +316,33 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     if !args.scene.exists() {
         anyhow::bail!("scene file `{}` not found", args.scene.display());
     }
+    if !args.scene.is_file() {
+        anyhow::bail!("`{}` is not a file", args.scene.display());
+    }
+    if let Some(dir) = &args.download {
+        if dir.exists() && !dir.is_dir() {
+            anyhow::bail!("--download `{}` is not a folder", dir.display());
+        }
+    }
     // Asking the server first also tells at once when it cannot be reached.
     let farm = client
         .local_farm()
         .await
         .map_err(|e| explain(e, client.base()))?;
-    let (root, origin) = match (&args.scenes, &farm) {
-        (Some(dir), _) => (dir.clone(), "--scenes".to_string()),
-        (None, Some(farm)) => (
-            PathBuf::from(&farm.scenes),
-            "the folder `corral up --scenes` serves".to_string(),
-        ),
-        (None, None) => (
-            std::env::current_dir().context("cannot read the current folder")?,
-            "the current folder; --scenes names another".to_string(),
-        ),
-    };
-    // These errors quote the farm's folders (from the server) and Blender's words.
-    let scene = scene::locate(&args.scene, &root, &origin).map_err(terminal_safe)?;
+    let uploading = args.upload || (args.scenes.is_none() && !on_loopback(&client));
     // The scene's own range, and its frame rate for the preview video, read by Blender.
-    let (range, fps) = match args.frames {
-        Some(range) => (range, None),
-        None => {
-            let info = scene::read_scene(&args.blender, &scene.path)
-                .await
-                .map_err(terminal_safe)?;
-            (info.range, info.fps)
+    let read_range = |path: PathBuf| {
+        let blender = args.blender.clone();
+        async move {
+            match args.frames {
+                Some(range) => Ok((range, None)),
+                None => {
+                    let info = scene::read_scene(&blender, &path)
+                        .await
+                        .map_err(terminal_safe)?;
+                    anyhow::Ok((info.range, info.fps))
+                }
+            }
         }
     };
     let output = match &args.output {
@@ -312,18 +351,74 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             job_output(dir, farm.as_ref().map(|f| Path::new(&f.output))).map_err(terminal_safe)?,
         ),
     };
-    let request = SubmitJob {
-        scene: Some(scene.relative.clone()),
-        from: Some(range.from()),
-        to: Some(range.to()),
+    let mut request = SubmitJob {
+        scene: None,
+        from: None,
+        to: None,
         chunk_size: args.batch_size,
         preview_first: args.preview_first.then_some(true),
         priority: args.priority,
         engine: args.engine.map(|e| e.blender_name().to_string()),
         format: args.format.map(|f| f.blender_name().to_string()),
         output,
-        fps,
+        fps: None,
         manifest: None,
+    };
+    let label = if uploading {
+        let (range, fps) = read_range(args.scene.clone()).await?;
+        (request.from, request.to, request.fps) = (Some(range.from()), Some(range.to()), fps);
+        let packed = pack::pack(&args.blender, &args.scene)
+            .await
+            .map_err(terminal_safe)?;
+        if !packed.missing.is_empty() {
+            for m in &packed.missing {
+                eprintln!(
+                    "missing: {} ({}, named by {})",
+                    for_terminal(&m.path),
+                    m.kind,
+                    for_terminal(&m.named_by.display().to_string())
+                );
+            }
+            let n = packed.missing.len() as u64;
+            if !args.allow_missing {
+                anyhow::bail!(
+                    "{n} file{} the scene uses {} missing; nothing was uploaded (fix, or pass --allow-missing to render without {})",
+                    plural(n),
+                    if n == 1 { "is" } else { "are" },
+                    if n == 1 { "it" } else { "them" }
+                );
+            }
+        }
+        let sent = upload::upload(&client, &packed, args.json).await?;
+        if !args.json {
+            eprintln!(
+                "Uploaded {} in {} blob{}; manifest {}",
+                upload::bytes_text(sent.uploaded_bytes),
+                sent.uploaded_blobs,
+                plural(sent.uploaded_blobs as u64),
+                sent.manifest
+            );
+        }
+        request.manifest = Some(sent.manifest.to_string());
+        packed.root.clone()
+    } else {
+        let (root, origin) = match (&args.scenes, &farm) {
+            (Some(dir), _) => (dir.clone(), "--scenes".to_string()),
+            (None, Some(farm)) => (
+                PathBuf::from(&farm.scenes),
+                "the folder `corral up --scenes` serves".to_string(),
+            ),
+            (None, None) => (
+                std::env::current_dir().context("cannot read the current folder")?,
+                "the current folder; --scenes names another".to_string(),
+            ),
+        };
+        // These errors quote the farm's folders (from the server) and Blender's words.
+        let scene = scene::locate(&args.scene, &root, &origin).map_err(terminal_safe)?;
+        let (range, fps) = read_range(scene.path.clone()).await?;
+        (request.from, request.to, request.fps) = (Some(range.from()), Some(range.to()), fps);
+        request.scene = Some(scene.relative.clone());
+        scene.relative
     };
     let job = client
         .submit(&request)
@@ -335,9 +430,17 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             print_json(&job)?;
         } else {
             println!("{id}");
+            let fetch = if uploading {
+                format!(
+                    "; its frames: corral fetch {id}{}",
+                    args.server.flag(&client)
+                )
+            } else {
+                String::new()
+            };
             eprintln!(
-                "Submitted {}: frames {}-{}, {}. Follow it: corral status {id} --watch{}",
-                for_terminal(&scene.relative),
+                "Submitted {}: frames {}-{}, {}. Follow it: corral status {id} --watch{}{fetch}",
+                for_terminal(&label),
                 job.from,
                 job.to,
                 tasks_text(job.tasks_total, job.chunk_size),
@@ -346,17 +449,34 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // Uploaded scenes' frames are only on the farm: they come back by default.
+    let download_dir = match (&args.download, uploading) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, true) => Some(PathBuf::from(&id)),
+        (None, false) => None,
+    };
+    let mut downloader = match &download_dir {
+        Some(dir) => Some(Downloader::new(&client, &id, dir)?),
+        None => None,
+    };
     if !args.json {
         println!(
             "Rendering {} · frames {}-{} · {} · job {id}",
-            for_terminal(&scene.relative),
+            for_terminal(&label),
             job.from,
             job.to,
             tasks_text(job.tasks_total, job.chunk_size)
         );
     }
     let detail = fetch_job(&client, &id).await?;
-    wait_for(&client, &args.server, detail, args.json).await
+    wait_for(
+        &client,
+        &args.server,
+        detail,
+        args.json,
+        downloader.as_mut(),
+    )
+    .await
 }
 
 /// `1 task` or `4 tasks of up to 5 frames`.
@@ -428,11 +548,21 @@ async fn wait_for(
     server: &ServerArgs,
     job: JobDetail,
     json: bool,
+    mut downloads: Option<&mut Downloader>,
 ) -> anyhow::Result<ExitCode> {
     let id = job.job.id.to_string();
-    match follow(client, job, json).await? {
+    match follow(client, job, json, downloads.as_deref_mut()).await? {
         Followed::Ended => {
             let job = fetch_full_job(client, &id).await?;
+            // Frames whose event was missed, or whose download failed, come now.
+            if let Some(d) = downloads {
+                d.sweep().await?;
+                if json {
+                    eprintln!("{}", d.summary());
+                } else {
+                    println!("{}", d.summary());
+                }
+            }
             if json {
                 print_json(&job)?;
                 Ok(end_code(job.job.state))
@@ -481,7 +611,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let client = args.server.connect()?;
     let detail = fetch_job(&client, args.job.trim()).await?;
     if args.watch && !detail.job.state.is_terminal() {
-        return wait_for(&client, &args.server, detail, args.json).await;
+        return wait_for(&client, &args.server, detail, args.json, None).await;
     }
     let job = fetch_full_job(&client, args.job.trim()).await?;
     if args.json {
@@ -833,6 +963,19 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_farm_on_this_machine_skips_the_upload() {
+        let on = |bases: &[&str]| {
+            let bases: Vec<String> = bases.iter().map(|b| b.to_string()).collect();
+            on_loopback(&OrchestratorClient::with_bases(&bases).unwrap())
+        };
+        assert!(on(&["http://127.0.0.1:4000"]));
+        assert!(on(&["http://localhost:4000", "http://[::1]:4000"]));
+        assert!(!on(&["http://farm:4000"]));
+        assert!(!on(&["http://0.0.0.0:4000"]));
+        assert!(!on(&["http://127.0.0.1:4000", "http://10.0.0.5:4000"]));
+    }
 
     #[test]
     fn outputs_become_patterns_inside_the_output_folder() {

@@ -1,15 +1,19 @@
 //! `corral`: one binary whose subcommands start the parts of the farm (`up`, `node`,
-//! `orchestrator`) and drive it (`submit`, `status`, `jobs`, `nodes`, `cancel`, `logs`).
+//! `orchestrator`) and drive it (`submit`, `fetch`, `status`, `jobs`, `nodes`, `cancel`,
+//! `logs`).
 
 mod bench;
 mod client_cmds;
+mod fetch;
 mod node_cmd;
 mod orchestrator_cmd;
+mod pack;
 mod progress;
 mod scene;
 mod table;
 mod up_cmd;
 mod up_scenes;
+mod upload;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +34,7 @@ const EXAMPLES: &str = "\
 Examples:
   corral up                              # a farm on this machine; keep it running
   corral submit scene.blend --wait       # render the scene's frames with a progress bar
+  corral submit shot.blend --upload --wait   # send the scene's files; frames come back
   corral jobs                            # every job, newest first
   corral status JOB --watch              # follow one job
   corral node --orchestrator http://farm:4000   # add this machine to a farm
@@ -56,6 +61,9 @@ enum Command {
     /// Submit a .blend file for rendering; with --wait, follow it with a progress bar.
     #[command(after_help = client_cmds::SUBMIT_EXAMPLES)]
     Submit(client_cmds::SubmitArgs),
+    /// Download a job's rendered frames: those missing here or differing from the farm's.
+    #[command(after_help = fetch::FETCH_EXAMPLES)]
+    Fetch(fetch::FetchArgs),
     /// Show one job: progress, tasks, where its frames are; --watch follows it.
     #[command(after_help = client_cmds::STATUS_EXAMPLES)]
     Status(client_cmds::StatusArgs),
@@ -134,6 +142,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up_cmd::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Submit(args) => client_cmds::submit(args).await,
+            Command::Fetch(args) => fetch::fetch(args).await,
             Command::Status(args) => client_cmds::status(args).await,
             Command::Jobs(args) => client_cmds::jobs(args).await,
             Command::Nodes(args) => client_cmds::nodes(args).await,

@@ -4,6 +4,7 @@
 //! or which frames failed and why.
 
 use crate::client_cmds::explain;
+use crate::fetch::Downloader;
 use crate::table::{clock, duration, for_terminal, plural};
 use anyhow::bail;
 use corral_client::FullJob;
@@ -43,10 +44,13 @@ pub enum Followed {
 
 /// Follows job `first` until it ends or Ctrl-C is pressed: the event stream moves the bar
 /// and reports the end within milliseconds; the detail is read again every [`REFRESH`].
+/// With `downloads`, each frame is downloaded as its `frame` event arrives (a failed one
+/// is left to the caller's sweep at the end), and the progress line counts them.
 pub async fn follow(
     client: &OrchestratorClient,
     first: JobDetail,
     quiet: bool,
+    mut downloads: Option<&mut Downloader>,
 ) -> anyhow::Result<Followed> {
     let id = first.job.id;
     let id_text = id.to_string();
@@ -64,7 +68,8 @@ pub async fn follow(
             reporter.finish(&job);
             return Ok(Followed::Ended);
         }
-        reporter.update(&job, nodes_up);
+        let fetched = downloads.as_deref().map(|d| d.downloaded + d.unchanged);
+        reporter.update(&job, nodes_up, fetched);
         let next_event = async {
             match events.as_mut() {
                 Some(stream) => stream.next().await,
@@ -86,6 +91,14 @@ pub async fn follow(
                         }
                     }
                     job.job.state = state;
+                    continue;
+                }
+                Some(Ok(Event::Frame { job: of, frame, path, .. })) if of == id => {
+                    if let Some(d) = downloads.as_deref_mut() {
+                        if d.frame(frame, Some(&path)).await.is_err() {
+                            reporter.note("a frame download failed; retried at the end");
+                        }
+                    }
                     continue;
                 }
                 Some(Ok(_)) => continue,
@@ -185,7 +198,7 @@ impl Reporter {
             .progress_chars("█▉▊▋▌▍▎▏ ");
             bar.set_style(style);
             bar.set_position(job.job.frames_done);
-            bar.set_message(status_message(job, None, &rate));
+            bar.set_message(status_message(job, None, &rate, None));
             bar.enable_steady_tick(Duration::from_millis(100));
             Reporter::Bar { bar, rate }
         } else {
@@ -197,30 +210,32 @@ impl Reporter {
         }
     }
 
-    fn update(&mut self, job: &JobDetail, nodes_up: Option<usize>) {
+    fn update(&mut self, job: &JobDetail, nodes_up: Option<usize>, fetched: Option<u64>) {
         match self {
             Reporter::Bar { bar, rate } => {
                 bar.set_length(job.job.frames_total);
                 bar.set_position(job.job.frames_done);
-                bar.set_message(status_message(job, nodes_up, rate));
+                bar.set_message(status_message(job, nodes_up, rate, fetched));
             }
             Reporter::Plain { rate, last, id } => {
                 let done = job.job.frames_done;
+                // A download counts as progress too.
+                let seen = done + fetched.unwrap_or(0);
                 let due = match last {
                     None => true,
                     Some((at, before)) => {
-                        (done != *before && at.elapsed() >= PLAIN_EVERY)
+                        (seen != *before && at.elapsed() >= PLAIN_EVERY)
                             || at.elapsed() >= PLAIN_HEARTBEAT
                     }
                 };
                 if due {
-                    *last = Some((Instant::now(), done));
+                    *last = Some((Instant::now(), seen));
                     let total = job.job.frames_total.max(1);
                     println!(
                         "job {id}: {done}/{} frames ({}%) · {}",
                         job.job.frames_total,
                         done * 100 / total,
-                        status_message(job, nodes_up, rate)
+                        status_message(job, nodes_up, rate, fetched)
                     );
                 }
             }
@@ -252,8 +267,22 @@ impl Reporter {
     }
 }
 
-/// `3.2 frames/s · ETA 0:12 · 2/2 nodes busy`, or what the job is waiting for.
-fn status_message(job: &JobDetail, nodes_up: Option<usize>, rate: &Rate) -> String {
+/// `3.2 frames/s · ETA 0:12 · 2/2 nodes busy · 4 downloaded`, or what the job is
+/// waiting for.
+fn status_message(
+    job: &JobDetail,
+    nodes_up: Option<usize>,
+    rate: &Rate,
+    fetched: Option<u64>,
+) -> String {
+    let text = job_message(job, nodes_up, rate);
+    match fetched {
+        Some(n) => format!("{text} · {n} downloaded"),
+        None => text,
+    }
+}
+
+fn job_message(job: &JobDetail, nodes_up: Option<usize>, rate: &Rate) -> String {
     let busy: BTreeSet<&str> = job
         .tasks
         .iter()
