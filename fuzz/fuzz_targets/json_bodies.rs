@@ -86,22 +86,26 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => refused(&e),
     }
 
-    let limits = SubmitLimits {
-        max_frames: MAX_FRAMES,
-        default_chunk_size: 5,
-    };
-    for submission in [
-        JobSubmission::from_body(data, limits),
-        JobSubmission::from_render_body(data, limits),
-    ] {
-        match submission {
-            Ok(job) => {
-                assert!(object.is_ok());
-                assert!(job.range.len() <= MAX_FRAMES);
-                assert!(job.chunk_size >= 1);
-                assert!((-1000..=1000).contains(&job.priority));
+    // With a farm-wide default chunk size, and without one (the farm sizes the tasks).
+    for default_chunk_size in [Some(5), None] {
+        let limits = SubmitLimits {
+            max_frames: MAX_FRAMES,
+            default_chunk_size,
+        };
+        for submission in [
+            JobSubmission::from_body(data, limits),
+            JobSubmission::from_render_body(data, limits),
+        ] {
+            match submission {
+                Ok(job) => {
+                    assert!(object.is_ok());
+                    assert!(job.range.len() <= MAX_FRAMES);
+                    assert!(job.chunk_size.is_none_or(|c| c >= 1));
+                    assert!(default_chunk_size.is_none() || job.chunk_size.is_some());
+                    assert!((-1000..=1000).contains(&job.priority));
+                }
+                Err(e) => refused(&e),
             }
-            Err(e) => refused(&e),
         }
     }
 });
