@@ -125,12 +125,14 @@ struct Submission {
 }
 
 fn plan_step(rng: &mut fastrand::Rng) -> (Option<Submission>, Action) {
-    let submission = (rng.u32(0..100) < 30).then(|| {
+    // About one job every two seconds: more than three one-slot nodes finish between
+    // faults, so faults meet renders in flight and the queue is rarely empty.
+    let submission = (rng.u32(0..100) < 50).then(|| {
         let from = rng.i64(1..=4);
         Submission {
             workbench: rng.u32(0..3) == 0,
             from,
-            to: from + rng.i64(1..=8),
+            to: rng.i64(from + 1..=12),
             // Unset a quarter of the time: the farm sizes the tasks (and cuts tails).
             chunk: (rng.u32(0..4) != 0).then(|| rng.u64(1..=4)),
             preview_first: rng.u32(0..4) == 0,
@@ -313,6 +315,7 @@ impl Soak {
                     return self.note(format!("kill node {node}: already down"));
                 }
                 self.actions += 1;
+                let busy = self.rendering(node);
                 // SIGKILL also ends a stopped node.
                 self.stopped[node] = None;
                 let killed =
@@ -320,7 +323,9 @@ impl Soak {
                 if killed.is_none() {
                     self.violation(&format!("node {node} survived SIGKILL"));
                 }
-                self.note(format!("kill -9 node {node}, down for {down} step(s)"));
+                self.note(format!(
+                    "kill -9 node {node} (rendering tasks {busy}), down for {down} step(s)"
+                ));
                 self.dead[node] = Some(self.step + down);
                 self.check_reaped(node);
                 if down == 0 {
@@ -332,9 +337,12 @@ impl Soak {
                     return self.note(format!("stop node {node}: down or stopped already"));
                 }
                 self.actions += 1;
+                let busy = self.rendering(node);
                 kill(self.farm.nodes[node].pid(), Signal::SIGSTOP).unwrap();
                 self.stopped[node] = Some(self.step + steps);
-                self.note(format!("SIGSTOP node {node} for {steps} step(s)"));
+                self.note(format!(
+                    "SIGSTOP node {node} (rendering tasks {busy}) for {steps} step(s)"
+                ));
             }
             Action::KillOrchestrator { down_ms } => {
                 self.actions += 1;
@@ -344,13 +352,17 @@ impl Soak {
             }
             Action::DeleteNode { node } => {
                 self.actions += 1;
+                let busy = self.rendering(node);
                 let resp = self
                     .farm
                     .http()
                     .delete(self.farm.url(&self.node_path(node, "")))
                     .send()
                     .unwrap();
-                self.note(format!("delete node {node}: {}", resp.status()));
+                self.note(format!(
+                    "delete node {node} (rendering tasks {busy}): {}",
+                    resp.status()
+                ));
             }
             Action::DrainNode { node, steps } => {
                 self.actions += 1;
@@ -390,6 +402,15 @@ impl Soak {
                 }
                 self.note(format!("pause job#{job} for {steps} step(s): {status}"));
             }
+        }
+    }
+
+    /// The tasks node `node` is rendering, for the log: shows whether a fault met work
+    /// in flight.
+    fn rendering(&self, node: usize) -> String {
+        match self.node_renders().swap_remove(node) {
+            Some(tasks) => format!("{tasks:?}"),
+            None => "unknown".into(),
         }
     }
 
