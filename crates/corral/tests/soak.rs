@@ -408,7 +408,7 @@ impl Soak {
     /// The tasks node `node` is rendering, for the log: shows whether a fault met work
     /// in flight.
     fn rendering(&self, node: usize) -> String {
-        match self.node_renders().swap_remove(node) {
+        match self.node_render(node) {
             Some(tasks) => format!("{tasks:?}"),
             None => "unknown".into(),
         }
@@ -502,32 +502,28 @@ impl Soak {
         }
     }
 
-    /// What each live node is rendering: the task ids in its unfinished renders' tags
+    /// What node `n` is rendering: the task ids in its unfinished renders' tags
     /// (`corral:{task}:{lease}`); `None` for a node that is dead or does not answer.
-    fn node_renders(&self) -> Vec<Option<Vec<i64>>> {
-        (0..NODES)
-            .map(|n| {
-                if self.dead[n].is_some() {
-                    return None;
-                }
-                let resp = self
-                    .node_http
-                    .get(format!("{}/jobs", self.farm.nodes[n].url))
-                    .send()
-                    .ok()?;
-                let jobs: Value = resp.json().ok()?;
-                Some(
-                    jobs.as_array()?
-                        .iter()
-                        .filter(|j| j["state"] == "queued" || j["state"] == "running")
-                        .filter_map(|j| {
-                            let tag = j["tag"].as_str()?.strip_prefix("corral:")?;
-                            tag.split(':').next()?.parse().ok()
-                        })
-                        .collect(),
-                )
-            })
-            .collect()
+    fn node_render(&self, n: usize) -> Option<Vec<i64>> {
+        if self.dead[n].is_some() {
+            return None;
+        }
+        let resp = self
+            .node_http
+            .get(format!("{}/jobs", self.farm.nodes[n].url))
+            .send()
+            .ok()?;
+        let jobs: Value = resp.json().ok()?;
+        Some(
+            jobs.as_array()?
+                .iter()
+                .filter(|j| j["state"] == "queued" || j["state"] == "running")
+                .filter_map(|j| {
+                    let tag = j["tag"].as_str()?.strip_prefix("corral:")?;
+                    tag.split(':').next()?.parse().ok()
+                })
+                .collect(),
+        )
     }
 
     /// No task stays `running` for longer than [`WATCH_LIMIT`] unless its node is up (as
@@ -541,7 +537,7 @@ impl Soak {
             .filter(|n| n["state"] == "up")
             .filter_map(|n| n["id"].as_str().map(str::to_string))
             .collect();
-        let renders = self.node_renders();
+        let renders: Vec<_> = (0..NODES).map(|n| self.node_render(n)).collect();
         let mut running = Vec::new();
         for job in &self.jobs {
             if !["queued", "running", "paused"].contains(&job.state.as_str()) {
