@@ -42,8 +42,9 @@ pub enum Scene {
     Showcase,
     /// 64x48, Workbench, frames 1-20.
     Workbench,
-    /// 32x24, 2 samples, frames 1-12: the soak's Cycles scene, a frame in a fraction of
-    /// a second so many small jobs fit in a few minutes.
+    /// 32x24, 300 samples, frames 1-12: the soak's Cycles scene. A frame takes a few
+    /// tenths of a second, so many small jobs fit in a few minutes and faults still meet
+    /// renders in flight (at 2 samples a frame takes milliseconds and nodes sit idle).
     Tiny,
     /// 32x24, Workbench, frames 1-12: the soak's second engine.
     TinyWorkbench,
@@ -58,7 +59,7 @@ impl Scene {
             Scene::Range => "range",
             Scene::Showcase => "showcase",
             Scene::Workbench => "workbench",
-            Scene::Tiny => "tiny",
+            Scene::Tiny => "tiny-cycles",
             Scene::TinyWorkbench => "tiny-workbench",
         }
     }
@@ -89,7 +90,7 @@ impl Scene {
                 "--height",
                 "24",
                 "--samples",
-                "2",
+                "300",
                 "--start",
                 "1",
                 "--end",
