@@ -209,6 +209,10 @@ struct Soak {
     paused: Vec<(usize, usize)>,
     unbacked: HashMap<i64, Unbacked>,
     peak_rss_kb: u64,
+    /// When the running orchestrator started, and the longest any lived: the RSS bound
+    /// only sees growth within one orchestrator's life.
+    orchestrator_since: Instant,
+    longest_life: Duration,
     failures_seen: Vec<(String, String)>,
 }
 
@@ -347,8 +351,10 @@ impl Soak {
             Action::KillOrchestrator { down_ms } => {
                 self.actions += 1;
                 self.note(format!("kill -9 orchestrator, down for {down_ms} ms"));
+                self.longest_life = self.longest_life.max(self.orchestrator_since.elapsed());
                 self.farm
                     .kill_and_restart_orchestrator(Duration::from_millis(down_ms));
+                self.orchestrator_since = Instant::now();
             }
             Action::DeleteNode { node } => {
                 self.actions += 1;
@@ -741,6 +747,8 @@ fn the_farm_survives_random_faults() {
         paused: Vec::new(),
         unbacked: HashMap::new(),
         peak_rss_kb: 0,
+        orchestrator_since: Instant::now(),
+        longest_life: Duration::ZERO,
         failures_seen: Vec::new(),
     };
 
@@ -802,13 +810,15 @@ fn the_farm_survives_random_faults() {
 
     eprintln!(
         "soak seed {seed}: {} jobs {by_state:?}, {} fault actions in {} steps, \
-         failures {:?}, peak orchestrator RSS {} kB (limit {RSS_LIMIT_KB} kB), \
+         failures {:?}, peak orchestrator RSS {} kB (limit {RSS_LIMIT_KB} kB; \
+         longest orchestrator life {:?}), \
          faults {faults_took:?}, drain {drain_took:?}, total {:?}, plan digest {:016x}",
         soak.jobs.len(),
         soak.actions,
         steps,
         soak.failures_seen,
         soak.peak_rss_kb,
+        soak.longest_life.max(soak.orchestrator_since.elapsed()),
         started.elapsed(),
         soak.digest,
     );
