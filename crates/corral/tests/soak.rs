@@ -7,7 +7,8 @@
 //! drained and enabled, jobs cancelled, requeued, paused and resumed.
 //!
 //! Checked at every step: every accepted job is still known; no job is cancelled that the
-//! soak did not cancel and none fails for a reason the faults do not explain; no task stays
+//! soak did not cancel, and neither a job nor a task's attempt fails for a reason the
+//! faults do not explain (a lost node loses its lease, not an attempt); no task stays
 //! `running` for longer than [`WATCH_LIMIT`] without its node being up and rendering it
 //! (what a live watcher guarantees); no Blender outlives its SIGKILLed node by more than
 //! [`REAP_LIMIT`]; the orchestrator's RSS stays under [`RSS_LIMIT_KB`]. Then the faults stop,
@@ -532,6 +533,20 @@ impl Soak {
         )
     }
 
+    /// A task's failed attempt (which counts toward failing its job) is explained by
+    /// the faults: a lost, stopped or deleted node only loses its lease, which does not
+    /// count an attempt.
+    fn check_attempts(&self, task: &Value) {
+        let failure = task["failure"].as_str().unwrap_or("(no reason)");
+        if !EXPECTED_FAILURES.iter().any(|(s, _)| failure.contains(s)) {
+            self.violation(&format!(
+                "task {} failed an attempt for a reason no injected fault explains: \
+                 {failure}\n{task}",
+                task["id"]
+            ));
+        }
+    }
+
     /// No task stays `running` for longer than [`WATCH_LIMIT`] unless its node is up (as
     /// the orchestrator sees it) and rendering it (as the node sees it).
     fn check_running_tasks(&mut self) {
@@ -545,6 +560,7 @@ impl Soak {
             .collect();
         let renders: Vec<_> = (0..NODES).map(|n| self.node_render(n)).collect();
         let mut running = Vec::new();
+        let mut attempts_failed = Vec::new();
         for job in &self.jobs {
             if !["queued", "running", "paused"].contains(&job.state.as_str()) {
                 continue;
@@ -557,7 +573,13 @@ impl Soak {
                 if task["state"] == "running" {
                     running.push(task.clone());
                 }
+                if task["attempts"].as_u64().unwrap() > 0 || !task["failure"].is_null() {
+                    attempts_failed.push(task.clone());
+                }
             }
+        }
+        for task in attempts_failed {
+            self.check_attempts(&task);
         }
         let now = Instant::now();
         let mut still = HashMap::new();
@@ -650,6 +672,11 @@ impl Soak {
         let tasks = page["tasks"].as_array().unwrap();
         if let Some(t) = tasks.iter().find(|t| t["state"] != "completed") {
             self.violation(&format!("job#{i} completed with a task that did not: {t}"));
+        }
+        for task in tasks {
+            if task["attempts"].as_u64().unwrap() > 0 || !task["failure"].is_null() {
+                self.check_attempts(task);
+            }
         }
         let mut frames: Vec<i64> = tasks
             .iter()
