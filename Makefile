@@ -7,15 +7,17 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 .PHONY: test deps build release demo images docker-test fuzz addon
 
 ## test: install what the tests need, then formatting, clippy (warnings denied), every test
-## (the node's tests and the tutorial test once per render mode, warm and cold), the
-## hostile-nodes-and-clients test on its own (tests/hostile.rs: memory bound), the Docker
-## end-to-end test (SKIPPED, loudly, when no Docker engine answers), a short fuzzing run of
-## every fuzz target (20 s each), and the property-based API tests (schemathesis against a
-## real orchestrator and nodes)
+## (the node's tests and the tutorial test once per render mode, warm and cold), the fault
+## soak (about 3 minutes, alone: it is #[ignore]d in the workspace run so it never shares
+## the cores with other tests; it prints its seed), the hostile-nodes-and-clients test on
+## its own (tests/hostile.rs: memory bound), the Docker end-to-end test (SKIPPED, loudly,
+## when no Docker engine answers), a short fuzzing run of every fuzz target (20 s each),
+## and the property-based API tests (schemathesis against a real orchestrator and nodes)
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) test --workspace --locked
+	$(CARGO) test -p corral --test soak --locked -- --ignored --nocapture
 	$(CARGO) test -p corral --test hostile --locked -- --ignored --nocapture
 	CORRAL_TEST_RENDER_MODE=cold $(CARGO) test -p corral --test node --locked
 	bash tests/tutorial/run.sh $(TARGET_DIR)/debug/corral

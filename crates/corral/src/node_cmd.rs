@@ -167,10 +167,15 @@ fn default_advertise(addr: SocketAddr) -> String {
     }
 }
 
-/// Removes `.corral-partial-*` folders under `output` (at most a few levels deep): they
-/// hold what Blender wrote for jobs that a crash or SIGKILL cut short, never a final frame.
-fn sweep_partial_folders(output: &Path) {
-    fn walk(dir: &Path, depth: u32) {
+/// Removes this node's `.corral-partial-{job}` folders under `output` (at most a few
+/// levels deep): they hold what Blender wrote for jobs that a crash or SIGKILL cut short,
+/// never a final frame. A folder is this node's when its job has a log in `logs` (written
+/// before the folder is made). The output folder is often shared by the whole farm: the
+/// partial folders of other nodes' renders in flight are theirs to remove, and removing
+/// one fails that render (found by the fault soak: a restarted node failed a render on
+/// another node).
+fn sweep_partial_folders(output: &Path, logs: &Path) {
+    fn walk(dir: &Path, logs: &Path, depth: u32) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -182,11 +187,11 @@ fn sweep_partial_folders(output: &Path) {
                 continue;
             }
             let path = entry.path();
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(".corral-partial-")
-            {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(job) = name.strip_prefix(".corral-partial-") {
+                if !logs.join(format!("{job}.log")).is_file() {
+                    continue;
+                }
                 match std::fs::remove_dir_all(&path) {
                     Ok(()) => {
                         tracing::info!(path = %path.display(), "removed a partial folder left by an earlier run")
@@ -196,11 +201,11 @@ fn sweep_partial_folders(output: &Path) {
                     }
                 }
             } else if depth > 0 {
-                walk(&path, depth - 1);
+                walk(&path, logs, depth - 1);
             }
         }
     }
-    walk(output, 4);
+    walk(output, logs, 4);
 }
 
 /// How often a node re-announces itself to its orchestrator.
@@ -278,9 +283,9 @@ pub fn resolve_config(
         None => None,
     };
     let output_dir = prepare_dir(&args.output, "output")?;
-    sweep_partial_folders(&output_dir);
     let data_dir = prepare_dir(&args.data, "data")?;
-    prepare_dir(&data_dir.join("logs"), "log")?;
+    let logs_dir = prepare_dir(&data_dir.join("logs"), "log")?;
+    sweep_partial_folders(&output_dir, &logs_dir);
     let orchestrator = if args.orchestrator.is_empty() {
         None
     } else {
@@ -390,7 +395,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_size, sweep_partial_folders};
 
     #[test]
     fn sizes_are_read_in_powers_of_1024() {
@@ -403,5 +408,24 @@ mod tests {
         for bad in ["", "G", "-1G", "1.5G", "1X", "99999999999T"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A restarted node removes the partial folders of its own cut-short renders, and
+    /// leaves those of other nodes sharing the output folder, which may be rendering.
+    #[test]
+    fn the_sweep_removes_only_this_nodes_partial_folders() {
+        let root = tempfile::tempdir().unwrap();
+        let (output, logs) = (root.path().join("out"), root.path().join("logs"));
+        let mine = output.join("job-a/.corral-partial-01aa");
+        let theirs = output.join("job-a/.corral-partial-01bb");
+        for dir in [&mine, &theirs, &logs] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(mine.join("frame_0001.png"), b"half").unwrap();
+        std::fs::write(theirs.join("frame_0002.png"), b"half").unwrap();
+        std::fs::write(logs.join("01aa.log"), b"").unwrap();
+        sweep_partial_folders(&output, &logs);
+        assert!(!mine.exists());
+        assert!(theirs.join("frame_0002.png").is_file());
     }
 }

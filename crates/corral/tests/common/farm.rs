@@ -34,6 +34,17 @@ impl OrchestratorProcess {
     /// Starts `corral orchestrator --listen 127.0.0.1:0 --data DATA EXTRA...` and waits for
     /// its listening line. Its stderr is appended to `stderr_path` (kept across restarts).
     pub fn start(data: &Path, stderr_path: &Path, extra: &[String]) -> OrchestratorProcess {
+        Self::start_listening("127.0.0.1:0", data, stderr_path, extra)
+    }
+
+    /// Like [`start`](Self::start), listening on `listen` (`host:port`): an orchestrator
+    /// restarted on the address its nodes register with.
+    pub fn start_listening(
+        listen: &str,
+        data: &Path,
+        stderr_path: &Path,
+        extra: &[String],
+    ) -> OrchestratorProcess {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -41,7 +52,7 @@ impl OrchestratorProcess {
             .expect("orchestrator stderr file");
         let mut child = Command::new(CORRAL)
             .arg("orchestrator")
-            .args(["--listen", "127.0.0.1:0", "--data"])
+            .args(["--listen", listen, "--data"])
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "info,corral_orchestrator=debug")
@@ -299,6 +310,52 @@ impl Farm {
     pub fn restart_orchestrator(&mut self) {
         assert!(self.orchestrator.is_none(), "kill the orchestrator first");
         self.start_orchestrator();
+    }
+
+    /// SIGKILLs the orchestrator, waits `down` (nodes keep rendering, some renders end
+    /// with nobody watching), and starts a new one on the same database and the same
+    /// address, where registered nodes find it again with their next heartbeat.
+    pub fn kill_and_restart_orchestrator(&mut self, down: Duration) {
+        let old = self
+            .orchestrator
+            .take()
+            .expect("the orchestrator is running");
+        let listen = old.url.trim_start_matches("http://").to_string();
+        drop(old);
+        std::thread::sleep(down);
+        let mut args = self.orchestrator_args.clone();
+        if self.join == Join::Static {
+            for node in &self.nodes {
+                args.push("--node".into());
+                args.push(node.url.clone());
+            }
+        }
+        self.orchestrator = Some(OrchestratorProcess::start_listening(
+            &listen,
+            &self.root.path().join("data"),
+            &self.root.path().join("orchestrator.stderr"),
+            &args,
+        ));
+    }
+
+    /// SIGKILLs node `i` if it still runs and starts it again in its folder on its
+    /// address, joined as the farm's nodes are (same node id, same data).
+    pub fn restart_node(&mut self, i: usize) {
+        let dir = self.nodes[i].dir.path().to_path_buf();
+        let blend = dir.join("scene.blend");
+        let scenes = dir.join("scenes");
+        let mut args = vec![
+            "--blend".to_string(),
+            blend.to_str().expect("utf-8 path").to_string(),
+            "--scenes".to_string(),
+            scenes.to_str().expect("utf-8 path").to_string(),
+        ];
+        if self.join == Join::Register {
+            args.push("--orchestrator".into());
+            args.push(self.orchestrator().url.clone());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nodes[i].restart(&args);
     }
 
     fn spawn_node(&self, extra: &[&str]) -> NodeProcess {

@@ -45,6 +45,12 @@ pub enum Scene {
     Workbench,
     /// 32x24, 2 samples, frames 1-5: the smallest render worth checking.
     Tiny,
+    /// 32x24, 300 samples, frames 1-12: the soak's Cycles scene. A frame takes a few
+    /// tenths of a second, so many small jobs fit in a few minutes and faults still meet
+    /// renders in flight (at 2 samples a frame takes milliseconds and nodes sit idle).
+    SoakCycles,
+    /// 32x24, Workbench, frames 1-12: the soak's second engine.
+    SoakWorkbench,
 }
 
 impl Scene {
@@ -57,6 +63,8 @@ impl Scene {
             Scene::Showcase => "showcase",
             Scene::Workbench => "workbench",
             Scene::Tiny => "tiny",
+            Scene::SoakCycles => "soak-cycles",
+            Scene::SoakWorkbench => "soak-workbench",
         }
     }
 
@@ -91,6 +99,28 @@ impl Scene {
                 "1",
                 "--end",
                 "5",
+            ],
+            Scene::SoakCycles => vec![
+                "--width",
+                "32",
+                "--height",
+                "24",
+                "--samples",
+                "300",
+                "--start",
+                "1",
+                "--end",
+                "12",
+            ],
+            Scene::SoakWorkbench => vec![
+                "--engine",
+                "BLENDER_WORKBENCH",
+                "--width",
+                "32",
+                "--height",
+                "24",
+                "--end",
+                "12",
             ],
         }
     }
@@ -247,6 +277,60 @@ impl Drop for NodeProcess {
         if std::thread::panicking() {
             eprintln!("---- node stderr ({}) ----\n{}", self.url, self.stderr());
         }
+    }
+}
+
+impl NodeProcess {
+    /// The `host:port` this node listens on (from its URL).
+    pub fn listen_addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+
+    /// SIGKILLs the node if it still runs, then starts `corral node` again in the same
+    /// folder (same data, output and stderr file, which is appended to) on the same
+    /// address, so the orchestrator sees the same node come back. `extra` as for
+    /// [`start_in`](Self::start_in). Panics if the new process does not start (the port
+    /// can only be lost to another process in the moment between the kill and the bind).
+    pub fn restart(&mut self, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let stderr = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.stderr_path)
+            .expect("stderr file");
+        let listen = self.listen_addr();
+        let mut child = Command::new(CORRAL)
+            .arg("node")
+            .args(["--listen", &listen, "--threads", "1"])
+            .arg("--output")
+            .arg(self.dir.path().join("out"))
+            .arg("--data")
+            .arg(self.dir.path().join("data"))
+            .args(
+                (!extra.contains(&"--render-mode"))
+                    .then(|| ["--render-mode".to_string(), render_mode()])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start corral node again");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line);
+        let expected = format!("corral node listening on {}", self.url);
+        if line.trim() != expected {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "node did not start again on {listen} ({read:?}, {line:?}):\n{}",
+                self.stderr()
+            );
+        }
+        self.child = child;
     }
 }
 
