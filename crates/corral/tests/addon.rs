@@ -2,9 +2,10 @@
 //! its zip by the script `make addon` runs, installed and enabled as an artist would, then
 //! driven by `tests/addon_driver.py`. A `corral up` farm gets the scene uploaded; a farm of
 //! separate processes gets it through the shared folder, or, with no shared folder, from
-//! `corral submit --upload` (the real binary) with the texture it uses. Each job must complete with every
-//! frame on disk, rendered from the scene as it was open (an unsaved change included), and
-//! the open file must be left exactly as it was. The error cases must each end in one
+//! `corral submit --upload` (the real binary) with the texture it uses. Each job must
+//! complete with every frame (on disk, or fetched from the farm), rendered from the scene as
+//! it was open (an unsaved change included), and the open file and its folder must be left
+//! exactly as they were. The error cases must each end in one
 //! ERROR line and `CANCELLED`, never a traceback.
 
 mod common;
