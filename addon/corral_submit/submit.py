@@ -278,10 +278,12 @@ def _submit_with_corral(prefs, farm, scene, settings, start, end):
         except OSError as e:
             raise SubmitError("Cannot run %s: %s" % (corral, e.strerror or e)) from None
     finally:
-        try:
-            os.remove(copy)
-        except OSError:
-            pass
+        # `copy@` is where Blender writes before renaming, left behind if that failed.
+        for leftover in (copy, copy + "@"):
+            try:
+                os.remove(leftover)
+            except OSError:
+                pass
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
     stderr = done.stderr.decode("utf-8", "replace")
