@@ -16,6 +16,8 @@ bl_info = {
     "category": "Render",
 }
 
+import shutil
+
 import bpy
 from bpy.props import BoolProperty, IntProperty, PointerProperty, StringProperty
 
@@ -48,6 +50,15 @@ class CorralPreferences(bpy.types.AddonPreferences):
                     "--scenes) as this computer sees it; the copy is written inside it",
         default="",
         subtype="DIR_PATH",
+    )
+
+    corral_executable: StringProperty(
+        name="Corral executable",
+        description="The `corral` program, used for a farm that takes no uploads from "
+                    "Blender and shares no folder: `corral submit --upload` packs the "
+                    "scene with every file it uses and uploads it",
+        default=shutil.which("corral") or "",
+        subtype="FILE_PATH",
     )
 
     def draw(self, context):
@@ -85,6 +96,7 @@ def draw_farm_settings(layout, prefs):
     layout.prop(prefs, "farm_url")
     layout.prop(prefs, "token")
     layout.prop(prefs, "shared_folder")
+    layout.prop(prefs, "corral_executable")
 
 
 class CORRAL_OT_submit(bpy.types.Operator):

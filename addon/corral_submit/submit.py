@@ -8,9 +8,11 @@ with `save_as_mainfile(copy=True)`, which leaves `bpy.data.filepath` and the uns
 flag as they were.
 """
 
+import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -31,6 +33,9 @@ SHARED_SUBFOLDER = "corral"
 POLL_EVERY = 2.0
 # How many missing files an error names before it says "and N more".
 NAMED_MISSING = 3
+# Longest `corral submit --upload` may take (Blender lists the files, then they are hashed
+# and uploaded); Blender's window waits for it.
+CORRAL_SUBMIT_TIMEOUT = 600.0
 
 
 class SubmitError(Exception):
@@ -116,9 +121,10 @@ def scene_name():
 
 def save_copy(path):
     """Writes the current state (unsaved changes included) to `path`, leaving the open
-    file, its path and its unsaved-changes flag alone."""
+    file, its path and its unsaved-changes flag alone. Relative paths are remapped to the
+    copy's folder (`relative_remap`), so they name the same files from there."""
     try:
-        result = bpy.ops.wm.save_as_mainfile(filepath=path, copy=True)
+        result = bpy.ops.wm.save_as_mainfile(filepath=path, copy=True, relative_remap=True)
     except RuntimeError as e:
         raise SubmitError("Cannot write a copy of the scene to %s: %s"
                           % (path, " ".join(str(e).split()))) from None
@@ -172,8 +178,13 @@ def submit(context):
             scene_path = farm.upload(copy, scene_name())
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    else:
+    elif prefs.shared_folder.strip():
         scene_path = _copy_to_shared_folder(prefs)
+    else:
+        # No shared folder: `corral submit --upload` packs and uploads the scene.
+        job = _submit_with_corral(prefs, farm, scene, settings, start, end)
+        follow(farm, job)
+        return job
     job = farm.submit(job_request(scene, settings, scene_path, start, end))
     follow(farm, job)
     return job
@@ -182,9 +193,6 @@ def submit(context):
 def _copy_to_shared_folder(prefs):
     """Writes the copy into the shared folder (the farm's scenes folder as mounted here);
     returns its path relative to that folder, which is what the farm's nodes resolve."""
-    if not prefs.shared_folder.strip():
-        raise SubmitError("This farm takes no uploads: set Shared folder to the farm's "
-                          "scenes folder as this computer sees it")
     shared = os.path.realpath(bpy.path.abspath(prefs.shared_folder))
     if not os.path.isdir(shared):
         raise SubmitError("Shared folder %s does not exist" % shared)
@@ -199,6 +207,95 @@ def _copy_to_shared_folder(prefs):
     name = "%s-%s-%s.blend" % (stem, time.strftime("%Y%m%d-%H%M%S"), uuid.uuid4().hex[:6])
     save_copy(os.path.join(folder, name))
     return SHARED_SUBFOLDER + "/" + name
+
+
+def _corral_executable(prefs):
+    """The `corral` program the preferences name (a path, or a name looked up on PATH)."""
+    named = prefs.corral_executable.strip()
+    if not named:
+        raise SubmitError("This farm takes no uploads from Blender: set Corral executable "
+                          "(it uploads the scene with `corral submit --upload`) or Shared "
+                          "folder (the farm's scenes folder as this computer sees it)")
+    if os.sep not in named and not named.startswith("//"):
+        found = shutil.which(named)
+        if found:
+            return found
+    path = os.path.abspath(bpy.path.abspath(named))
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise SubmitError("Corral executable %s does not exist or cannot be run; check "
+                          "Corral executable in the add-on's preferences" % path)
+    return path
+
+
+def _corral_failure(stderr):
+    """The line that says why `corral` failed (its `error: ...` line), for the status bar."""
+    lines = [" ".join(l.split()) for l in stderr.splitlines() if l.strip()]
+    errors = [l[len("error: "):] for l in lines if l.startswith("error: ")]
+    text = errors[-1] if errors else (lines[-1] if lines else "no message")
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _corral_env():
+    """This Blender's environment without `CORRAL_...` variables: the job is what the panel
+    says, not what a variable set for the command line would change."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+
+
+def _submit_with_corral(prefs, farm, scene, settings, start, end):
+    """Writes a hidden copy beside the open file (so its relative paths name the same
+    files), runs `corral submit COPY --upload ... --json`, deletes the copy, and returns
+    the job `corral` printed."""
+    corral = _corral_executable(prefs)
+    engine = scene.render.engine
+    if engine not in ENGINES:
+        raise SubmitError("The farm renders with Cycles, Eevee or Workbench; this scene "
+                          "uses %s" % engine)
+    stem = os.path.splitext(scene_name())[0]
+    name = ".corral-submit-%s-%s.blend" % (stem, uuid.uuid4().hex[:12])
+    folder = os.path.dirname(bpy.data.filepath) if bpy.data.filepath else None
+    temp = None
+    if folder is None:
+        # Never saved: there is no folder, and so no relative path to keep.
+        temp = folder = tempfile.mkdtemp(prefix="corral-submit-")
+    copy = os.path.join(folder, name)
+    args = [corral, "submit", copy, "--upload", "--server", farm.url,
+            "--frames", "%d-%d" % (start, end), "--priority", str(settings.priority),
+            "--engine", engine, "--blender", bpy.app.binary_path, "--json"]
+    if settings.batch_size > 0:
+        args += ["--batch-size", str(settings.batch_size)]
+    if settings.submit_anyway:
+        args.append("--allow-missing")
+    try:
+        save_copy(copy)
+        try:
+            done = subprocess.run(
+                args, shell=False, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, timeout=CORRAL_SUBMIT_TIMEOUT, env=_corral_env())
+        except subprocess.TimeoutExpired:
+            raise SubmitError("corral submit did not finish in %d s; the farm may be "
+                              "unreachable or the upload too slow"
+                              % CORRAL_SUBMIT_TIMEOUT) from None
+        except OSError as e:
+            raise SubmitError("Cannot run %s: %s" % (corral, e.strerror or e)) from None
+    finally:
+        # `copy@` is where Blender writes before renaming, left behind if that failed.
+        for leftover in (copy, copy + "@"):
+            try:
+                os.remove(leftover)
+            except OSError:
+                pass
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+    stderr = done.stderr.decode("utf-8", "replace")
+    if done.returncode != 0:
+        raise SubmitError("corral submit failed: %s" % _corral_failure(stderr))
+    try:
+        job = json.loads(done.stdout.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        job = None
+    if not isinstance(job, dict) or not isinstance(job.get("id"), str):
+        raise SubmitError("corral submit printed no job; is %s Corral's program?" % corral)
+    return job
 
 
 # ---- the job followed after a submit ------------------------------------------------------

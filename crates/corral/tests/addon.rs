@@ -1,9 +1,11 @@
 //! The Blender add-on (`addon/corral_submit`) in real Blender against real farms: built into
 //! its zip by the script `make addon` runs, installed and enabled as an artist would, then
 //! driven by `tests/addon_driver.py`. A `corral up` farm gets the scene uploaded; a farm of
-//! separate processes gets it through the shared folder. Each job must complete with every
-//! frame on disk, rendered from the scene as it was open (an unsaved change included), and
-//! the open file must be left exactly as it was. The error cases must each end in one
+//! separate processes gets it through the shared folder, or, with no shared folder, from
+//! `corral submit --upload` (the real binary) with the texture it uses. Each job must
+//! complete with every frame (on disk, or fetched from the farm), rendered from the scene as
+//! it was open (an unsaved change included), and the open file and its folder must be left
+//! exactly as they were. The error cases must each end in one
 //! ERROR line and `CANCELLED`, never a traceback.
 
 mod common;
@@ -12,6 +14,7 @@ use common::farm::Farm;
 use common::up::Up;
 use common::{assert_png, repo_root, scene, Scene};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -31,7 +34,16 @@ struct Artist {
 }
 
 impl Artist {
+    /// An artist whose open file is a copy of [`Scene::Tiny`].
     fn new() -> Artist {
+        Artist::with_scene(|scene_path| {
+            std::fs::copy(scene(Scene::Tiny), scene_path).expect("copy the scene");
+        })
+    }
+
+    /// An artist whose open file `make` writes (at the path it is given, in the artist's
+    /// work folder, which `make` may fill further).
+    fn with_scene(make: impl FnOnce(&Path)) -> Artist {
         let dir = tempfile::Builder::new()
             .prefix("corral-artist-")
             .tempdir()
@@ -69,7 +81,7 @@ impl Artist {
         )
         .expect("make the fake browser executable");
         let scene_path = work.join("shot.blend");
-        std::fs::copy(scene(Scene::Tiny), &scene_path).expect("copy the scene");
+        make(&scene_path);
         Artist {
             dir,
             zip,
@@ -77,13 +89,33 @@ impl Artist {
         }
     }
 
-    /// The open file's bytes and modification time.
-    fn open_file(&self) -> (Vec<u8>, SystemTime) {
+    /// The open file's bytes and modification time, and every file of its folder (hidden
+    /// ones included) with its bytes.
+    fn open_file(&self) -> OpenFile {
         let bytes = std::fs::read(&self.scene).expect("read the open file");
         let mtime = std::fs::metadata(&self.scene)
             .and_then(|m| m.modified())
             .expect("mtime of the open file");
-        (bytes, mtime)
+        let folder = self.scene.parent().expect("work folder");
+        let mut files = BTreeMap::new();
+        let mut stack = vec![folder.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("list the work folder") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let bytes = std::fs::read(&path).expect("read a work file");
+                    let name = path.strip_prefix(folder).expect("inside").to_path_buf();
+                    files.insert(name, bytes);
+                }
+            }
+        }
+        OpenFile {
+            bytes,
+            mtime,
+            folder: files,
+        }
     }
 
     /// Runs the driver in Blender on the open file with `config`; returns its result and
@@ -106,6 +138,8 @@ impl Artist {
             .env("BLENDER_USER_SCRIPTS", self.dir.path().join("user-scripts"))
             .env("BLENDER_USER_CONFIG", self.dir.path().join("user-config"))
             .env("TMPDIR", self.dir.path().join("tmp"))
+            // `corral submit --upload` remembers its uploads here, not in the user's cache.
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
             .env("BROWSER", self.dir.path().join("bin/browser"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -140,6 +174,13 @@ impl Artist {
         let result = serde_json::from_str(result).expect("the driver's result is JSON");
         (result, output)
     }
+}
+
+/// The open file and its folder, as they were.
+struct OpenFile {
+    bytes: Vec<u8>,
+    mtime: SystemTime,
+    folder: BTreeMap<PathBuf, Vec<u8>>,
 }
 
 /// A port nothing listens on: bound, then released.
@@ -197,6 +238,7 @@ fn assert_panel_shows(artist: &Artist, result: &Value, id: &str, page: &str) {
         "prop:farm_url",
         "prop:token",
         "prop:shared_folder",
+        "prop:corral_executable",
         "prop:use_scene_range",
         "prop:frame_start",
         "prop:frame_end",
@@ -227,17 +269,21 @@ fn assert_panel_shows(artist: &Artist, result: &Value, id: &str, page: &str) {
 
 /// The open file is as it was: same bytes, same modification time, same path and unsaved
 /// state inside Blender, and nothing written beside it.
-fn assert_open_file_untouched(artist: &Artist, before: &(Vec<u8>, SystemTime), result: &Value) {
+fn assert_open_file_untouched(artist: &Artist, before: &OpenFile, result: &Value) {
     let after = artist.open_file();
-    assert!(after.0 == before.0, "the open file's bytes changed");
-    assert_eq!(after.1, before.1, "the open file's mtime changed");
+    assert!(after.bytes == before.bytes, "the open file's bytes changed");
+    assert_eq!(after.mtime, before.mtime, "the open file's mtime changed");
     assert_eq!(result["before"], result["after"], "{result}");
     assert_eq!(result["after"]["filepath"], json!(artist.scene), "{result}");
-    let beside: Vec<_> = std::fs::read_dir(artist.scene.parent().expect("work folder"))
-        .expect("list the work folder")
-        .map(|e| e.expect("entry").file_name())
-        .collect();
-    assert_eq!(beside, ["shot.blend"], "files beside the open file");
+    assert_eq!(
+        after.folder.keys().collect::<Vec<_>>(),
+        before.folder.keys().collect::<Vec<_>>(),
+        "the files in the open file's folder"
+    );
+    assert!(
+        after.folder == before.folder,
+        "a file in the open file's folder changed"
+    );
 }
 
 #[test]
@@ -332,7 +378,7 @@ fn submits_through_the_shared_folder_to_a_farm_without_uploads() {
     assert_refused(
         &result,
         "no_shared_folder",
-        "This farm takes no uploads: set Shared folder",
+        "This farm takes no uploads from Blender: set Corral executable",
     );
     assert_refused(&result, "shared_folder_gone", "does not exist");
 
@@ -351,5 +397,172 @@ fn submits_through_the_shared_folder_to_a_farm_without_uploads() {
         "the copy is not in the shared folder"
     );
     assert_job_rendered(&result, &farm.output_dir().join(&id), 1, 3, 48);
+    assert_open_file_untouched(&artist, &before, &result);
+}
+
+/// Writes `SCENE` (Cycles, 32x24, frames 1-5) whose camera sees only a plane textured with
+/// `//tex/green.png`, a solid green image beside it in a subfolder (relative path, as in
+/// submit_upload.rs), emitted as is (Standard view): a frame is green only when the node
+/// found the texture (a missing image renders magenta).
+const MAKE_TEXTURED_SCENE: &str = r#"
+import bpy, os, sys
+blend = sys.argv[sys.argv.index("--") + 1]
+folder = os.path.dirname(blend)
+png = os.path.join(folder, "tex", "green.png")
+os.makedirs(os.path.dirname(png), exist_ok=True)
+bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+bpy.context.preferences.filepaths.save_version = 0
+img = bpy.data.images.new("green", 8, 8, alpha=False)
+img.pixels = [0.05, 0.8, 0.1, 1.0] * 64
+img.filepath_raw = png
+img.file_format = "PNG"
+img.save()
+bpy.data.images.remove(img)
+bpy.ops.wm.save_as_mainfile(filepath=blend, compress=False)
+mat = bpy.data.materials.new("Green")
+mat.use_nodes = True
+nodes = mat.node_tree.nodes
+tex = nodes.new("ShaderNodeTexImage")
+tex.image = bpy.data.images.load(png)
+tex.image.filepath = "//tex/green.png"
+em = nodes.new("ShaderNodeEmission")
+mat.node_tree.links.new(tex.outputs["Color"], em.inputs["Color"])
+mat.node_tree.links.new(em.outputs["Emission"], nodes["Material Output"].inputs["Surface"])
+bpy.ops.mesh.primitive_plane_add(size=20)
+bpy.context.object.data.materials.append(mat)
+bpy.ops.object.camera_add(location=(0, 0, 3))
+s = bpy.context.scene
+s.camera = bpy.context.object
+s.render.engine = "CYCLES"
+s.render.resolution_x, s.render.resolution_y = 32, 24
+s.render.resolution_percentage = 100
+s.render.image_settings.file_format = "PNG"
+s.view_settings.view_transform = "Standard"
+s.frame_start, s.frame_end = 1, 5
+s.cycles.device = "CPU"
+s.cycles.samples = 2
+s.cycles.use_denoising = False
+bpy.ops.wm.save_as_mainfile(filepath=blend, compress=False)
+"#;
+
+fn make_textured_scene(blend: &Path) {
+    let script = blend.with_file_name("make.py");
+    std::fs::write(&script, MAKE_TEXTURED_SCENE).expect("write the scene script");
+    let out = Command::new("blender")
+        .args(["-b", "--factory-startup", "--python"])
+        .arg(&script)
+        .arg("--")
+        .arg(blend)
+        .output()
+        .expect("run Blender to make the scene");
+    std::fs::remove_file(&script).expect("remove the scene script");
+    assert!(
+        out.status.success() && blend.is_file(),
+        "making the textured scene failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn uploads_with_corral_submit_to_a_farm_that_shares_no_folder() {
+    let artist = Artist::with_scene(make_textured_scene);
+    assert!(artist.scene.with_file_name("tex/green.png").is_file());
+    let before = artist.open_file();
+    // An orchestrator and a node that share no folder with the artist: the node gets the
+    // scene's files from the orchestrator.
+    let farm = Farm::builder().nodes(1).start();
+    // A `corral` that fails as the real one does: reasons on stderr, the last one `error:`.
+    let failing = artist.dir.path().join("bin/corral-failing");
+    std::fs::write(
+        &failing,
+        "#!/bin/sh\necho 'missing: /x.png (file, named by a.blend)' >&2\n\
+         echo 'error: the farm is full' >&2\nexit 1\n",
+    )
+    .expect("write the failing corral");
+    std::fs::set_permissions(
+        &failing,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("make it executable");
+    let gone = artist.dir.path().join("bin/not-corral");
+    let started = Instant::now();
+    let (result, output) = artist.drive(json!({
+        "upload_errors": {"corral_gone": gone, "corral_fails": failing},
+        "submit": {
+            "farm": farm.url(""), "corral": common::CORRAL, "frames": [1, 3],
+            "batch_size": 2, "priority": 3, "resolution_x": 40, "timeout": JOB_TIMEOUT_SECS,
+        },
+    }));
+    eprintln!(
+        "Blender session with corral submit --upload: {:?}",
+        started.elapsed()
+    );
+
+    assert_refused(
+        &result,
+        "corral_gone",
+        &format!("Corral executable {} does not exist", gone.display()),
+    );
+    assert_refused(
+        &result,
+        "corral_fails",
+        "corral submit failed: the farm is full",
+    );
+
+    assert_eq!(result["submit"], json!([["FINISHED"], ""]), "{output}");
+    let id = result["job_id"].as_str().expect("a job id").to_string();
+    let job = &result["job"];
+    assert_eq!(job["state"], "completed", "{result}");
+    assert_eq!(
+        (job["frames_total"].as_u64(), job["frames_done"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(
+        (job["from"].as_i64(), job["to"].as_i64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(
+        (job["chunk_size"].as_u64(), job["priority"].as_i64()),
+        (Some(2), Some(3))
+    );
+    // Rendered from an uploaded workspace, not a scene path on the farm.
+    assert!(job["manifest"].is_string(), "{job}");
+    assert_eq!(job["scene"], Value::Null, "{job}");
+    assert_eq!(result["progress_text"], "completed · 3/3 frames (100%)");
+    assert_eq!(
+        result["dashboard_url"],
+        format!("{}/jobs/{id}", farm.url(""))
+    );
+
+    // Every frame is on the farm: 40 wide (the unsaved change), and green (the texture,
+    // found on the node through its relative path).
+    for n in 1..=3 {
+        let resp = farm
+            .http()
+            .get(farm.url(&format!("/api/v1/jobs/{id}/frames/{n}")))
+            .send()
+            .expect("fetch a frame");
+        assert_eq!(resp.status(), 200, "frame {n}");
+        let bytes = resp.bytes().expect("the frame's bytes");
+        let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+            .expect("a PNG")
+            .to_rgb8();
+        assert_eq!((img.width(), img.height()), (40, 24), "frame {n}");
+        let [r, g, b] = img.get_pixel(20, 12).0;
+        assert!(
+            g > 150 && r < 100 && b < 100,
+            "frame {n} is not green: {r},{g},{b}"
+        );
+    }
+    for outside in [0, 4] {
+        let resp = farm
+            .http()
+            .get(farm.url(&format!("/api/v1/jobs/{id}/frames/{outside}")))
+            .send()
+            .expect("ask for a frame");
+        assert_eq!(resp.status(), 404, "frame {outside}");
+    }
+    // No copy left beside the open file (nor anything else changed there).
     assert_open_file_untouched(&artist, &before, &result);
 }

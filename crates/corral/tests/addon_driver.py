@@ -117,11 +117,19 @@ def main():
     submit = config.get("submit")
     if submit and config.get("shared_errors"):
         # A farm that takes no uploads needs the shared folder.
-        error_case("no_shared_folder", farm_url=submit["farm"], shared_folder="")
+        error_case("no_shared_folder", farm_url=submit["farm"], shared_folder="",
+                   corral_executable="")
         error_case("shared_folder_gone", farm_url=submit["farm"],
                    shared_folder=submit["shared_folder"] + "/not-there")
+    if submit and config.get("upload_errors"):
+        # Without a shared folder the add-on runs `corral submit --upload`: a program that
+        # is not there, and one that fails, each end in one line.
+        for name, program in config["upload_errors"].items():
+            error_case(name, farm_url=submit["farm"], shared_folder="",
+                       corral_executable=program)
     if submit:
         prefs.farm_url = submit["farm"]
+        prefs.corral_executable = submit.get("corral", "")
         prefs.token = submit.get("token", "")
         prefs.shared_folder = submit.get("shared_folder", "")
         settings.use_scene_range = False
