@@ -96,6 +96,23 @@ impl Default for ServerLimits {
     }
 }
 
+impl ServerLimits {
+    /// The defaults, with the connection bound sized to the process's descriptor limit:
+    /// half of what the soft limit leaves after 256 for the rest of the process (the other
+    /// half is for its own outgoing connections: an orchestrator long-polls every node
+    /// that renders), never below [`MAX_CONNECTIONS`] nor above 16384. A farm of a
+    /// thousand nodes keeps a connection open per node, which 512 cannot hold.
+    pub fn sized_to_descriptors() -> Self {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
+            .unwrap_or(1024);
+        ServerLimits {
+            max_connections: (soft.saturating_sub(256) / 2).clamp(MAX_CONNECTIONS, 16384),
+            ..ServerLimits::default()
+        }
+    }
+}
+
 /// The body deadline of the request it is attached to, for the extractors that read
 /// bodies ([`crate::JsonBody`]).
 #[derive(Debug, Clone, Copy)]

@@ -33,9 +33,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(orchestrator.clone());
-    corral_http::serve(listener, app, async move {
+    let shutdown = async move {
         shutdown.await;
         orchestrator.shut_down().await;
-    })
-    .await
+    };
+    let limits = corral_http::ServerLimits::sized_to_descriptors();
+    tracing::debug!(max_connections = limits.max_connections, "connection bound");
+    corral_http::serve_with(listener, app, shutdown, limits).await
 }

@@ -13,7 +13,7 @@ use crate::store::{
     Admission, Applied, Fence, JobOutcome, NewJob, NodeRecord, Note, RunningTask, SqlStore, StopAt,
     Store, StoreError,
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use corral_core::lifecycle::{Command, JobCommand};
 use corral_core::orchestrator_api::{Event, JobSubmission, NodeState};
 use corral_core::{FieldError, JobId, LeaseId, NodeId, OrchestratorId, TaskId};
@@ -58,6 +58,10 @@ pub(crate) struct Inner {
     pub at_work: Mutex<std::collections::HashMap<TaskId, AtWork>>,
     /// When each node's stray renders were last looked for (absent: not since it came up).
     pub swept: Mutex<std::collections::HashMap<NodeId, std::time::Instant>>,
+    /// When each node last answered this process's probe. The store's `last_seen` is
+    /// written only every so often (a thousand nodes probed each second would otherwise
+    /// be a thousand writes a second); silence is measured from the later of the two.
+    pub answered: Mutex<std::collections::HashMap<NodeId, DateTime<Utc>>>,
     /// Since when every membership round reached the database; `None` after a failure.
     /// Others' heartbeats are judged only after this long, so an outage everyone lived
     /// through is not mistaken for their death.
@@ -144,6 +148,7 @@ impl Orchestrator {
                 leasing: tokio::sync::Mutex::new(()),
                 fence,
                 swept: Mutex::new(std::collections::HashMap::new()),
+                answered: Mutex::new(std::collections::HashMap::new()),
                 at_work: Mutex::new(std::collections::HashMap::new()),
                 healthy_since: Mutex::new(Some(std::time::Instant::now())),
                 local_events: broadcast::channel(1024).0,

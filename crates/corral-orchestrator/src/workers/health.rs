@@ -6,8 +6,9 @@
 use crate::orchestrator::Orchestrator;
 use crate::store::{NodeRecord, Note, RunningFilter, StopAt, StoreError};
 use crate::workers::watcher;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use corral_core::ids::parse_render_tag;
+use corral_core::node_api::NodeInfo;
 use corral_core::orchestrator_api::NodeState;
 use corral_core::{LeaseId, NodeId, NodeJobId, TaskId};
 use std::collections::HashSet;
@@ -33,12 +34,20 @@ pub async fn probe(o: &Orchestrator, node: NodeRecord) {
     let answer = tokio::time::timeout(timeout, o.gateway().info(&node.url)).await;
     match answer {
         Ok(Ok(info)) => {
-            let came_up = match o.store().node_seen(&node.id, &info).await {
-                Ok(came_up) => came_up,
-                Err(e) => {
-                    tracing::warn!(node = %node.id, error = %e, "could not record a probe");
-                    return;
+            let now = Utc::now();
+            if let Ok(mut answered) = o.inner.answered.lock() {
+                answered.insert(node.id.clone(), now);
+            }
+            let came_up = if seen_is_news(o, &node, &info, now) {
+                match o.store().node_seen(&node.id, &info).await {
+                    Ok(came_up) => came_up,
+                    Err(e) => {
+                        tracing::warn!(node = %node.id, error = %e, "could not record a probe");
+                        return;
+                    }
                 }
+            } else {
+                false
             };
             // Strays are looked for when a node comes up (or is first seen by this
             // process) and every [`SWEEP_EVERY`]: a dispatch cut short can leave a render
@@ -67,7 +76,13 @@ pub async fn probe(o: &Orchestrator, node: NodeRecord) {
             }
         }
         _ => {
-            let silent_since = node.last_seen.unwrap_or(node.registered_at);
+            let answered = o
+                .inner
+                .answered
+                .lock()
+                .ok()
+                .and_then(|a| a.get(&node.id).copied());
+            let silent_since = node.last_seen.max(answered).unwrap_or(node.registered_at);
             let silent = (Utc::now() - silent_since).to_std().unwrap_or_default();
             if node.state == NodeState::Up && silent >= o.config().node_timeout {
                 if let Err(e) = node_lost(o, &node.id).await {
@@ -76,6 +91,24 @@ pub async fn probe(o: &Orchestrator, node: NodeRecord) {
             }
         }
     }
+}
+
+/// Whether a probe's answer must be written: the node is not recorded as up, what it
+/// reports changed, or its recorded `last_seen` is older than half the node timeout (so
+/// another orchestrator taking over the probes sees a live node as live). Otherwise the
+/// answer is kept in memory only (the orchestrator's `answered` map).
+fn seen_is_news(o: &Orchestrator, node: &NodeRecord, info: &NodeInfo, now: DateTime<Utc>) -> bool {
+    let write_every = (o.config().node_timeout / 2).max(Duration::from_secs(1));
+    let stale = node
+        .last_seen
+        .is_none_or(|seen| (now - seen).to_std().unwrap_or_default() >= write_every);
+    stale
+        || node.state != NodeState::Up
+        || node.slots != info.slots as u64
+        || node.hostname.as_deref() != Some(info.hostname.as_str())
+        || node.blender_version.as_deref() != Some(info.blender_version.as_str())
+        || node.cores != Some(info.cores as u64)
+        || node.memory_bytes != info.memory_bytes
 }
 
 /// Marks a node down and takes its tasks back (one transaction).

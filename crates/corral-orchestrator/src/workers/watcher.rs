@@ -27,6 +27,21 @@ const SAMPLE_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// recorded the moment it is saved.
 const FRAMES_EVERY: Duration = Duration::from_millis(200);
 
+/// The progress writes all watchers together aim to stay under, per second. The store
+/// applies writes one at a time (SQLite has one writer), so at a thousand renders saving
+/// frames every 100 ms, writing each watcher's frames every 200 ms queued every write,
+/// completions included, for seconds (measured with `corral bench sim --nodes 1000`).
+const PROGRESS_WRITES_PER_S: u32 = 1000;
+
+/// How long a watcher holds new frames (and sample progress) before writing them: 200 ms,
+/// or longer when this orchestrator follows so many renders that their writes together
+/// would pass [`PROGRESS_WRITES_PER_S`]. A render's end is written at once either way.
+fn progress_every(o: &Orchestrator, base: Duration) -> Duration {
+    let followed = o.inner.followed.lock().map_or(0, |set| set.len());
+    let followed = u32::try_from(followed).unwrap_or(u32::MAX);
+    base.max(Duration::from_secs(1) * followed / PROGRESS_WRITES_PER_S)
+}
+
 /// Reports a command about `task`, retrying while the store is unavailable. Answers
 /// whether it was applied, or `None` if the orchestrator is shutting down first.
 pub(crate) async fn report(
@@ -186,12 +201,14 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                     return;
                 }
                 let since_write = last_write.map_or(Duration::MAX, |t| t.elapsed());
-                let samples_due = progressed && since_write >= SAMPLE_PROGRESS_EVERY;
+                let samples_due =
+                    progressed && since_write >= progress_every(o, SAMPLE_PROGRESS_EVERY);
                 if new.is_empty() && !samples_due {
                     continue;
                 }
-                if !new.is_empty() && since_write < FRAMES_EVERY {
-                    wait = FRAMES_EVERY - since_write;
+                let frames_every = progress_every(o, FRAMES_EVERY);
+                if !new.is_empty() && since_write < frames_every {
+                    wait = frames_every - since_write;
                     continue;
                 }
                 let command = Command::Progress {

@@ -480,12 +480,17 @@ async fn tutorial_round_robin(args: &SimArgs, _capacity: f64) -> anyhow::Result<
         let url = format!("{}/job", nodes[i % nodes.len()].1);
         let body =
             serde_json::json!({ "from": from, "to": to, "tag": format!("tutorial:{from}:0") });
-        posts.push(http.post(url).json(&body).send());
+        posts.push((url, body));
         from = to + 1;
         i += 1;
     }
     let chunks = posts.len();
-    for r in futures_util::future::join_all(posts).await {
+    // In order, at most 256 at a time: tens of thousands of connections at once would run
+    // this process out of descriptors (the tutorial's Node.js posts them all at once).
+    let mut sent = futures_util::stream::iter(posts)
+        .map(|(url, body)| http.post(url).json(&body).send())
+        .buffered(256);
+    while let Some(r) = sent.next().await {
         r.context("posting a chunk")?;
     }
     loop {
