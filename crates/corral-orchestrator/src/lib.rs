@@ -4,6 +4,7 @@
 //! by long-polling its node, and re-queues work from nodes (or orchestrators) that fail or
 //! vanish. It serves the web dashboard at `/` ([`dashboard`]).
 
+pub mod auth;
 mod config;
 pub mod dashboard;
 mod error;
