@@ -162,6 +162,16 @@ fn forbidden(detail: String) -> Response {
     ProblemResponse(Problem::new(403, "Forbidden").with_detail(detail)).into_response()
 }
 
+/// `app` behind [`require_token`] when the orchestrator requires tokens, else as it is.
+/// Every route of `app` is checked (but [`is_open`]'s), its fallback included.
+pub fn protect(o: Orchestrator, app: axum::Router) -> axum::Router {
+    if o.config().auth {
+        app.layer(axum::middleware::from_fn_with_state(o, require_token))
+    } else {
+        app
+    }
+}
+
 /// The layer on the router when the farm needs tokens: a missing or unknown token is a
 /// `401` with `WWW-Authenticate: Bearer`, a revoked one or one of the wrong kind a `403`,
 /// each with a problem body and before any handler runs (so nothing changes).

@@ -103,10 +103,16 @@ const MAX_FRAME_PAGE: u64 = 5000;
 )]
 pub struct ApiDoc;
 
-/// The orchestrator's routes. Public so tests can drive it in-process.
+/// The orchestrator's routes, behind the token check when the farm requires tokens.
+/// Public so tests can drive it in-process.
 pub fn router(o: Orchestrator) -> Router {
-    let auth = o.config().auth;
-    let app = Router::new()
+    crate::auth::protect(o.clone(), routes(o))
+}
+
+/// The orchestrator's routes without the token check, for a server that adds routes of
+/// its own (`corral up`) and then puts the whole under [`crate::auth::protect`].
+pub fn routes(o: Orchestrator) -> Router {
+    Router::new()
         .route("/render", post(render))
         .route("/status/{id}", get(status))
         .route("/api/v1/jobs", post(submit_job).get(list_jobs))
@@ -131,15 +137,7 @@ pub fn router(o: Orchestrator) -> Router {
         .merge(crate::transfer::router())
         .fallback(corral_http::route_not_found)
         .method_not_allowed_fallback(corral_http::method_not_allowed)
-        .with_state(o.clone());
-    if auth {
-        app.layer(axum::middleware::from_fn_with_state(
-            o,
-            crate::auth::require_token,
-        ))
-    } else {
-        app
-    }
+        .with_state(o)
 }
 
 fn limits(o: &Orchestrator) -> SubmitLimits {

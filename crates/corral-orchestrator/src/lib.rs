@@ -19,7 +19,7 @@ mod views;
 mod workers;
 
 pub use config::OrchestratorConfig;
-pub use http::{router, ApiDoc};
+pub use http::{router, routes, ApiDoc};
 pub use orchestrator::Orchestrator;
 pub use store::DatabaseUrl;
 

@@ -150,7 +150,7 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
 }
 
 /// The farm's first tokens, on standard error, once: only their hashes are kept.
-fn print_first_tokens(addr: SocketAddr, client: &str, join: &str) {
+pub fn print_first_tokens(addr: SocketAddr, client: &str, join: &str) {
     let host = if addr.ip().is_unspecified() {
         format!("HOST:{}", addr.port())
     } else {
