@@ -184,9 +184,7 @@ pub async fn require_token(
         return next.run(req).await;
     }
     let Some(token) = presented(&req) else {
-        return unauthorized(
-            "this farm needs a token: send `Authorization: Bearer TOKEN` (see `corral token`)",
-        );
+        return unauthorized("this farm requires a token, sent as `Authorization: Bearer TOKEN`");
     };
     let record = match o.store().token_by_hash(&token_hash(&token)).await {
         Ok(Some(record)) => record,

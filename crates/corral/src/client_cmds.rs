@@ -154,7 +154,7 @@ pub fn explain(e: ClientError, server: &str) -> anyhow::Error {
             problem,
             ..
         } => anyhow!(
-            "the server at {server} needs a valid token ({}): pass --token or set CORRAL_TOKEN",
+            "the server at {server} refused the call: {}; pass a client token with --token or CORRAL_TOKEN",
             for_terminal(problem.detail.as_deref().unwrap_or(&problem.title))
         ),
         ClientError::Status {

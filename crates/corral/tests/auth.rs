@@ -179,7 +179,7 @@ fn a_farm_with_tokens_renders_only_for_its_token_holders() {
     assert_eq!(refused.status.code(), Some(1), "{}", describe(&refused));
     let line = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(line.trim().lines().count(), 1, "{line}");
-    assert!(line.contains("needs a valid token"), "{line}");
+    assert!(line.contains("pass a client token with --token"), "{line}");
     let out = corral(
         &[
             "submit",
