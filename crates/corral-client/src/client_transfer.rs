@@ -86,6 +86,7 @@ impl OrchestratorClient {
                 .post(url.clone())
                 .json(&body)
                 .timeout(QUESTION_TIMEOUT)
+                .headers(self.auth())
                 .send()
                 .await;
             let answer: MissingBlobs =
@@ -103,6 +104,7 @@ impl OrchestratorClient {
             .http
             .head(url.clone())
             .timeout(QUESTION_TIMEOUT)
+            .headers(self.auth())
             .send()
             .await
             .map_err(|source| ClientError::Unreachable {
@@ -162,6 +164,7 @@ impl OrchestratorClient {
             .header("Upload-Length", total)
             .header(reqwest::header::CONTENT_LENGTH, length)
             .body(reqwest::Body::wrap_stream(stream))
+            .headers(self.auth())
             .send()
             .await
             .map_err(|source| ClientError::Unreachable {
@@ -191,6 +194,7 @@ impl OrchestratorClient {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(manifest.canonical_json())
             .timeout(QUESTION_TIMEOUT)
+            .headers(self.auth())
             .send()
             .await;
         let created: ManifestCreated =
@@ -213,13 +217,14 @@ impl OrchestratorClient {
         if let Some(hash) = if_not {
             req = req.header(reqwest::header::IF_NONE_MATCH, format!("\"{hash}\""));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.to_string(),
-                source,
-            })?;
+        let resp =
+            req.headers(self.auth())
+                .send()
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    url: url.to_string(),
+                    source,
+                })?;
         match resp.status() {
             StatusCode::NOT_MODIFIED => Ok(None),
             StatusCode::OK => {

@@ -80,6 +80,21 @@ impl ClientError {
 pub struct NodeClient {
     http: reqwest::Client,
     base: String,
+    /// The node's secret, sent as `Authorization: Bearer` (a node that joined a farm
+    /// answers only its orchestrator).
+    bearer: Option<String>,
+}
+
+/// `Authorization: Bearer TOKEN`, or no header.
+fn bearer_headers(token: Option<&str>) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        if let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+    }
+    headers
 }
 
 /// How long a plain request may take; long-polls add their wait on top.
@@ -122,7 +137,21 @@ impl NodeClient {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::BadUrl(base));
         }
-        Ok(NodeClient { http, base })
+        Ok(NodeClient {
+            http,
+            base,
+            bearer: None,
+        })
+    }
+
+    /// Sends `secret` as `Authorization: Bearer` on every call.
+    pub fn with_bearer(mut self, secret: Option<&str>) -> Self {
+        self.bearer = secret.map(str::to_string);
+        self
+    }
+
+    fn auth(&self) -> reqwest::header::HeaderMap {
+        bearer_headers(self.bearer.as_deref())
     }
 
     pub fn base(&self) -> &str {
@@ -136,6 +165,7 @@ impl NodeClient {
             .post(&url)
             .json(req)
             .timeout(REQUEST_TIMEOUT)
+            .headers(self.auth())
             .send()
             .await;
         decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
@@ -143,7 +173,13 @@ impl NodeClient {
 
     pub async fn job(&self, id: &str) -> Result<JobView, ClientError> {
         let url = format!("{}/job/{id}", self.base);
-        let resp = self.http.get(&url).timeout(REQUEST_TIMEOUT).send().await;
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(REQUEST_TIMEOUT)
+            .headers(self.auth())
+            .send()
+            .await;
         decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 
@@ -158,6 +194,7 @@ impl NodeClient {
             .http
             .get(&url)
             .timeout(wait + REQUEST_TIMEOUT)
+            .headers(self.auth())
             .send()
             .await;
         decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
@@ -165,7 +202,13 @@ impl NodeClient {
 
     pub async fn cancel(&self, id: &str) -> Result<JobView, ClientError> {
         let url = format!("{}/job/{id}", self.base);
-        let resp = self.http.delete(&url).timeout(REQUEST_TIMEOUT).send().await;
+        let resp = self
+            .http
+            .delete(&url)
+            .timeout(REQUEST_TIMEOUT)
+            .headers(self.auth())
+            .send()
+            .await;
         decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 
@@ -180,6 +223,7 @@ impl NodeClient {
             .post(&url)
             .json(&corral_core::node_api::TruncateRequest { to: Some(to) })
             .timeout(REQUEST_TIMEOUT)
+            .headers(self.auth())
             .send()
             .await;
         decode::<corral_core::node_api::TruncateAnswer>(&url, resp, MAX_NODE_ANSWER_BYTES)
@@ -189,13 +233,25 @@ impl NodeClient {
 
     pub async fn jobs(&self) -> Result<Vec<JobView>, ClientError> {
         let url = format!("{}/jobs", self.base);
-        let resp = self.http.get(&url).timeout(REQUEST_TIMEOUT).send().await;
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(REQUEST_TIMEOUT)
+            .headers(self.auth())
+            .send()
+            .await;
         decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 
     pub async fn info(&self) -> Result<NodeInfo, ClientError> {
         let url = format!("{}/info", self.base);
-        let resp = self.http.get(&url).timeout(REQUEST_TIMEOUT).send().await;
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(REQUEST_TIMEOUT)
+            .headers(self.auth())
+            .send()
+            .await;
         decode(&url, resp, MAX_NODE_ANSWER_BYTES).await
     }
 
@@ -207,6 +263,7 @@ impl NodeClient {
             .http
             .get(&url)
             .timeout(REQUEST_TIMEOUT)
+            .headers(self.auth())
             .send()
             .await
             .map_err(|source| ClientError::Unreachable {
@@ -332,6 +389,10 @@ pub struct OrchestratorClient {
     http: reqwest::Client,
     bases: Arc<Vec<String>>,
     current: Arc<AtomicUsize>,
+    /// The token sent as `Authorization: Bearer` (a client token for people; for a node,
+    /// its join token until the orchestrator hands it its own credential). Shared by
+    /// clones, so the node's transfers use the credential once registration set it.
+    bearer: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 /// What `corral up` announces at [`LOCAL_FARM_PATH`] besides the orchestrator's API: the
@@ -432,7 +493,22 @@ impl OrchestratorClient {
             http: http_client(),
             bases: Arc::new(checked),
             current: Arc::new(AtomicUsize::new(0)),
+            bearer: Arc::new(std::sync::RwLock::new(None)),
         })
+    }
+
+    /// Sends `token` as `Authorization: Bearer` on every request from now on (every clone
+    /// of this client too).
+    pub fn set_token(&self, token: Option<String>) {
+        if let Ok(mut bearer) = self.bearer.write() {
+            *bearer = token;
+        }
+    }
+
+    /// The `Authorization` header for the current token, if any.
+    pub(crate) fn auth(&self) -> reqwest::header::HeaderMap {
+        let bearer = self.bearer.read().ok().and_then(|b| b.clone());
+        bearer_headers(bearer.as_deref())
     }
 
     /// The address requests go to first (the last one that answered).
@@ -481,7 +557,7 @@ impl OrchestratorClient {
             }
             let answer = decode(
                 target.as_str(),
-                make(target.clone()).send().await,
+                make(target.clone()).headers(self.auth()).send().await,
                 MAX_ORCHESTRATOR_ANSWER_BYTES,
             )
             .await;
@@ -522,11 +598,19 @@ impl OrchestratorClient {
         .await
     }
 
-    /// Announces a render node reachable at `node_url` (also its heartbeat).
-    pub async fn register_node(&self, node_url: &str) -> Result<NodeView, ClientError> {
+    /// Announces a render node reachable at `node_url` (also its heartbeat), with the
+    /// secret the orchestrator is to send on its calls to the node, if any. Under a join
+    /// token the answer carries the node's own credential
+    /// ([`NodeView::credential`]), for the caller to [`set_token`](Self::set_token).
+    pub async fn register_node(
+        &self,
+        node_url: &str,
+        secret: Option<&str>,
+    ) -> Result<NodeView, ClientError> {
         let url = self.url("/api/v1/nodes", &[])?;
         let body = corral_core::orchestrator_api::RegisterNode {
             url: Some(node_url.to_string()),
+            secret: secret.map(str::to_string),
         };
         // Registering twice is harmless: it is also the heartbeat.
         self.post(url, Some(&body), REQUEST_TIMEOUT, true).await
@@ -629,6 +713,7 @@ impl OrchestratorClient {
                 .http
                 .get(target.clone())
                 .header(reqwest::header::ACCEPT, "text/event-stream")
+                .headers(self.auth())
                 .send()
                 .await;
             match resp {

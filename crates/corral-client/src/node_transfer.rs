@@ -157,7 +157,7 @@ impl OrchestratorClient {
                 let _ = target.set_port(base.port());
             }
             let shown = target.to_string();
-            let error = match make(target)?.send().await {
+            let error = match make(target)?.headers(self.auth()).send().await {
                 Err(source) => ClientError::Unreachable { url: shown, source },
                 Ok(resp) if resp.status().is_success() => {
                     self.current

@@ -489,6 +489,10 @@ pub struct NodeView {
     pub frames_rendered: u64,
     pub last_seen: Option<DateTime<Utc>>,
     pub registered_at: DateTime<Utc>,
+    /// Only in the answer to a node joining under a join token: the node's own credential
+    /// (a `node` token) for its later calls. Shown once; the farm keeps only its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// `POST /api/v1/nodes`: a node announcing itself (also its heartbeat).
@@ -503,6 +507,32 @@ pub struct RegisterNode {
         max_length = 261
     )]
     pub url: Option<String>,
+    /// A secret the node made (32 random bytes, base64url): the orchestrator sends it as
+    /// `Authorization: Bearer` on every call to the node, which answers no one else.
+    #[schema(
+        nullable = false,
+        pattern = "^[A-Za-z0-9_-]{32,128}$",
+        min_length = 32,
+        max_length = 128
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// Checks a node's secret: 32 to 128 characters of base64url.
+pub fn validate_node_secret(field: &str, secret: &str) -> Result<String, FieldError> {
+    let ok = (32..=128).contains(&secret.len())
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(secret.to_string())
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be 32 to 128 characters of base64url (A-Z, a-z, 0-9, - and _)",
+        ))
+    }
 }
 
 /// Checks a node URL: `http(s)://host[:port]`, nothing after.

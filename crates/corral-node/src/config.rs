@@ -54,6 +54,10 @@ pub struct NodeConfig {
     pub orchestrator: Option<OrchestratorClient>,
     /// Bytes of blobs the cache keeps (`--cache-size`); those in use may take it above.
     pub cache_size: u64,
+    /// The secret this node sent its orchestrator when it joined with a token: every
+    /// call but `/healthz` must then carry it as `Authorization: Bearer`, so the node
+    /// takes work only from its orchestrator. `None`: the API is open (the tutorial).
+    pub secret: Option<String>,
 }
 
 impl NodeConfig {

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 /// The node's routes over `node`'s state. Public so tests can drive it in-process.
 pub fn router(node: Node) -> Router {
-    Router::new()
+    let secret = node.config().secret.clone();
+    let app = Router::new()
         .route("/job", axum::routing::post(submit_job))
         .route("/job/{id}", get(get_job).delete(cancel_job))
         .route("/job/{id}/log", get(job_log))
@@ -28,7 +29,53 @@ pub fn router(node: Node) -> Router {
         .route("/info", get(info))
         .fallback(corral_http::route_not_found)
         .method_not_allowed_fallback(corral_http::method_not_allowed)
-        .with_state(node)
+        .with_state(node);
+    match secret {
+        Some(secret) => app.layer(axum::middleware::from_fn(move |req, next| {
+            require_secret(secret.clone(), req, next)
+        })),
+        None => app,
+    }
+}
+
+/// The layer of a node that joined with a token: a call without its secret (but
+/// `/healthz`, for probes) is a `401` problem, and reaches no handler.
+async fn require_secret(
+    secret: String,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    if presented.is_some_and(|p| same_secret(p, &secret)) {
+        return next.run(req).await;
+    }
+    let problem = corral_core::Problem::new(401, "Unauthorized")
+        .with_detail("this node joined an orchestrator and takes calls only from it");
+    let mut response = corral_http::ProblemResponse(problem).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Compares two secrets in time that does not depend on where they differ: their SHA-256
+/// digests are compared whole.
+fn same_secret(a: &str, b: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// `202 Accepted` with `Location` and `Retry-After` while a job is queued or running,

@@ -54,6 +54,9 @@ pub struct OrchestratorConfig {
     /// tutorial's `POST /render`. Without it such a job goes to the nodes as it is (each
     /// renders its own `--blend`), unless `scenes_dir` is set: then it is refused.
     pub default_scene: Option<String>,
+    /// Every API call needs a token (`Authorization: Bearer`; see [`crate::auth`]). Off by
+    /// default; `corral orchestrator` turns it on off loopback or with `--auth`.
+    pub auth: bool,
 }
 
 impl OrchestratorConfig {
@@ -79,6 +82,7 @@ impl OrchestratorConfig {
             max_blob_bytes: crate::storage::DEFAULT_MAX_BLOB_BYTES,
             scenes_dir: None,
             default_scene: None,
+            auth: false,
         }
     }
 }

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// A frame upload whose render tag is not the task's current lease for that frame.
     #[error("{0}")]
     FrameRefused(String),
+    /// A known token that may not make this call.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl IntoResponse for ApiError {
@@ -131,6 +134,7 @@ impl IntoResponse for ApiError {
                 .with_kind("/problems/frame-refused")
                 .with_field("X-Corral-Render")
                 .with_detail(detail),
+            ApiError::Forbidden(_) => Problem::new(403, "Forbidden").with_detail(detail),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "database error");
                 Problem::new(500, "Internal error")

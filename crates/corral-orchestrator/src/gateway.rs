@@ -1,11 +1,14 @@
 //! The port to render nodes: every call the orchestrator makes to a node goes through
 //! [`NodeGateway`], so what guards those calls (size caps on answers, no redirects,
-//! timeouts, and later credentials) lives in one place, and tests can put a hostile or
+//! timeouts, and each node's secret) lives in one place, and tests can put a hostile or
 //! failing node behind it.
 
+use crate::store::NodeSecret;
 use async_trait::async_trait;
 use corral_client::{ClientError, NodeClient};
 use corral_core::node_api::{JobRequest, JobView, NodeInfo};
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::Duration;
 
 /// Calls to render nodes, by URL.
@@ -38,6 +41,9 @@ pub trait NodeGateway: Send + Sync + 'static {
             url: format!("{url}/job/{node_job}/log"),
         })
     }
+    /// The secret to send as `Authorization: Bearer` on calls to the node at `url` (the
+    /// one it sent when it joined), or none. Gateways without credentials ignore it.
+    fn remember_secret(&self, _url: &str, _secret: Option<&NodeSecret>) {}
 }
 
 /// The gateway over HTTP: one connection pool for every node, built by
@@ -45,17 +51,26 @@ pub trait NodeGateway: Send + Sync + 'static {
 /// [`corral_client::MAX_NODE_ANSWER_BYTES`].
 pub struct HttpGateway {
     http: reqwest::Client,
+    /// Each joined node's secret by URL, learnt from the store (registration, and every
+    /// health round, so orchestrators sharing a database know every node's).
+    secrets: RwLock<HashMap<String, String>>,
 }
 
 impl HttpGateway {
     pub fn new() -> HttpGateway {
         HttpGateway {
             http: corral_client::http_client(),
+            secrets: RwLock::new(HashMap::new()),
         }
     }
 
     fn client(&self, url: &str) -> Result<NodeClient, ClientError> {
-        NodeClient::with_http(self.http.clone(), url)
+        let secret = self
+            .secrets
+            .read()
+            .ok()
+            .and_then(|secrets| secrets.get(url.trim_end_matches('/')).cloned());
+        Ok(NodeClient::with_http(self.http.clone(), url)?.with_bearer(secret.as_deref()))
     }
 }
 
@@ -99,5 +114,15 @@ impl NodeGateway for HttpGateway {
 
     async fn truncate(&self, url: &str, node_job: &str, to: i64) -> Result<i64, ClientError> {
         self.client(url)?.truncate(node_job, to).await
+    }
+
+    fn remember_secret(&self, url: &str, secret: Option<&NodeSecret>) {
+        if let Ok(mut secrets) = self.secrets.write() {
+            let url = url.trim_end_matches('/').to_string();
+            match secret {
+                Some(secret) => secrets.insert(url, secret.0.clone()),
+                None => secrets.remove(&url),
+            };
+        }
     }
 }

@@ -4,9 +4,12 @@
 //! the rules about what may be done to a job live in the domain
 //! ([`corral_core::lifecycle::check_job_command`]).
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::orchestrator::Orchestrator;
-use crate::store::{Admission, JobOutcome, JobRecord, NodeRecord};
+use crate::store::{
+    Admission, JobOutcome, JobRecord, NodeRecord, NodeSecret, StoreError, TokenKind,
+};
 use crate::views;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -18,9 +21,9 @@ use axum::{Json, Router};
 use corral_core::job::retry_after_secs;
 use corral_core::lifecycle::JobCommand;
 use corral_core::orchestrator_api::{
-    validate_node_url, Event, FramePage, JobDetail, JobPage, JobState, JobSubmission, JobSummary,
-    NodeView, RegisterNode, RenderAccepted, RenderStatus, SetPriority, SubmitJob, SubmitLimits,
-    TaskPage,
+    validate_node_secret, validate_node_url, Event, FramePage, JobDetail, JobPage, JobState,
+    JobSubmission, JobSummary, NodeView, RegisterNode, RenderAccepted, RenderStatus, SetPriority,
+    SubmitJob, SubmitLimits, TaskPage,
 };
 use corral_core::validate::parse_json_object;
 use corral_core::{FieldError, JobId, NodeId};
@@ -100,8 +103,15 @@ const MAX_FRAME_PAGE: u64 = 5000;
 )]
 pub struct ApiDoc;
 
-/// The orchestrator's routes. Public so tests can drive it in-process.
+/// The orchestrator's routes, behind the token check when the farm requires tokens.
+/// Public so tests can drive it in-process.
 pub fn router(o: Orchestrator) -> Router {
+    crate::auth::protect(o.clone(), routes(o))
+}
+
+/// The orchestrator's routes without the token check, for a server that adds routes of
+/// its own (`corral up`) and then puts the whole under [`crate::auth::protect`].
+pub fn routes(o: Orchestrator) -> Router {
     Router::new()
         .route("/render", post(render))
         .route("/status/{id}", get(status))
@@ -459,6 +469,7 @@ async fn list_nodes(State(o): State<Orchestrator>) -> Result<Json<Vec<NodeView>>
     responses((status = 200, body = NodeView), (status = 400, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn register_node(
     State(o): State<Orchestrator>,
+    caller: Option<axum::Extension<Caller>>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<NodeView>, ApiError> {
     let req: RegisterNode = parse_json_object(&body)?;
@@ -466,8 +477,47 @@ async fn register_node(
         FieldError::new("url", "required: where the orchestrator reaches the node")
     })?;
     let url = validate_node_url("url", &url)?;
-    let node = o.register_node(&url).await?;
-    Ok(Json(views::node_view(&node)))
+    let secret = req
+        .secret
+        .map(|s| validate_node_secret("secret", &s).map(NodeSecret))
+        .transpose()?;
+    let caller = caller.map(|axum::Extension(c)| c);
+    // A node's credential refreshes that node's registration only.
+    if let Some(Caller {
+        kind: TokenKind::Node,
+        name,
+    }) = &caller
+    {
+        if *name != NodeId::from_url(&url).as_str() {
+            return Err(ApiError::Forbidden(format!(
+                "this credential belongs to node `{name}`, not to {url}"
+            )));
+        }
+    }
+    let node = o.register_node(&url, secret).await?;
+    let mut view = views::node_view(&node);
+    // Joining under a join token: the node gets a credential of its own for its later
+    // calls (its earlier ones, from an earlier join, stop working).
+    if let Some(Caller {
+        kind: TokenKind::Join,
+        ..
+    }) = caller
+    {
+        let store = o.store();
+        store
+            .revoke_tokens_named(TokenKind::Node, node.id.as_str())
+            .await?;
+        let (credential, _) = crate::auth::create_token(store, TokenKind::Node, node.id.as_str())
+            .await
+            .map_err(|e| match e {
+                crate::auth::TokenError::Store(e) => ApiError::Store(e),
+                crate::auth::TokenError::Random(e) => {
+                    ApiError::Store(StoreError::Database(e.to_string()))
+                }
+            })?;
+        view.credential = Some(credential);
+    }
+    Ok(Json(view))
 }
 
 async fn find_node(o: &Orchestrator, id: &str) -> Result<NodeRecord, ApiError> {

@@ -4,6 +4,7 @@
 //! by long-polling its node, and re-queues work from nodes (or orchestrators) that fail or
 //! vanish. It serves the web dashboard at `/` ([`dashboard`]).
 
+pub mod auth;
 mod config;
 pub mod dashboard;
 mod error;
@@ -18,7 +19,7 @@ mod views;
 mod workers;
 
 pub use config::OrchestratorConfig;
-pub use http::{router, ApiDoc};
+pub use http::{router, routes, ApiDoc};
 pub use orchestrator::Orchestrator;
 pub use store::DatabaseUrl;
 

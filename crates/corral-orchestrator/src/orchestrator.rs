@@ -10,8 +10,8 @@ use crate::config::OrchestratorConfig;
 use crate::gateway::{HttpGateway, NodeGateway};
 use crate::metrics::Metrics;
 use crate::store::{
-    Admission, Applied, Fence, JobOutcome, NewJob, NodeRecord, Note, RunningTask, SqlStore, StopAt,
-    Store, StoreError,
+    Admission, Applied, Fence, JobOutcome, NewJob, NodeRecord, NodeSecret, Note, RunningTask,
+    SqlStore, StopAt, Store, StoreError,
 };
 use chrono::{DateTime, Utc};
 use corral_core::lifecycle::{Command, JobCommand};
@@ -157,6 +157,9 @@ impl Orchestrator {
             }),
         };
         tracing::info!(orchestrator = %o.id(), leader = o.fence().is_some(), "orchestrator started");
+        for node in o.store().nodes().await? {
+            o.gateway().remember_secret(&node.url, node.secret.as_ref());
+        }
         // Resume what an earlier process left running before any new dispatch.
         crate::workers::reconciler::round(&o).await?;
         crate::workers::spawn_all(&o);
@@ -399,8 +402,22 @@ impl Orchestrator {
 
     /// Adds a node (or hears its heartbeat). A node that is new or down is probed at once,
     /// so it gets work without waiting for the next health round.
-    pub async fn register_node(&self, url: &str) -> Result<NodeRecord, StoreError> {
-        let node = self.store().upsert_node(url).await?;
+    /// Adds or refreshes a node; `secret`, when the node sent one, is what every later
+    /// call to it carries (recorded before the first probe, which already needs it).
+    pub async fn register_node(
+        &self,
+        url: &str,
+        secret: Option<NodeSecret>,
+    ) -> Result<NodeRecord, StoreError> {
+        let mut node = self.store().upsert_node(url).await?;
+        if let Some(secret) = secret {
+            if node.secret.as_ref() != Some(&secret) {
+                self.store().set_node_secret(&node.id, &secret).await?;
+                node.secret = Some(secret);
+            }
+        }
+        self.gateway()
+            .remember_secret(&node.url, node.secret.as_ref());
         if node.state == NodeState::Down {
             let o = self.clone();
             let probe = node.clone();

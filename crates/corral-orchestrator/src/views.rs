@@ -162,5 +162,6 @@ pub fn node_view(n: &NodeRecord) -> NodeView {
         frames_rendered: n.frames_rendered,
         last_seen: n.last_seen,
         registered_at: n.registered_at,
+        credential: None,
     }
 }

@@ -2,8 +2,8 @@
 //! file, and a PostgreSQL server the test starts with initdb and pg_ctl): jobs and their
 //! tasks, leases fencing out stale writers, attempts and blocklists, job commands and their
 //! rules, the queue's order, nodes that are gone, orphans, adoption, the dispatcher's lease,
-//! events reaching a second store on the same database, and (SQLite) the upgrade from
-//! schema version 1.
+//! events reaching a second store on the same database, tokens and node secrets, and
+//! (SQLite) the upgrade from schema version 1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,8 +16,8 @@ use corral_core::orchestrator_api::{
 use corral_core::schedule::Assignment;
 use corral_core::{JobId, LeaseId, NodeId, NodeJobId, OrchestratorId, TaskId};
 use corral_orchestrator::store::{
-    Admission, Applied, DatabaseUrl, Fence, JobOutcome, NewJob, Note, RunningFilter, SavedFrame,
-    SqlStore, Store, TaskRecord,
+    Admission, Applied, DatabaseUrl, Fence, JobOutcome, NewJob, NodeSecret, Note, RunningFilter,
+    SavedFrame, SqlStore, Store, TaskRecord, TokenKind,
 };
 use corral_testkit::PgServer;
 use sqlx::Connection;
@@ -1025,3 +1025,83 @@ async fn cuts_make_queued_tasks_of_their_tails(db: &Db) {
     ));
 }
 both!(cuts_make_queued_tasks_of_their_tails);
+
+/// Tokens are stored by hash only, found by it, listed, revoked once (the first time
+/// kept); a node's secret is kept with it; a node's earlier credentials are revoked by name.
+async fn tokens_are_stored_by_hash_and_revoked(db: &Db) {
+    let store = db.open().await;
+    let hash = |c: char| c.to_string().repeat(64);
+    let client = store
+        .create_token(TokenKind::Client, &hash('a'), "laptop")
+        .await
+        .unwrap();
+    assert_eq!(client.kind, TokenKind::Client);
+    assert_eq!(client.name, "laptop");
+    assert_eq!(client.revoked, None);
+    let join = store
+        .create_token(TokenKind::Join, &hash('b'), "")
+        .await
+        .unwrap();
+    assert_ne!(client.id, join.id);
+    assert!(
+        store
+            .create_token(TokenKind::Client, &hash('a'), "again")
+            .await
+            .is_err(),
+        "a hash is unique"
+    );
+    let found = store.token_by_hash(&hash('a')).await.unwrap().unwrap();
+    assert_eq!(found, client);
+    assert_eq!(store.token_by_hash(&hash('c')).await.unwrap(), None);
+
+    assert!(store.revoke_token(client.id).await.unwrap());
+    assert!(!store.revoke_token(9999).await.unwrap());
+    let revoked = store.token_by_hash(&hash('a')).await.unwrap().unwrap();
+    let when = revoked.revoked.expect("revoked");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(store.revoke_token(client.id).await.unwrap());
+    let again = store.token_by_hash(&hash('a')).await.unwrap().unwrap();
+    assert_eq!(
+        again.revoked,
+        Some(when),
+        "the first revocation's time is kept"
+    );
+
+    for c in ['d', 'e'] {
+        store
+            .create_token(TokenKind::Node, &hash(c), "n1:3000")
+            .await
+            .unwrap();
+    }
+    store
+        .create_token(TokenKind::Node, &hash('f'), "n2:3000")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .revoke_tokens_named(TokenKind::Node, "n1:3000")
+            .await
+            .unwrap(),
+        2
+    );
+    let all = db.open().await.tokens().await.unwrap();
+    assert_eq!(all.len(), 5);
+    let live: Vec<&str> = all
+        .iter()
+        .filter(|t| t.revoked.is_none())
+        .map(|t| t.kind.name())
+        .collect();
+    assert_eq!(live, ["join", "node"]);
+
+    let node = store.upsert_node("http://n1:3000").await.unwrap();
+    assert_eq!(node.secret, None);
+    let secret = NodeSecret("s3cret".into());
+    store.set_node_secret(&node.id, &secret).await.unwrap();
+    let node = store.node(&node.id).await.unwrap().unwrap();
+    assert_eq!(node.secret, Some(secret));
+    assert!(
+        !format!("{node:?}").contains("s3cret"),
+        "Debug hides the secret"
+    );
+}
+both!(tokens_are_stored_by_hash_and_revoked);

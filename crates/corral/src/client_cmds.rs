@@ -78,6 +78,15 @@ pub struct ServerArgs {
     /// orchestrators of one farm, comma-separated, are tried in turn.
     #[arg(long, env = "CORRAL_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
     server: String,
+    /// A client token for a farm that needs one (`corral_...`, sent as
+    /// `Authorization: Bearer`; see `corral token`).
+    #[arg(
+        long,
+        env = "CORRAL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
 }
 
 impl ServerArgs {
@@ -97,12 +106,14 @@ impl ServerArgs {
                 }
             })
             .collect();
-        OrchestratorClient::with_bases(&bases).map_err(|_| {
+        let client = OrchestratorClient::with_bases(&bases).map_err(|_| {
             anyhow!(
                 "`{}` is not a server address; expected http://HOST:PORT",
                 self.server
             )
-        })
+        })?;
+        client.set_token(self.token.clone());
+        Ok(client)
     }
 
     /// ` --server URL` when it is not the default, for commands printed as hints.
@@ -137,6 +148,22 @@ pub fn explain(e: ClientError, server: &str) -> anyhow::Error {
         ClientError::NotFound { url } => anyhow!(
             "{} was not found on the Corral server",
             for_terminal(url.as_str())
+        ),
+        ClientError::Status {
+            status: 401,
+            problem,
+            ..
+        } => anyhow!(
+            "the server at {server} refused the call: {}; pass a client token with --token or CORRAL_TOKEN",
+            for_terminal(problem.detail.as_deref().unwrap_or(&problem.title))
+        ),
+        ClientError::Status {
+            status: 403,
+            problem,
+            ..
+        } => anyhow!(
+            "the server at {server} refused the token: {}",
+            for_terminal(problem.detail.as_deref().unwrap_or(&problem.title))
         ),
         ClientError::Status {
             status, problem, ..

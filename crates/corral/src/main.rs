@@ -1,6 +1,6 @@
 //! `corral`: one binary whose subcommands start the parts of the farm (`up`, `node`,
 //! `orchestrator`) and drive it (`submit`, `fetch`, `status`, `jobs`, `nodes`, `cancel`,
-//! `logs`).
+//! `logs`) and manage its tokens (`token`).
 
 mod bench;
 mod client_cmds;
@@ -11,6 +11,7 @@ mod pack;
 mod progress;
 mod scene;
 mod table;
+mod token_cmd;
 mod up_cmd;
 mod up_scenes;
 mod upload;
@@ -86,6 +87,9 @@ enum Command {
     /// scheduler and its SQLite database.
     #[command(after_help = orchestrator_cmd::EXAMPLES)]
     Orchestrator(orchestrator_cmd::OrchestratorArgs),
+    /// Manage the farm's tokens (list, create, revoke) on its database directly.
+    #[command(after_help = token_cmd::EXAMPLES)]
+    Token(token_cmd::TokenArgs),
     /// Measure: the scheduler with simulated nodes, or real renders on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
             Command::Orchestrator(args) => orchestrator_cmd::run(args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Token(args) => token_cmd::run(args).await,
             Command::Bench(command) => bench::run(command).await,
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }

@@ -89,6 +89,16 @@ pub struct NodeArgs {
     /// render uses.
     #[arg(long, env = "CORRAL_CACHE_SIZE", default_value = DEFAULT_CACHE_SIZE, value_parser = parse_size)]
     cache_size: u64,
+    /// The farm's join token (`corral_...`, printed by the orchestrator's first start or
+    /// made with `corral token create join`). With it the node joins with a secret of its
+    /// own (kept in DATA/node-secret) and then answers only its orchestrator.
+    #[arg(
+        long,
+        env = "CORRAL_TOKEN",
+        value_name = "JOIN_TOKEN",
+        requires = "orchestrator"
+    )]
+    token: Option<String>,
 }
 
 impl NodeArgs {
@@ -119,6 +129,7 @@ impl NodeArgs {
             orchestrator: Vec::new(),
             advertise: None,
             cache_size: parse_size(DEFAULT_CACHE_SIZE).unwrap_or(u64::MAX),
+            token: None,
         }
     }
 }
@@ -213,11 +224,38 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Registers with the orchestrator, then again every [`HEARTBEAT`], so an orchestrator
 /// that restarted or lost its database learns of the node again. Logs only changes.
-async fn register_loop(client: corral_client::OrchestratorClient, advertise: String) {
+/// With a join token (`join`), the first registration sends the node's `secret` under
+/// it and the answer's credential is used for every later call; a credential the
+/// orchestrator no longer takes (401/403: revoked, or a database started afresh) sends
+/// the node back to the join token at once.
+async fn register_loop(
+    client: corral_client::OrchestratorClient,
+    advertise: String,
+    join: Option<String>,
+    secret: Option<String>,
+) {
     let mut registered = None;
+    let mut has_credential = false;
     loop {
-        let ok = match client.register_node(&advertise).await {
-            Ok(_) => true,
+        let ok = match client.register_node(&advertise, secret.as_deref()).await {
+            Ok(view) => {
+                if let Some(credential) = view.credential {
+                    client.set_token(Some(credential));
+                    has_credential = true;
+                }
+                true
+            }
+            Err(corral_client::ClientError::Status {
+                status: 401 | 403, ..
+            }) if has_credential => {
+                tracing::warn!(
+                    orchestrator = client.base(),
+                    "the node's credential was refused; joining again with the join token"
+                );
+                client.set_token(join.clone());
+                has_credential = false;
+                continue;
+            }
             Err(e) => {
                 if registered != Some(false) {
                     tracing::warn!(orchestrator = client.base(), error = %e, "cannot register; will retry");
@@ -290,9 +328,13 @@ pub fn resolve_config(
         None
     } else {
         prepare_dir(&data_dir.join("cache"), "cache")?;
-        Some(corral_client::OrchestratorClient::with_bases(
-            &args.orchestrator,
-        )?)
+        let client = corral_client::OrchestratorClient::with_bases(&args.orchestrator)?;
+        client.set_token(args.token.clone());
+        Some(client)
+    };
+    let secret = match (&orchestrator, &args.token) {
+        (Some(_), Some(_)) => Some(node_secret(&data_dir)?),
+        _ => None,
     };
     let warm_driver = match args.render_mode {
         RenderMode::Warm => Some(corral_blender::warm::write_driver(&data_dir).with_context(
@@ -326,7 +368,38 @@ pub fn resolve_config(
         stall_timeout: (args.stall_timeout > 0).then(|| Duration::from_secs(args.stall_timeout)),
         orchestrator,
         cache_size: args.cache_size,
+        secret,
     })
+}
+
+/// The secret this node joins with: read from DATA/node-secret, or made (32 random bytes,
+/// base64url) and written there readable by this user only.
+fn node_secret(data_dir: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("node-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let secret = text.trim().to_string();
+            corral_core::orchestrator_api::validate_node_secret("node-secret", &secret)
+                .map_err(|e| anyhow::anyhow!("`{}` {}", path.display(), e.message))?;
+            return Ok(secret);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+    }
+    let secret =
+        corral_orchestrator::auth::random_secret().context("cannot make the node's secret")?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create `{}`", path.display()))?;
+    file.write_all(secret.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(secret)
 }
 
 /// How often the node kills and reaps processes handed to it as a subreaper.
@@ -370,13 +443,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let first_signal = crate::shutdown_signal();
     println!("corral node listening on http://{addr}");
     let orchestrator = config.orchestrator.clone();
+    let secret = config.secret.clone();
     let node = Node::new(config);
     if let Some(client) = orchestrator {
         let advertise = match &args.advertise {
             Some(url) => url.clone(),
             None => default_advertise(addr),
         };
-        tokio::spawn(register_loop(client, advertise));
+        tokio::spawn(register_loop(client, advertise, args.token.clone(), secret));
     }
     // The first signal stops the node gracefully (per --on-shutdown); a second one kills
     // the renders still running, for an operator who will not wait.

@@ -71,6 +71,21 @@ pub struct OrchestratorArgs {
     #[arg(long, env = "CORRAL_MAX_BLOB_SIZE", value_name = "BYTES",
           default_value_t = corral_orchestrator::storage::DEFAULT_MAX_BLOB_BYTES)]
     max_blob_size: u64,
+    /// Require tokens even on loopback. Off loopback (0.0.0.0 included) they are
+    /// required anyway unless --no-auth; see `corral token`.
+    #[arg(long, env = "CORRAL_AUTH", conflicts_with = "no_auth")]
+    auth: bool,
+    /// Require no tokens, whatever the listen address: anyone who reaches the port can
+    /// render anything and read every job. Warned about on every start.
+    #[arg(long, env = "CORRAL_NO_AUTH")]
+    no_auth: bool,
+}
+
+impl OrchestratorArgs {
+    /// Tokens are required off loopback or with --auth, unless --no-auth.
+    fn needs_tokens(&self) -> bool {
+        !self.no_auth && (self.auth || !self.listen.ip().is_loopback())
+    }
 }
 
 fn parse_database(s: &str) -> Result<DatabaseUrl, String> {
@@ -85,6 +100,7 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create the data folder `{}`", args.data.display()))?;
     let mut config = OrchestratorConfig::new(args.data.clone());
+    config.auth = args.needs_tokens();
     if let Some(database) = args.database {
         config.database = database;
     }
@@ -105,6 +121,10 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     }
     config.ffmpeg = args.ffmpeg;
     config.max_blob_bytes = args.max_blob_size;
+    if args.no_auth {
+        tracing::warn!(listen = %args.listen, "--no-auth: this orchestrator requires no tokens; anyone who reaches it can submit jobs, read every job and join nodes");
+    }
+    let config_auth = config.auth;
     let orchestrator = Orchestrator::start(config)
         .await
         .with_context(|| format!("cannot open the database {database}"))?;
@@ -112,11 +132,38 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(data = %args.data.display(), %database, dashboard = %format!("http://{addr}/"), "orchestrator ready");
+    if config_auth {
+        let first = corral_orchestrator::auth::first_tokens(orchestrator.store())
+            .await
+            .context("cannot make the farm's first tokens")?;
+        if let Some((client, join)) = first {
+            print_first_tokens(addr, &client, &join);
+        }
+    }
+    tracing::info!(data = %args.data.display(), %database, auth = config_auth, dashboard = %format!("http://{addr}/"), "orchestrator ready");
     // Signal handlers first, then the line that tells the world it is up.
     let shutdown = crate::shutdown_signal();
     // One line only: scripts read it and may close the pipe after.
     println!("corral orchestrator listening on http://{addr}");
     corral_orchestrator::serve(orchestrator, listener, shutdown).await?;
     Ok(())
+}
+
+/// The farm's first tokens, on standard error, once: only their hashes are kept.
+pub fn print_first_tokens(addr: SocketAddr, client: &str, join: &str) {
+    let host = if addr.ip().is_unspecified() {
+        format!("HOST:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    eprintln!(
+        "\
+This farm requires tokens. Its first ones, shown only now (the farm keeps their hashes):
+  client token: {client}
+      corral submit --server http://{host} --token {client} scene.blend   (or CORRAL_TOKEN)
+      the dashboard asks for it once per browser
+  join token:   {join}
+      corral node --orchestrator http://{host} --token {join}
+More, and revocation: corral token list|create KIND|revoke ID --data DIR"
+    );
 }

@@ -23,8 +23,8 @@ Examples:
 
 Scenes: `corral submit` renders only .blend files inside --scenes (default: the folder
 `corral up` starts in); the nodes refuse any path that leads out of it. The API listens
-on 127.0.0.1 unless --listen says otherwise: anyone who can reach it can render any scene
-in that folder.";
+on 127.0.0.1 unless --listen says otherwise; off loopback (or with --auth) it requires
+tokens, and the first start prints a client token (README, \"Tokens\").";
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -70,6 +70,13 @@ pub struct UpArgs {
     /// Blender executable.
     #[arg(long, env = "CORRAL_BLENDER", default_value = "blender")]
     blender: PathBuf,
+    /// Require tokens even on loopback (off loopback they are required anyway unless
+    /// --no-auth); the first start prints a client token.
+    #[arg(long, env = "CORRAL_AUTH", conflicts_with = "no_auth")]
+    auth: bool,
+    /// Require no tokens, whatever the listen address (warned about on every start).
+    #[arg(long, env = "CORRAL_NO_AUTH")]
+    no_auth: bool,
 }
 
 /// Threads per node when `--threads` is not given: every core for a lone node (Blender's
@@ -136,12 +143,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     config.default_scene = Some(default_scene(args.blend.as_deref(), &scenes)?);
     // The nodes write into this process's own output folder: the dashboard may read it.
     config.frames_dir = Some(output.clone());
+    config.auth = !args.no_auth && (args.auth || !args.listen.ip().is_loopback());
+    if args.no_auth {
+        tracing::warn!(listen = %args.listen, "--no-auth: this farm requires no tokens; anyone who reaches it can render any scene in the scenes folder");
+    }
+    let auth = config.auth;
     let orchestrator = Orchestrator::start(config).await.with_context(|| {
         format!(
             "cannot open the database in `{}`",
             orchestrator_data.display()
         )
     })?;
+    if auth {
+        let first = corral_orchestrator::auth::first_tokens(orchestrator.store())
+            .await
+            .context("cannot make the farm's first tokens")?;
+        if let Some((client, join)) = first {
+            crate::orchestrator_cmd::print_first_tokens(addr, &client, &join);
+        }
+    }
 
     let farm = LocalFarm {
         scenes: scenes.display().to_string(),
@@ -149,12 +169,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         nodes: args.nodes,
         threads,
     };
-    let app = corral_orchestrator::router(orchestrator.clone())
-        .merge(Router::new().route(LOCAL_FARM_PATH, get(move || async move { Json(farm) })))
-        .merge(crate::up_scenes::router(
-            scenes.clone(),
-            args.blender.clone(),
-        ));
+    // The local farm's own routes sit behind the same token check as the API's.
+    let app = corral_orchestrator::auth::protect(
+        orchestrator.clone(),
+        corral_orchestrator::routes(orchestrator.clone())
+            .merge(Router::new().route(LOCAL_FARM_PATH, get(move || async move { Json(farm) })))
+            .merge(crate::up_scenes::router(
+                scenes.clone(),
+                args.blender.clone(),
+            )),
+    );
 
     // Stopping order: the orchestrator's loops first, so no task is dispatched or marked
     // failed while the nodes go down; then the nodes, which kill their Blender processes

@@ -152,6 +152,65 @@ pub struct NodeRecord {
     pub registered_at: DateTime<Utc>,
     /// Tasks running there now.
     pub running: Vec<TaskId>,
+    /// The secret the node sent when it joined, sent back to it on every call.
+    pub secret: Option<NodeSecret>,
+}
+
+/// A node's own secret (`Authorization: Bearer` on calls to it). Kept as given, since the
+/// orchestrator must present it; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeSecret(pub String);
+
+impl std::fmt::Debug for NodeSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeSecret(***)")
+    }
+}
+
+/// What a token lets its holder do (docs/remote-farm-protocol.md, "Credentials").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// The whole API.
+    Client,
+    /// Only `POST /api/v1/nodes`: joining the farm.
+    Join,
+    /// One node's credential: its registration refresh, manifests, blobs, frame uploads.
+    Node,
+}
+
+impl TokenKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenKind::Client => "client",
+            TokenKind::Join => "join",
+            TokenKind::Node => "node",
+        }
+    }
+}
+
+impl std::str::FromStr for TokenKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "client" => Ok(TokenKind::Client),
+            "join" => Ok(TokenKind::Join),
+            "node" => Ok(TokenKind::Node),
+            _ => Err(format!("`{s}` is not a token kind (client, join or node)")),
+        }
+    }
+}
+
+/// A token as stored: never the token itself, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub kind: TokenKind,
+    /// SHA-256 of the token's text, 64 lowercase hex characters.
+    pub hash: String,
+    /// A label for people; a node token's is its node's id.
+    pub name: String,
+    pub created: DateTime<Utc>,
+    pub revoked: Option<DateTime<Utc>>,
 }
 
 /// A running task with what a dispatcher or watcher needs to follow it on its node.
@@ -335,6 +394,22 @@ pub trait Store: Send + Sync + 'static {
     async fn set_draining(&self, id: &NodeId, draining: bool) -> Result<Option<NodeRecord>>;
     /// Forgets a node and takes its running tasks back, atomically; `None` if unknown.
     async fn remove_node(&self, id: &NodeId) -> Result<Option<Vec<Change>>>;
+    /// Records the secret a node sent when it joined (sent back on every call to it).
+    async fn set_node_secret(&self, id: &NodeId, secret: &NodeSecret) -> Result<()>;
+
+    // ---- tokens --------------------------------------------------------------------
+
+    /// Stores a new token by its hash.
+    async fn create_token(&self, kind: TokenKind, hash: &str, name: &str) -> Result<TokenRecord>;
+    /// Every token, oldest first, revoked ones included.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Revokes a token; false if there is no such token (revoking twice keeps the first time).
+    async fn revoke_token(&self, id: i64) -> Result<bool>;
+    /// Revokes every unrevoked token of `kind` named `name` (a node's earlier credentials
+    /// when it joins again); answers how many.
+    async fn revoke_tokens_named(&self, kind: TokenKind, name: &str) -> Result<u64>;
+    /// The token with this hash, revoked or not.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
 
     // ---- orchestrators -------------------------------------------------------------
 

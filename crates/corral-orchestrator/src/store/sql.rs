@@ -130,7 +130,8 @@ const TASK_COLS: &str = "t.id AS t_id, t.job_seq AS t_job_seq, t.idx AS t_idx,
     t.progress_at AS t_progress_at, t.rank AS t_rank, t.splittable AS t_splittable";
 
 const NODE_COLS: &str = "id, url, state, draining, slots, hostname, blender_version, cores,
-    memory_bytes, frames_rendered, last_seen, registered_at";
+    memory_bytes, frames_rendered, last_seen, registered_at, secret";
+const TOKEN_COLS: &str = "id, kind, hash, name, created, revoked";
 
 type Tx<'c> = Transaction<'c, Any>;
 
@@ -369,6 +370,19 @@ fn node_from_row(row: &AnyRow) -> Result<NodeRecord> {
         last_seen: time_opt(get(row, "last_seen")?),
         registered_at: time(get(row, "registered_at")?),
         running: Vec::new(),
+        secret: get::<Option<String>>(row, "secret")?.map(NodeSecret),
+    })
+}
+
+fn token_from_row(row: &AnyRow) -> Result<TokenRecord> {
+    let kind: String = get(row, "kind")?;
+    Ok(TokenRecord {
+        id: get(row, "id")?,
+        kind: kind.parse().map_err(StoreError::Corrupt)?,
+        hash: get(row, "hash")?,
+        name: get(row, "name")?,
+        created: time(get(row, "created")?),
+        revoked: time_opt(get(row, "revoked")?),
     })
 }
 
@@ -2071,6 +2085,73 @@ impl Store for SqlStore {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn set_node_secret(&self, id: &NodeId, secret: &NodeSecret) -> Result<()> {
+        sqlx::query("UPDATE nodes SET secret = $1 WHERE id = $2")
+            .bind(secret.0.as_str())
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn create_token(&self, kind: TokenKind, hash: &str, name: &str) -> Result<TokenRecord> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO tokens (kind, hash, name, created) VALUES ($1, $2, $3, $4)
+             RETURNING {TOKEN_COLS}"
+        ))
+        .bind(kind.name())
+        .bind(hash)
+        .bind(name)
+        .bind(ms(Utc::now()))
+        .fetch_one(&self.writer)
+        .await
+        .map_err(db_err)?;
+        token_from_row(&row)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query(&format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY id"))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: i64) -> Result<bool> {
+        sqlx::query("UPDATE tokens SET revoked = COALESCE(revoked, $1) WHERE id = $2")
+            .bind(ms(Utc::now()))
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map(|r| r.rows_affected() > 0)
+            .map_err(db_err)
+    }
+
+    async fn revoke_tokens_named(&self, kind: TokenKind, name: &str) -> Result<u64> {
+        sqlx::query(
+            "UPDATE tokens SET revoked = $1 WHERE kind = $2 AND name = $3 AND revoked IS NULL",
+        )
+        .bind(ms(Utc::now()))
+        .bind(kind.name())
+        .bind(name)
+        .execute(&self.writer)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(db_err)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        // Read from the writer: a token created a moment ago (by `corral token create`
+        // or a node's join) must be found at once.
+        let row = sqlx::query(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = $1"))
+            .bind(hash)
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(token_from_row).transpose()
     }
 }
 

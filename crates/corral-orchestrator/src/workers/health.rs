@@ -18,10 +18,14 @@ use std::time::Duration;
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
+    let nodes = o.store().nodes().await?;
+    // Every orchestrator learns each node's secret (another may have seen it join).
+    for node in &nodes {
+        o.gateway().remember_secret(&node.url, node.secret.as_ref());
+    }
     if !o.is_leader() {
         return Ok(());
     }
-    let nodes = o.store().nodes().await?;
     let probes = nodes.into_iter().map(|n| probe(o, n));
     futures_util::future::join_all(probes).await;
     fail_stalled(o).await
