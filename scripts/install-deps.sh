@@ -72,7 +72,7 @@ fi
 # against, in its own venv (Debian's pip refuses to install into the system Python).
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
     echo "install-deps: installing schemathesis $SCHEMATHESIS_VERSION into $venv ..."
-    python3 -m venv "$venv"
+    python3 -m venv --clear "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 echo "install-deps: $(cargo fuzz --version), $("$venv/bin/schemathesis" --version)"
