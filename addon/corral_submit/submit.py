@@ -235,10 +235,15 @@ def _corral_failure(stderr):
     return text if len(text) <= 300 else text[:299] + "…"
 
 
-def _corral_env():
+def _corral_env(token=""):
     """This Blender's environment without `CORRAL_...` variables: the job is what the panel
-    says, not what a variable set for the command line would change."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    says, not what a variable set for the command line would change. The farm's token goes
+    in `CORRAL_TOKEN` (read by `corral`), not on the command line, where other users of
+    the machine could read it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    if token:
+        env["CORRAL_TOKEN"] = token
+    return env
 
 
 def _submit_with_corral(prefs, farm, scene, settings, start, end):
@@ -270,7 +275,8 @@ def _submit_with_corral(prefs, farm, scene, settings, start, end):
         try:
             done = subprocess.run(
                 args, shell=False, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, timeout=CORRAL_SUBMIT_TIMEOUT, env=_corral_env())
+                stderr=subprocess.PIPE, timeout=CORRAL_SUBMIT_TIMEOUT,
+                env=_corral_env(farm.token))
         except subprocess.TimeoutExpired:
             raise SubmitError("corral submit did not finish in %d s; the farm may be "
                               "unreachable or the upload too slow"

@@ -472,12 +472,13 @@ fn uploads_with_corral_submit_to_a_farm_that_shares_no_folder() {
     // An orchestrator and a node that share no folder with the artist: the node gets the
     // scene's files from the orchestrator.
     let farm = Farm::builder().nodes(1).start();
-    // A `corral` that fails as the real one does: reasons on stderr, the last one `error:`.
+    // A `corral` that fails as the real one does: reasons on stderr, the last one `error:`
+    // (which names the token it was given in CORRAL_TOKEN).
     let failing = artist.dir.path().join("bin/corral-failing");
     std::fs::write(
         &failing,
         "#!/bin/sh\necho 'missing: /x.png (file, named by a.blend)' >&2\n\
-         echo 'error: the farm is full' >&2\nexit 1\n",
+         echo \"error: the farm is full (token $CORRAL_TOKEN)\" >&2\nexit 1\n",
     )
     .expect("write the failing corral");
     std::fs::set_permissions(
@@ -507,7 +508,7 @@ fn uploads_with_corral_submit_to_a_farm_that_shares_no_folder() {
     assert_refused(
         &result,
         "corral_fails",
-        "corral submit failed: the farm is full",
+        "corral submit failed: the farm is full (token corral_test_token)",
     );
 
     assert_eq!(result["submit"], json!([["FINISHED"], ""]), "{output}");

@@ -125,8 +125,9 @@ def main():
         # Without a shared folder the add-on runs `corral submit --upload`: a program that
         # is not there, and one that fails, each end in one line.
         for name, program in config["upload_errors"].items():
+            # The token reaches `corral` in CORRAL_TOKEN (the failing one prints it).
             error_case(name, farm_url=submit["farm"], shared_folder="",
-                       corral_executable=program)
+                       corral_executable=program, token="corral_test_token")
     if submit:
         prefs.farm_url = submit["farm"]
         prefs.corral_executable = submit.get("corral", "")
