@@ -122,10 +122,33 @@ fn presented(req: &Request) -> Option<String> {
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_string());
     }
+    // Only where a header cannot be set: reads of the event stream and of the dashboard's
+    // media (a token in any other URL would end up in logs and histories for nothing).
+    if !query_token_allowed(req.method(), req.uri().path()) {
+        return None;
+    }
     req.uri().query()?.split('&').find_map(|pair| {
         pair.strip_prefix("token=")
             .map(|t| t.replace("%5F", "_").replace("%2D", "-"))
     })
+}
+
+/// Where `?token=` counts: `GET`/`HEAD` of the event stream and of a job's media (frame
+/// images, thumbnails, the preview video, a task's log), which `EventSource`, `<img>` and
+/// `<video>` fetch without headers.
+fn query_token_allowed(method: &Method, path: &str) -> bool {
+    if !(method == Method::GET || method == Method::HEAD) {
+        return false;
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    path == "/api/v1/events"
+        || matches!(
+            segments.as_slice(),
+            ["api", "v1", "jobs", _, ..]
+                if segments.last().is_some_and(|last| {
+                    matches!(*last, "image" | "thumbnail" | "preview" | "preview.mp4" | "log")
+                })
+        )
 }
 
 /// `uri` without its `token` query parameter, so routes that refuse unknown parameters

@@ -4,9 +4,11 @@
 //! (`/api/v1/jobs/{id}/frames/{frame}`). Every header and path segment is checked here,
 //! before any byte is stored; the files themselves are [`crate::storage`]'s.
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::orchestrator::Orchestrator;
 use crate::storage::blobs::PutOutcome;
+use crate::store::TokenKind;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -328,6 +330,7 @@ async fn check_lease(
     frame: i64,
     task: TaskId,
     lease: LeaseId,
+    node: Option<&str>,
 ) -> Result<(), ApiError> {
     let refuse = |why: String| Err(ApiError::FrameRefused(why));
     let Some(record) = o.store().task(task).await? else {
@@ -343,10 +346,22 @@ async fn check_lease(
             t.range
         ));
     }
-    if t.lease != lease || !matches!(t.state, TaskState::Running(_)) {
+    let TaskState::Running(running) = &t.state else {
         return refuse(format!(
             "the lease of task {task} moved on: frame {frame} under lease {lease} is no longer wanted"
         ));
+    };
+    if t.lease != lease {
+        return refuse(format!(
+            "the lease of task {task} moved on: frame {frame} under lease {lease} is no longer wanted"
+        ));
+    }
+    // A node's credential delivers only its own renders: task and lease ids are small
+    // numbers, and another node of the job could otherwise replace this one's frames.
+    if let Some(node) = node {
+        if running.node.as_str() != node {
+            return refuse(format!("task {task} is not rendered by node `{node}`"));
+        }
     }
     Ok(())
 }
@@ -368,10 +383,25 @@ async fn check_lease(
 pub async fn put_frame(
     State(o): State<Orchestrator>,
     path: Result<axum::extract::Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (job, frame) = job_and_frame(&o, path).await?;
+    // Only jobs on uploaded scenes take frames here (a shared-folder job's frames are in
+    // the nodes' folder): nothing would ever record or remove files sent for others.
+    let uploaded = o
+        .store()
+        .job(job)
+        .await?
+        .is_some_and(|j| j.render.manifest.is_some());
+    if !uploaded {
+        return Err(ApiError::FrameRefused(format!(
+            "job {job} renders a shared-folder scene: its frames are not uploaded"
+        )));
+    }
+    // A node's credential delivers only that node's renders (see `check_lease`).
+    let node = caller.and_then(|axum::Extension(c)| (c.kind == TokenKind::Node).then_some(c.name));
     let tag = text_header(&headers, CORRAL_RENDER, "X-Corral-Render")?;
     let (task, lease) = parse_render_tag(tag).ok_or_else(|| {
         FieldError::new(
@@ -399,10 +429,10 @@ pub async fn put_frame(
             .into());
         }
     }
-    check_lease(&o, job, frame, task, lease).await?;
+    check_lease(&o, job, frame, task, lease, node.as_deref()).await?;
     let received = frames.receive(job, frame, ext, &hash, body).await?;
     // Again now that the bytes are in: the lease may have moved on while they streamed.
-    check_lease(&o, job, frame, task, lease).await?;
+    check_lease(&o, job, frame, task, lease, node.as_deref()).await?;
     let stored = received.place().await?;
     tracing::debug!(%job, frame, task = %task, path = %stored.display(), "frame uploaded");
     Ok(StatusCode::CREATED.into_response())

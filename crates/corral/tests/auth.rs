@@ -279,13 +279,28 @@ fn a_farm_with_tokens_renders_only_for_its_token_holders() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the token"));
 
-    // `?token=` for what cannot set headers (the dashboard's event stream and media).
-    let (status, _) = json_of(
+    // `?token=` only for what cannot set headers (the dashboard's event stream and media,
+    // here the job's preview); anywhere else it would only end up in logs, so it is refused.
+    let (status, body) = json_of(
         http.get(api(&format!("/api/v1/jobs?token={client_token}&limit=1")))
             .send()
             .unwrap(),
     );
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = json_of(
+        http.get(api(&format!(
+            "/api/v1/jobs/{job}/preview?token={client_token}"
+        )))
+        .send()
+        .unwrap(),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = json_of(
+        http.get(api(&format!("/api/v1/jobs/{job}/preview")))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     eprintln!("auth end to end: {:?}", started.elapsed());
 }
 

@@ -2144,11 +2144,12 @@ impl Store for SqlStore {
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        // Read from the writer: a token created a moment ago (by `corral token create`
-        // or a node's join) must be found at once.
+        // From a reader: every request with a token asks this, and SQLite has one writer
+        // that progress and lease writes queue on. A read started after a commit sees it
+        // (WAL), so a token created a moment ago is found at once all the same.
         let row = sqlx::query(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = $1"))
             .bind(hash)
-            .fetch_optional(&self.writer)
+            .fetch_optional(&self.reader)
             .await
             .map_err(db_err)?;
         row.as_ref().map(token_from_row).transpose()

@@ -24,7 +24,20 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
         o.gateway().remember_secret(&node.url, node.secret.as_ref());
     }
     if !o.is_leader() {
+        // What this process heard while it led says nothing once another leads.
+        if let Ok(mut answered) = o.inner.answered.lock() {
+            answered.clear();
+        }
         return Ok(());
+    }
+    // A node this process has not probed yet is silent only from now on: the store's
+    // `last_seen` may be up to half a node timeout old (see `seen_is_news`), and a leader
+    // that just took over must not count the time it was not listening.
+    if let Ok(mut answered) = o.inner.answered.lock() {
+        let now = Utc::now();
+        for node in &nodes {
+            answered.entry(node.id.clone()).or_insert(now);
+        }
     }
     let probes = nodes.into_iter().map(|n| probe(o, n));
     futures_util::future::join_all(probes).await;
