@@ -5,87 +5,16 @@
 
 mod common;
 
+use common::up::Up;
 use common::{assert_png, blender_processes_under, eventually, scene, Scene, CORRAL};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running `corral up` with its own folders: `scenes/` (its --scenes), `out/`, `data/`.
-/// Killed (SIGKILL) when dropped; its output is printed if the test is failing.
-struct Up {
-    child: Child,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
+/// What these tests do with a `corral up` beyond starting it: scenes, and `corral`
+/// commands aimed at it.
 impl Up {
-    /// Starts `corral up --listen 127.0.0.1:0 --nodes N --threads 1` and waits for its
-    /// listening line.
-    fn start(nodes: u32) -> Up {
-        let dir = tempfile::Builder::new()
-            .prefix("corral-up-")
-            .tempdir()
-            .expect("temp dir");
-        Up::start_in(dir, nodes)
-    }
-
-    /// Starts `corral up` on the folders of `dir`, which may hold an earlier run's data.
-    fn start_in(dir: tempfile::TempDir, nodes: u32) -> Up {
-        std::fs::create_dir_all(dir.path().join("scenes")).expect("scenes folder");
-        // stdout goes to a file, not a pipe: a pipe nobody drains would block or break the
-        // farm's later prints. stderr is appended to, so an earlier run's log stays.
-        let stdout = std::fs::File::create(dir.path().join("up.stdout")).expect("stdout file");
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.path().join("up.stderr"))
-            .expect("stderr file");
-        let mut child = Command::new(CORRAL)
-            .args(["up", "--listen", "127.0.0.1:0", "--threads", "1", "--nodes"])
-            .arg(nodes.to_string())
-            .arg("--scenes")
-            .arg(dir.path().join("scenes"))
-            .arg("--output")
-            .arg(dir.path().join("out"))
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("start corral up");
-        let stdout_path = dir.path().join("up.stdout");
-        let mut url = None;
-        let started = eventually(Duration::from_secs(60), || {
-            if let Ok(Some(_)) = child.try_wait() {
-                return true;
-            }
-            let text = std::fs::read_to_string(&stdout_path).unwrap_or_default();
-            url = text
-                .lines()
-                .next()
-                .and_then(|l| l.strip_prefix("corral up listening on "))
-                .map(str::to_string);
-            url.is_some()
-        });
-        let Some(url) = url.filter(|_| started) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "corral up did not start:\n{}\n{}",
-                std::fs::read_to_string(&stdout_path).unwrap_or_default(),
-                std::fs::read_to_string(dir.path().join("up.stderr")).unwrap_or_default()
-            );
-        };
-        Up { child, url, dir }
-    }
-
-    fn scenes(&self) -> PathBuf {
-        self.dir.path().join("scenes")
-    }
-
     /// Copies a generated scene into the farm's scenes folder as `name`.
     fn add_scene(&self, which: Scene, name: &str) -> PathBuf {
         let path = self.scenes().join(name);
@@ -132,25 +61,6 @@ impl Up {
             })
             .unwrap_or_default();
         common::busy_blenders_under(self.dir.path(), &urls)
-    }
-
-    fn logs(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name));
-        format!(
-            "{}\n{}",
-            read("up.stdout").unwrap_or_default(),
-            read("up.stderr").unwrap_or_default()
-        )
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- corral up ({}) ----\n{}", self.url, self.logs());
-        }
     }
 }
 

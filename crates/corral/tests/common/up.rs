@@ -10,24 +10,34 @@ use std::time::Duration;
 /// `corral up` with `scenes/` (its --scenes), `out/` and `data/` in `dir`; killed (SIGKILL)
 /// when dropped.
 pub struct Up {
-    child: Child,
+    pub child: Child,
     pub url: String,
     pub dir: tempfile::TempDir,
 }
 
 impl Up {
-    /// Starts `corral up --listen 127.0.0.1:0 --nodes N --threads 1` and waits for its
-    /// listening line.
+    /// Starts `corral up --listen 127.0.0.1:0 --nodes N --threads 1` in a new folder and
+    /// waits for its listening line.
     pub fn start(nodes: u32) -> Up {
         let dir = tempfile::Builder::new()
             .prefix("corral-up-")
             .tempdir()
             .expect("temp dir");
+        Up::start_in(dir, nodes)
+    }
+
+    /// Starts `corral up` on the folders of `dir`, which may hold an earlier run's data.
+    pub fn start_in(dir: tempfile::TempDir, nodes: u32) -> Up {
         std::fs::create_dir_all(dir.path().join("scenes")).expect("scenes folder");
-        // Files, not pipes: a pipe nobody drains would block the farm's later prints.
+        // stdout goes to a file, not a pipe: a pipe nobody drains would block or break the
+        // farm's later prints. stderr is appended to, so an earlier run's log stays.
         let stdout_path = dir.path().join("up.stdout");
         let stdout = std::fs::File::create(&stdout_path).expect("stdout file");
-        let stderr = std::fs::File::create(dir.path().join("up.stderr")).expect("stderr file");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("up.stderr"))
+            .expect("stderr file");
         let mut child = Command::new(CORRAL)
             .args(["up", "--listen", "127.0.0.1:0", "--threads", "1", "--nodes"])
             .arg(nodes.to_string())
