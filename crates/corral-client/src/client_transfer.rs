@@ -5,7 +5,7 @@
 //! that orchestrator's data folder only, so a scene must be uploaded to, and its job sent
 //! to, the same one.
 
-use super::node_transfer::{refusal, transfer_client};
+use super::node_transfer::refusal;
 use super::{decode, ClientError, OrchestratorClient, MAX_ORCHESTRATOR_ANSWER_BYTES};
 use corral_core::manifest::{ManifestCreated, MissingBlobs, MissingQuery, MAX_MISSING_QUERY};
 use corral_core::{BlobHash, Manifest};
@@ -158,7 +158,9 @@ impl OrchestratorClient {
                 sent(bytes.len() as u64);
             }
         });
-        let resp = transfer_client()
+        let resp = self
+            .transfer
+            .clone()
             .put(url.clone())
             .header("Upload-Offset", offset)
             .header("Upload-Length", total)
@@ -213,7 +215,7 @@ impl OrchestratorClient {
     ) -> Result<Option<FrameDownload>, ClientError> {
         let number = frame.to_string();
         let url = self.url("/api/v1/jobs", &[job, "frames", &number])?;
-        let mut req = transfer_client().get(url.clone());
+        let mut req = self.transfer.clone().get(url.clone());
         if let Some(hash) = if_not {
             req = req.header(reqwest::header::IF_NONE_MATCH, format!("\"{hash}\""));
         }

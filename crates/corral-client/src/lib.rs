@@ -6,9 +6,11 @@
 
 mod client_transfer;
 mod node_transfer;
+mod pin;
 
 pub use client_transfer::{BlobState, FrameDownload, UploadStep};
 pub use node_transfer::{BlobDownload, FrameUpload, MAX_MANIFEST_BYTES, TRANSFER_SILENCE};
+pub use pin::Pins;
 
 use corral_core::node_api::{JobRequest, JobView, NodeInfo};
 use corral_core::orchestrator_api::{
@@ -66,6 +68,9 @@ pub enum ClientError {
     },
     #[error("invalid server address `{0}`")]
     BadUrl(String),
+    /// The TLS client for a pinned certificate could not be set up.
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -113,15 +118,36 @@ pub const MAX_ORCHESTRATOR_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 /// followed (a redirect from a node would make the orchestrator send a task, and echo the
 /// answer of, any address the node names).
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .pool_idle_timeout(Duration::from_secs(30))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+    builder(&Pins::none())
+        .and_then(|b| b.build().map_err(|e| ClientError::Tls(e.to_string())))
         // Building fails only when the TLS backend cannot initialise, which is a broken
         // installation, not an input: the default client has the same policy but for
         // timeouts, so fall back to it rather than fail every request.
         .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// [`http_client`] that accepts only a server whose certificate `pins` names (with no
+/// pins, the same as [`http_client`]). A failure is an error, never a client without the
+/// pin.
+pub fn http_client_pinned(pins: &Pins) -> Result<reqwest::Client, ClientError> {
+    builder(pins)?
+        .build()
+        .map_err(|e| ClientError::Tls(e.to_string()))
+}
+
+/// What every client of Corral's shares: timeouts, no redirects, and the pins.
+pub(crate) fn builder(pins: &Pins) -> Result<reqwest::ClientBuilder, ClientError> {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none());
+    if pins.is_empty() {
+        return Ok(builder);
+    }
+    let config = pins
+        .tls_config()
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
+    Ok(builder.use_preconfigured_tls(config))
 }
 
 impl NodeClient {
@@ -387,6 +413,8 @@ async fn read_limited(
 #[derive(Debug, Clone)]
 pub struct OrchestratorClient {
     http: reqwest::Client,
+    /// For blobs and frames: no total timeout, a read timeout instead; same pins.
+    transfer: reqwest::Client,
     bases: Arc<Vec<String>>,
     current: Arc<AtomicUsize>,
     /// The token sent as `Authorization: Bearer` (a client token for people; for a node,
@@ -476,6 +504,12 @@ impl OrchestratorClient {
 
     /// A client for a farm reachable at any of `bases`, tried in order.
     pub fn with_bases(bases: &[String]) -> Result<Self, ClientError> {
+        Self::pinned(bases, &Pins::none())
+    }
+
+    /// [`OrchestratorClient::with_bases`] for a farm whose certificate is one of `pins`
+    /// (its `https://` addresses are accepted only with that certificate).
+    pub fn pinned(bases: &[String], pins: &Pins) -> Result<Self, ClientError> {
         let mut checked = Vec::with_capacity(bases.len());
         for base in bases {
             let base = base.trim_end_matches('/').to_string();
@@ -490,7 +524,8 @@ impl OrchestratorClient {
             return Err(ClientError::BadUrl(String::new()));
         }
         Ok(OrchestratorClient {
-            http: http_client(),
+            http: http_client_pinned(pins)?,
+            transfer: node_transfer::transfer_client(pins)?,
             bases: Arc::new(checked),
             current: Arc::new(AtomicUsize::new(0)),
             bearer: Arc::new(std::sync::RwLock::new(None)),
@@ -599,18 +634,21 @@ impl OrchestratorClient {
     }
 
     /// Announces a render node reachable at `node_url` (also its heartbeat), with the
-    /// secret the orchestrator is to send on its calls to the node, if any. Under a join
-    /// token the answer carries the node's own credential
-    /// ([`NodeView::credential`]), for the caller to [`set_token`](Self::set_token).
+    /// secret the orchestrator is to send on its calls to the node, and the fingerprint of
+    /// the certificate the node serves HTTPS with, if any. Under a join token the answer
+    /// carries the node's own credential ([`NodeView::credential`]), for the caller to
+    /// [`set_token`](Self::set_token).
     pub async fn register_node(
         &self,
         node_url: &str,
         secret: Option<&str>,
+        tls: Option<&corral_core::tls::Fingerprint>,
     ) -> Result<NodeView, ClientError> {
         let url = self.url("/api/v1/nodes", &[])?;
         let body = corral_core::orchestrator_api::RegisterNode {
             url: Some(node_url.to_string()),
             secret: secret.map(str::to_string),
+            fingerprint: tls.map(|fp| fp.to_string()),
         };
         // Registering twice is harmless: it is also the heartbeat.
         self.post(url, Some(&body), REQUEST_TIMEOUT, true).await

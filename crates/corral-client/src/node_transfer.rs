@@ -3,11 +3,10 @@
 //! uploading the frames it renders. Downloads and uploads stream: nothing is held whole in
 //! memory, and a server that goes silent for [`TRANSFER_SILENCE`] is given up on.
 
-use super::{read_limited, ClientError, OrchestratorClient, MAX_ORCHESTRATOR_ANSWER_BYTES};
+use super::{read_limited, ClientError, OrchestratorClient, Pins, MAX_ORCHESTRATOR_ANSWER_BYTES};
 use corral_core::{BlobHash, Manifest, Problem};
 use reqwest::StatusCode;
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Longest a download or upload may go without a byte moving before it is given up on.
@@ -19,20 +18,14 @@ pub const MAX_MANIFEST_BYTES: usize = MAX_ORCHESTRATOR_ANSWER_BYTES;
 /// How long a manifest may take to arrive.
 const MANIFEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One client for every transfer of the process: no total timeout (a blob may take
-/// hours), a timeout on every read instead, and redirects never followed.
-pub(crate) fn transfer_client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .read_timeout(TRANSFER_SILENCE)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            // Only a broken TLS installation fails here; see `http_client`.
-            .unwrap_or_else(|_| reqwest::Client::new())
-    })
+/// The client for transfers to a farm whose certificate is pinned by `pins` (none: any
+/// plain-HTTP farm): no total timeout (a blob may take hours), a timeout on every read
+/// instead, and redirects never followed.
+pub(crate) fn transfer_client(pins: &Pins) -> Result<reqwest::Client, ClientError> {
+    crate::builder(pins)?
+        .read_timeout(TRANSFER_SILENCE)
+        .build()
+        .map_err(|e| ClientError::Tls(e.to_string()))
 }
 
 /// A blob being downloaded: its bytes arrive through [`BlobDownload::chunk`], never more
@@ -209,7 +202,7 @@ impl OrchestratorClient {
     pub async fn blob(&self, hash: &BlobHash, limit: u64) -> Result<BlobDownload, ClientError> {
         let (url, response) = self
             .transfer("/api/v1/blobs", &[hash.as_str()], true, |u| {
-                Ok(transfer_client().get(u))
+                Ok(self.transfer.clone().get(u))
             })
             .await?;
         let length = response.content_length();
@@ -246,7 +239,9 @@ impl OrchestratorClient {
                         source,
                     })?;
                 let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-                Ok(transfer_client()
+                Ok(self
+                    .transfer
+                    .clone()
                     .put(u)
                     .header("X-Corral-Render", frame.render_tag)
                     .header("X-Content-SHA256", frame.sha256.as_str())

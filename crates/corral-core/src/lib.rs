@@ -16,6 +16,7 @@ pub mod orchestrator_api;
 pub mod problem;
 pub mod render;
 pub mod schedule;
+pub mod tls;
 pub mod validate;
 
 pub use frames::{FrameRange, FrameRangeError};

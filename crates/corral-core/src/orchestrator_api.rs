@@ -517,6 +517,12 @@ pub struct RegisterNode {
     )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// For an `https://` URL: the SHA-256 fingerprint of the certificate the node serves
+    /// (64 hexadecimal characters). The orchestrator then accepts that certificate from
+    /// the node and no other.
+    #[schema(nullable = false, pattern = "^[0-9a-fA-F:]{64,95}$")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// Checks a node's secret: 32 to 128 characters of base64url.

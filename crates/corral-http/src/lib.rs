@@ -4,10 +4,14 @@
 //! routes and methods too.
 
 mod server;
+pub mod tls;
+
+/// What [`serve_tls`] wraps connections in (made by [`tls::TlsIdentity::acceptor`]).
+pub use tokio_rustls::TlsAcceptor;
 
 pub use server::{
-    serve, serve_with, BodyTimeout, ServerLimits, BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS,
-    SHUTDOWN_GRACE, WRITE_TIMEOUT,
+    serve, serve_tls, serve_with, BodyTimeout, ServerLimits, BODY_TIMEOUT, HEADER_TIMEOUT,
+    MAX_CONNECTIONS, SHUTDOWN_GRACE, WRITE_TIMEOUT,
 };
 
 use axum::body::Bytes;

@@ -18,11 +18,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
@@ -135,6 +138,18 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ServerLimits,
 ) -> std::io::Result<()> {
+    serve_tls(listener, app, shutdown, limits, None).await
+}
+
+/// [`serve_with`], over TLS when `tls` is given: each connection's handshake must end
+/// within the header deadline, and one that fails is closed without an answer.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ServerLimits,
+    tls: Option<TlsAcceptor>,
+) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
@@ -180,13 +195,17 @@ pub async fn serve_with(
                 limit = max_connections,
                 "every connection is busy; answering 503"
             );
-            let conn = refuse.serve_connection(
-                io(stream, &limits),
-                hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
-                    Ok::<_, Infallible>(overloaded())
-                }),
-            );
+            let (refuse, tls) = (refuse.clone(), tls.clone());
             tasks.spawn(async move {
+                let Some(io) = io(stream, &limits, tls.as_ref()).await else {
+                    return;
+                };
+                let conn = refuse.serve_connection(
+                    io,
+                    hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
+                        Ok::<_, Infallible>(overloaded())
+                    }),
+                );
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "refused connection ended with an error");
                 }
@@ -194,16 +213,24 @@ pub async fn serve_with(
             continue;
         }
         let (id, in_flight, evicted) = table.open();
-        let conn = http.serve_connection(
-            io(stream, &limits),
-            service(app.clone(), in_flight, limits.body_timeout),
-        );
         let mut stopping = stopping_rx.clone();
         let table = table.clone();
+        let (http, app, tls) = (http.clone(), app.clone(), tls.clone());
         tasks.spawn(async move {
             let _close = CloseOnDrop { table, id };
-            tokio::pin!(conn);
             tokio::pin!(evicted);
+            // The handshake counts as idle time: an evicted or stopping server does not
+            // wait for it.
+            let io = tokio::select! {
+                io = io(stream, &limits, tls.as_ref()) => io,
+                _ = &mut evicted => None,
+                _ = stopping.changed() => None,
+            };
+            let Some(io) = io else {
+                return;
+            };
+            let conn = http.serve_connection(io, service(app, in_flight, limits.body_timeout));
+            tokio::pin!(conn);
             let mut graceful = false;
             loop {
                 tokio::select! {
@@ -232,15 +259,38 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// A connection's stream with the write timeout; boxed because the timeout wrapper is not
-/// `Unpin`.
-fn io(
+/// What hyper reads and writes: a TCP stream, or TLS over one.
+trait ConnStream: AsyncRead + AsyncWrite + Send {}
+impl<T: AsyncRead + AsyncWrite + Send> ConnStream for T {}
+
+type Io = TokioIo<Pin<Box<dyn ConnStream>>>;
+
+/// A connection's stream with the write timeout (boxed, since the timeout wrapper is not
+/// `Unpin`), after its TLS handshake when the server speaks TLS. `None` when the
+/// handshake failed or took longer than the header deadline (a client that connects and
+/// sends nothing must not hold a connection).
+async fn io(
     stream: tokio::net::TcpStream,
     limits: &ServerLimits,
-) -> TokioIo<std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>> {
+    tls: Option<&TlsAcceptor>,
+) -> Option<Io> {
     let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
     stream.set_write_timeout(Some(limits.write_timeout));
-    TokioIo::new(Box::pin(stream))
+    let stream = Box::pin(stream);
+    let Some(acceptor) = tls else {
+        return Some(TokioIo::new(stream));
+    };
+    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(TokioIo::new(Box::pin(tls))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake took too long");
+            None
+        }
+    }
 }
 
 /// The per-connection service: `app`, with each request's body deadline attached, and the

@@ -37,10 +37,27 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_tls(node, listener, shutdown, None).await
+}
+
+/// [`serve`], over TLS when `tls` is given (a node that joined a farm off loopback).
+pub async fn serve_tls(
+    node: Node,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    tls: Option<corral_http::TlsAcceptor>,
+) -> std::io::Result<()> {
     let app = router(node.clone());
-    corral_http::serve(listener, app, async move {
+    let shutdown = async move {
         shutdown.await;
         node.shut_down().await;
-    })
+    };
+    corral_http::serve_tls(
+        listener,
+        app,
+        shutdown,
+        corral_http::ServerLimits::default(),
+        tls,
+    )
     .await
 }

@@ -7,6 +7,7 @@ use crate::store::NodeSecret;
 use async_trait::async_trait;
 use corral_client::{ClientError, NodeClient};
 use corral_core::node_api::{JobRequest, JobView, NodeInfo};
+use corral_core::tls::Fingerprint;
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
@@ -41,36 +42,64 @@ pub trait NodeGateway: Send + Sync + 'static {
             url: format!("{url}/job/{node_job}/log"),
         })
     }
-    /// The secret to send as `Authorization: Bearer` on calls to the node at `url` (the
-    /// one it sent when it joined), or none. Gateways without credentials ignore it.
-    fn remember_secret(&self, _url: &str, _secret: Option<&NodeSecret>) {}
+    /// How to call the node at `url`: the secret to send as `Authorization: Bearer` (the
+    /// one it sent when it joined) and the fingerprint of the certificate it serves HTTPS
+    /// with, each when it has one. Gateways without credentials ignore them.
+    fn remember_node(&self, _url: &str, _secret: Option<&NodeSecret>, _tls: Option<&Fingerprint>) {}
 }
 
-/// The gateway over HTTP: one connection pool for every node, built by
-/// [`corral_client::http_client`] (no redirects), with every answer read under
-/// [`corral_client::MAX_NODE_ANSWER_BYTES`].
+/// The gateway over HTTP: one connection pool for every plain-HTTP node, and one for each
+/// node certificate pinned, built by [`corral_client::http_client`] (no redirects), with
+/// every answer read under [`corral_client::MAX_NODE_ANSWER_BYTES`].
 pub struct HttpGateway {
     http: reqwest::Client,
-    /// Each joined node's secret by URL, learnt from the store (registration, and every
-    /// health round, so orchestrators sharing a database know every node's).
-    secrets: RwLock<HashMap<String, String>>,
+    /// Each joined node's secret and certificate fingerprint by URL, learnt from the store
+    /// (registration, and every health round, so orchestrators sharing a database know
+    /// every node's).
+    nodes: RwLock<HashMap<String, Access>>,
+    /// A client per pinned certificate: it accepts that certificate and no other.
+    pinned: RwLock<HashMap<Fingerprint, reqwest::Client>>,
+}
+
+/// What a call to one node carries.
+#[derive(Debug, Clone, Default)]
+struct Access {
+    secret: Option<String>,
+    tls: Option<Fingerprint>,
 }
 
 impl HttpGateway {
     pub fn new() -> HttpGateway {
         HttpGateway {
             http: corral_client::http_client(),
-            secrets: RwLock::new(HashMap::new()),
+            nodes: RwLock::new(HashMap::new()),
+            pinned: RwLock::new(HashMap::new()),
         }
     }
 
     fn client(&self, url: &str) -> Result<NodeClient, ClientError> {
-        let secret = self
-            .secrets
+        let access = self
+            .nodes
             .read()
             .ok()
-            .and_then(|secrets| secrets.get(url.trim_end_matches('/')).cloned());
-        Ok(NodeClient::with_http(self.http.clone(), url)?.with_bearer(secret.as_deref()))
+            .and_then(|nodes| nodes.get(url.trim_end_matches('/')).cloned())
+            .unwrap_or_default();
+        let http = match access.tls {
+            Some(fp) => self.pinned_client(fp)?,
+            None => self.http.clone(),
+        };
+        Ok(NodeClient::with_http(http, url)?.with_bearer(access.secret.as_deref()))
+    }
+
+    fn pinned_client(&self, fp: Fingerprint) -> Result<reqwest::Client, ClientError> {
+        if let Some(client) = self.pinned.read().ok().and_then(|p| p.get(&fp).cloned()) {
+            return Ok(client);
+        }
+        let client = corral_client::http_client_pinned(&corral_client::Pins(vec![fp]))?;
+        if let Ok(mut pinned) = self.pinned.write() {
+            pinned.insert(fp, client.clone());
+        }
+        Ok(client)
     }
 }
 
@@ -116,13 +145,26 @@ impl NodeGateway for HttpGateway {
         self.client(url)?.truncate(node_job, to).await
     }
 
-    fn remember_secret(&self, url: &str, secret: Option<&NodeSecret>) {
-        if let Ok(mut secrets) = self.secrets.write() {
+    fn remember_node(&self, url: &str, secret: Option<&NodeSecret>, tls: Option<&Fingerprint>) {
+        let access = Access {
+            secret: secret.map(|s| s.0.clone()),
+            tls: tls.copied(),
+        };
+        // Drop clients of certificates no node uses any more (a node that made a new one).
+        let in_use: Vec<Fingerprint>;
+        if let Ok(mut nodes) = self.nodes.write() {
             let url = url.trim_end_matches('/').to_string();
-            match secret {
-                Some(secret) => secrets.insert(url, secret.0.clone()),
-                None => secrets.remove(&url),
-            };
+            if access.secret.is_none() && access.tls.is_none() {
+                nodes.remove(&url);
+            } else {
+                nodes.insert(url, access);
+            }
+            in_use = nodes.values().filter_map(|a| a.tls).collect();
+        } else {
+            return;
+        }
+        if let Ok(mut pinned) = self.pinned.write() {
+            pinned.retain(|fp, _| in_use.contains(fp));
         }
     }
 }

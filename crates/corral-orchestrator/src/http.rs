@@ -25,6 +25,7 @@ use corral_core::orchestrator_api::{
     JobSubmission, JobSummary, NodeView, RegisterNode, RenderAccepted, RenderStatus, SetPriority,
     SubmitJob, SubmitLimits, TaskPage,
 };
+use corral_core::tls::Fingerprint;
 use corral_core::validate::parse_json_object;
 use corral_core::{FieldError, JobId, NodeId};
 use corral_http::{JsonBody, PathId};
@@ -481,6 +482,17 @@ async fn register_node(
         .secret
         .map(|s| validate_node_secret("secret", &s).map(NodeSecret))
         .transpose()?;
+    let tls = req
+        .fingerprint
+        .map(|fp| Fingerprint::parse(&fp).map_err(|why| FieldError::new("fingerprint", why)))
+        .transpose()?;
+    if tls.is_some() && !url.starts_with("https://") {
+        return Err(FieldError::new(
+            "fingerprint",
+            "is for a node reached over HTTPS; this url is plain http",
+        )
+        .into());
+    }
     let caller = caller.map(|axum::Extension(c)| c);
     // A node's credential refreshes that node's registration only.
     if let Some(Caller {
@@ -494,7 +506,7 @@ async fn register_node(
             )));
         }
     }
-    let node = o.register_node(&url, secret).await?;
+    let node = o.register_node(&url, secret, tls).await?;
     let mut view = views::node_view(&node);
     // Joining under a join token: the node gets a credential of its own for its later
     // calls (its earlier ones, from an earlier join, stop working).

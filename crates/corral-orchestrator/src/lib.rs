@@ -33,6 +33,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_tls(orchestrator, listener, shutdown, None).await
+}
+
+/// [`serve`], over TLS when `tls` is given (a farm reachable off loopback).
+pub async fn serve_tls(
+    orchestrator: Orchestrator,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    tls: Option<corral_http::TlsAcceptor>,
+) -> std::io::Result<()> {
     let app = router(orchestrator.clone());
     let shutdown = async move {
         shutdown.await;
@@ -40,5 +50,5 @@ pub async fn serve(
     };
     let limits = corral_http::ServerLimits::sized_to_descriptors();
     tracing::debug!(max_connections = limits.max_connections, "connection bound");
-    corral_http::serve_with(listener, app, shutdown, limits).await
+    corral_http::serve_tls(listener, app, shutdown, limits, tls).await
 }

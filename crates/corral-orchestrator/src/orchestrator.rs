@@ -16,6 +16,7 @@ use crate::store::{
 use chrono::{DateTime, Utc};
 use corral_core::lifecycle::{Command, JobCommand};
 use corral_core::orchestrator_api::{Event, JobSubmission, NodeState};
+use corral_core::tls::Fingerprint;
 use corral_core::{FieldError, JobId, LeaseId, NodeId, OrchestratorId, TaskId};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -158,7 +159,8 @@ impl Orchestrator {
         };
         tracing::info!(orchestrator = %o.id(), leader = o.fence().is_some(), "orchestrator started");
         for node in o.store().nodes().await? {
-            o.gateway().remember_secret(&node.url, node.secret.as_ref());
+            o.gateway()
+                .remember_node(&node.url, node.secret.as_ref(), node.fingerprint.as_ref());
         }
         // Resume what an earlier process left running before any new dispatch.
         crate::workers::reconciler::round(&o).await?;
@@ -401,13 +403,14 @@ impl Orchestrator {
     }
 
     /// Adds a node (or hears its heartbeat). A node that is new or down is probed at once,
-    /// so it gets work without waiting for the next health round.
-    /// Adds or refreshes a node; `secret`, when the node sent one, is what every later
-    /// call to it carries (recorded before the first probe, which already needs it).
+    /// so it gets work without waiting for the next health round. `secret`, when the node
+    /// sent one, is what every later call to it carries, and `tls` the certificate it must
+    /// present (both recorded before the first probe, which already needs them).
     pub async fn register_node(
         &self,
         url: &str,
         secret: Option<NodeSecret>,
+        tls: Option<Fingerprint>,
     ) -> Result<NodeRecord, StoreError> {
         let mut node = self.store().upsert_node(url).await?;
         if let Some(secret) = secret {
@@ -416,8 +419,14 @@ impl Orchestrator {
                 node.secret = Some(secret);
             }
         }
+        if node.fingerprint != tls {
+            self.store()
+                .set_node_fingerprint(&node.id, tls.as_ref())
+                .await?;
+            node.fingerprint = tls;
+        }
         self.gateway()
-            .remember_secret(&node.url, node.secret.as_ref());
+            .remember_node(&node.url, node.secret.as_ref(), node.fingerprint.as_ref());
         if node.state == NodeState::Down {
             let o = self.clone();
             let probe = node.clone();

@@ -10,10 +10,11 @@ use crate::{pack, scene, upload};
 use anyhow::{anyhow, Context};
 use clap::Args;
 use corral_client::FullJob;
-use corral_client::{ClientError, OrchestratorClient};
+use corral_client::{ClientError, OrchestratorClient, Pins};
 use corral_core::frames::FrameRange;
 use corral_core::orchestrator_api::{JobDetail, JobState, NodeState, SubmitJob, TaskStateKind};
 use corral_core::render::{Engine, ImageFormat};
+use corral_core::tls::{Fingerprint, JoinString};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -74,9 +75,10 @@ attempt's full log in its data folder (`logs/`).";
 /// `--server`, on every command that talks to a farm.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// The farm's server: `corral up` or `corral orchestrator` (`http://HOST:PORT`); several
-    /// orchestrators of one farm, comma-separated, are tried in turn.
-    #[arg(long, env = "CORRAL_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
+    /// The farm's server: `corral up` or `corral orchestrator` (`http://HOST:PORT`, or the
+    /// `corral://...` string a farm prints, which carries its token and certificate
+    /// fingerprint); several orchestrators of one farm, comma-separated, are tried in turn.
+    #[arg(long, env = "CORRAL_SERVER", default_value = DEFAULT_SERVER, value_name = "URL", hide_env_values = true)]
     server: String,
     /// A client token for a farm that needs one (`corral_...`, sent as
     /// `Authorization: Bearer`; see `corral token`).
@@ -87,41 +89,70 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// The SHA-256 fingerprint of the farm's certificate, for an `https://` --server (a
+    /// `corral://` one carries it): the farm is trusted only with exactly that
+    /// certificate. Printed by the orchestrator at start and by `corral token fingerprint`.
+    #[arg(long, env = "CORRAL_FINGERPRINT", value_name = "SHA256", value_parser = parse_fingerprint)]
+    fingerprint: Option<Fingerprint>,
+}
+
+/// A certificate fingerprint from the command line.
+pub fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
+    Fingerprint::parse(s)
 }
 
 impl ServerArgs {
     pub fn connect(&self) -> anyhow::Result<OrchestratorClient> {
-        let bases: Vec<String> = self
-            .server
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            // `host:4000` is what people type; the API is plain HTTP unless they say
-            // otherwise.
-            .map(|url| {
-                if url.contains("://") {
-                    url.to_string()
-                } else {
-                    format!("http://{url}")
-                }
-            })
-            .collect();
-        let client = OrchestratorClient::with_bases(&bases).map_err(|_| {
-            anyhow!(
-                "`{}` is not a server address; expected http://HOST:PORT",
-                self.server
-            )
+        let (bases, token, pins) = if JoinString::is_join_string(&self.server) {
+            let join = JoinString::parse(&self.server).map_err(|why| anyhow!("--server: {why}"))?;
+            let mut pins = join.fingerprints.clone();
+            pins.extend(self.fingerprint);
+            (join.bases(), join.token.clone(), pins)
+        } else {
+            let bases = self
+                .server
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                // `host:4000` is what people type; the API is plain HTTP unless they say
+                // otherwise.
+                .map(|url| {
+                    if url.contains("://") {
+                        url.to_string()
+                    } else {
+                        format!("http://{url}")
+                    }
+                })
+                .collect();
+            (bases, None, self.fingerprint.into_iter().collect())
+        };
+        let client = OrchestratorClient::pinned(&bases, &Pins(pins)).map_err(|e| match e {
+            ClientError::Tls(why) => anyhow!("cannot set up TLS: {why}"),
+            _ => anyhow!(
+                "`{}` is not a server address; expected http://HOST:PORT or corral://HOST:PORT?token=...&fp=...",
+                for_terminal(&self.server)
+            ),
         })?;
-        client.set_token(self.token.clone());
+        // A token given on its own wins over the one in a join string.
+        client.set_token(self.token.clone().or(token));
         Ok(client)
     }
 
     /// ` --server URL` when it is not the default, for commands printed as hints.
+    /// A join string is shown without its token (a hint must not print a secret).
     fn flag(&self, client: &OrchestratorClient) -> String {
         if client.bases() == [DEFAULT_SERVER] {
-            String::new()
-        } else {
-            format!(" --server {}", client.bases().join(","))
+            return String::new();
+        }
+        match JoinString::parse(&self.server) {
+            Ok(join) => {
+                let shown = JoinString {
+                    token: None,
+                    ..join
+                };
+                format!(" --server {shown}")
+            }
+            Err(_) => format!(" --server {}", client.bases().join(",")),
         }
     }
 }
@@ -195,6 +226,7 @@ pub fn explain(e: ClientError, server: &str) -> anyhow::Error {
         ClientError::File { path, source } => {
             anyhow!("cannot read `{}`: {source}", for_terminal(&path))
         }
+        ClientError::Tls(why) => anyhow!("cannot set up TLS: {why}"),
     }
 }
 

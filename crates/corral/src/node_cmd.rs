@@ -2,6 +2,9 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
+use corral_client::Pins;
+use corral_core::tls::{Fingerprint, JoinString};
+use corral_http::tls::TlsIdentity;
 use corral_node::{Node, NodeConfig, RenderMode, ShutdownPolicy};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -74,12 +77,13 @@ pub struct NodeArgs {
     /// (0: never).
     #[arg(long, env = "CORRAL_STALL_TIMEOUT", default_value_t = DEFAULT_STALL_TIMEOUT)]
     stall_timeout: u64,
-    /// Orchestrator to join (`http://HOST:4000`): the node registers and heartbeats there,
-    /// fetches uploaded scenes from it and uploads frames to it. Several addresses of one
-    /// farm (orchestrators sharing a database), comma-separated or repeated, are tried in
-    /// turn.
-    #[arg(long, env = "CORRAL_ORCHESTRATOR", value_delimiter = ',', value_parser = parse_url)]
-    orchestrator: Vec<String>,
+    /// Orchestrator to join: the `corral://HOST:PORT?token=...&fp=...` join string the
+    /// farm prints (its address, join token and certificate fingerprint), or
+    /// `http://HOST:4000`. The node registers and heartbeats there, fetches uploaded
+    /// scenes from it and uploads frames to it. Several addresses of one farm
+    /// (orchestrators sharing a database), repeated or comma-separated, are tried in turn.
+    #[arg(long, env = "CORRAL_ORCHESTRATOR", value_delimiter = ' ', value_parser = parse_orchestrator, hide_env_values = true)]
+    orchestrator: Vec<Farm>,
     /// URL the orchestrator reaches this node at (default: this host's name and the port
     /// listened on, or the listen address when it names one).
     #[arg(long, env = "CORRAL_ADVERTISE", value_parser = parse_url)]
@@ -99,9 +103,84 @@ pub struct NodeArgs {
         requires = "orchestrator"
     )]
     token: Option<String>,
+    /// The SHA-256 fingerprint of the orchestrator's certificate, for an `https://`
+    /// --orchestrator (a join string carries it).
+    #[arg(long, env = "CORRAL_FINGERPRINT", value_name = "SHA256", value_parser = crate::client_cmds::parse_fingerprint)]
+    fingerprint: Option<Fingerprint>,
+    /// Serve this node's API over plain HTTP even off loopback after joining with a token
+    /// (by default it then serves HTTPS, with a certificate made in DATA/tls whose
+    /// fingerprint it registers, so the orchestrator accepts only this node's).
+    #[arg(long, env = "CORRAL_NO_TLS")]
+    no_tls: bool,
+}
+
+/// One `--orchestrator`: its addresses, and what a join string adds.
+#[derive(Debug, Clone)]
+pub struct Farm {
+    bases: Vec<String>,
+    token: Option<String>,
+    pins: Vec<Fingerprint>,
+}
+
+fn parse_orchestrator(s: &str) -> Result<Farm, String> {
+    if JoinString::is_join_string(s) {
+        let join = JoinString::parse(s)?;
+        return Ok(Farm {
+            bases: join.bases(),
+            token: join.token,
+            pins: join.fingerprints,
+        });
+    }
+    let bases = s
+        .split(',')
+        .filter(|b| !b.trim().is_empty())
+        .map(parse_url)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Farm {
+        bases,
+        token: None,
+        pins: Vec::new(),
+    })
+}
+
+/// Everything the node knows of the farm it joins.
+struct Joining {
+    bases: Vec<String>,
+    /// The join token: --token, else the one in the join string.
+    token: Option<String>,
+    pins: Pins,
 }
 
 impl NodeArgs {
+    /// The farm to join, from every --orchestrator, --token and --fingerprint.
+    fn joining(&self) -> Option<Joining> {
+        if self.orchestrator.is_empty() {
+            return None;
+        }
+        let mut pins: Vec<Fingerprint> = self.fingerprint.into_iter().collect();
+        let mut bases = Vec::new();
+        let mut token = self.token.clone();
+        for farm in &self.orchestrator {
+            bases.extend(farm.bases.iter().cloned());
+            pins.extend(farm.pins.iter().copied());
+            if token.is_none() {
+                token = farm.token.clone();
+            }
+        }
+        Some(Joining {
+            bases,
+            token,
+            pins: Pins(pins),
+        })
+    }
+
+    /// Off loopback, a node that joins with a token serves HTTPS (unless --no-tls): its
+    /// secret and the farm's scenes would otherwise cross the network in the clear.
+    fn serves_tls(&self) -> bool {
+        let joins_with_token = self.joining().is_some_and(|j| j.token.is_some());
+        joins_with_token && !self.no_tls && !self.listen.ip().is_loopback()
+    }
+
     /// A node of `corral up`'s local farm: what `corral node --listen 127.0.0.1:0 --scenes
     /// SCENES --output OUTPUT --data DATA --threads THREADS` would run, with one slot (and
     /// `CORRAL_RENDER_MODE`, when set, as its render mode).
@@ -130,6 +209,8 @@ impl NodeArgs {
             advertise: None,
             cache_size: parse_size(DEFAULT_CACHE_SIZE).unwrap_or(u64::MAX),
             token: None,
+            fingerprint: None,
+            no_tls: false,
         }
     }
 }
@@ -165,16 +246,17 @@ fn parse_url(s: &str) -> Result<String, String> {
     corral_core::orchestrator_api::validate_node_url("url", s).map_err(|e| e.message)
 }
 
-/// `http://ADDR` for a specific listen address, `http://HOSTNAME:PORT` for a wildcard one.
-fn default_advertise(addr: SocketAddr) -> String {
+/// `SCHEME://ADDR` for a specific listen address, `SCHEME://HOSTNAME:PORT` for a wildcard
+/// one.
+fn default_advertise(addr: SocketAddr, scheme: &str) -> String {
     if addr.ip().is_unspecified() {
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "localhost".into());
-        format!("http://{host}:{}", addr.port())
+        format!("{scheme}://{host}:{}", addr.port())
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 }
 
@@ -233,11 +315,15 @@ async fn register_loop(
     advertise: String,
     join: Option<String>,
     secret: Option<String>,
+    tls: Option<Fingerprint>,
 ) {
     let mut registered = None;
     let mut has_credential = false;
     loop {
-        let ok = match client.register_node(&advertise, secret.as_deref()).await {
+        let ok = match client
+            .register_node(&advertise, secret.as_deref(), tls.as_ref())
+            .await
+        {
             Ok(view) => {
                 if let Some(credential) = view.credential {
                     client.set_token(Some(credential));
@@ -324,17 +410,19 @@ pub fn resolve_config(
     let data_dir = prepare_dir(&args.data, "data")?;
     let logs_dir = prepare_dir(&data_dir.join("logs"), "log")?;
     sweep_partial_folders(&output_dir, &logs_dir);
-    let orchestrator = if args.orchestrator.is_empty() {
-        None
-    } else {
-        prepare_dir(&data_dir.join("cache"), "cache")?;
-        let client = corral_client::OrchestratorClient::with_bases(&args.orchestrator)?;
-        client.set_token(args.token.clone());
-        Some(client)
+    let joining = args.joining();
+    let orchestrator = match &joining {
+        None => None,
+        Some(joining) => {
+            prepare_dir(&data_dir.join("cache"), "cache")?;
+            let client = corral_client::OrchestratorClient::pinned(&joining.bases, &joining.pins)?;
+            client.set_token(joining.token.clone());
+            Some(client)
+        }
     };
-    let secret = match (&orchestrator, &args.token) {
-        (Some(_), Some(_)) => Some(node_secret(&data_dir)?),
-        _ => None,
+    let secret = match joining.and_then(|j| j.token) {
+        Some(_) => Some(node_secret(&data_dir)?),
+        None => None,
     };
     let warm_driver = match args.render_mode {
         RenderMode::Warm => Some(corral_blender::warm::write_driver(&data_dir).with_context(
@@ -427,6 +515,21 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     let blender = corral_blender::probe_blender(&args.blender, Duration::from_secs(60)).await?;
     let config = resolve_config(&args, blender)?;
+    let tls = if args.serves_tls() {
+        let dir = config.data_dir.join("tls");
+        let names = crate::orchestrator_cmd::certificate_names(args.listen);
+        Some(TlsIdentity::load_or_create(&dir, &names).with_context(|| {
+            format!("cannot make or read the certificate in `{}`", dir.display())
+        })?)
+    } else {
+        None
+    };
+    let acceptor = match &tls {
+        Some(identity) => Some(identity.acceptor().context("cannot serve TLS")?),
+        None => None,
+    };
+    let fingerprint = tls.as_ref().map(TlsIdentity::fingerprint);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -441,16 +544,20 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     // The one line on stdout: scripts and tests read the bound address from it.
     // Signal handlers first, then the line that tells the world the node is up.
     let first_signal = crate::shutdown_signal();
-    println!("corral node listening on http://{addr}");
+    println!("corral node listening on {scheme}://{addr}");
     let orchestrator = config.orchestrator.clone();
     let secret = config.secret.clone();
     let node = Node::new(config);
     if let Some(client) = orchestrator {
         let advertise = match &args.advertise {
             Some(url) => url.clone(),
-            None => default_advertise(addr),
+            None => default_advertise(addr, scheme),
         };
-        tokio::spawn(register_loop(client, advertise, args.token.clone(), secret));
+        if fingerprint.is_some() && !advertise.starts_with("https://") {
+            bail!("--advertise `{advertise}` must be https:// : this node serves HTTPS (--no-tls serves plain HTTP)");
+        }
+        let join = args.joining().and_then(|j| j.token);
+        tokio::spawn(register_loop(client, advertise, join, secret, fingerprint));
     }
     // The first signal stops the node gracefully (per --on-shutdown); a second one kills
     // the renders still running, for an operator who will not wait.
@@ -463,7 +570,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             stopping.cancel_running();
         });
     };
-    corral_node::serve(node, listener, shutdown).await?;
+    corral_node::serve_tls(node, listener, shutdown, acceptor).await?;
     Ok(())
 }
 

@@ -3,9 +3,11 @@
 use anyhow::Context;
 use clap::Args;
 use corral_core::orchestrator_api::validate_node_url;
+use corral_core::tls::{Fingerprint, JoinString};
+use corral_http::tls::TlsIdentity;
 use corral_orchestrator::{DatabaseUrl, Orchestrator, OrchestratorConfig};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const EXAMPLES: &str = "\
@@ -79,6 +81,27 @@ pub struct OrchestratorArgs {
     /// render anything and read every job. Warned about on every start.
     #[arg(long, env = "CORRAL_NO_AUTH")]
     no_auth: bool,
+    /// Serve HTTPS with this certificate (PEM, leaf first) instead of the one the
+    /// orchestrator makes in DATA/tls on its first start off loopback.
+    #[arg(
+        long,
+        env = "CORRAL_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "CORRAL_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP even where tokens are required (off loopback): tokens and scenes
+    /// then cross the network readable by anyone on the path. Warned about on every start.
+    #[arg(long, env = "CORRAL_NO_TLS", conflicts_with = "tls_cert")]
+    no_tls: bool,
 }
 
 impl OrchestratorArgs {
@@ -86,6 +109,53 @@ impl OrchestratorArgs {
     fn needs_tokens(&self) -> bool {
         !self.no_auth && (self.auth || !self.listen.ip().is_loopback())
     }
+
+    fn tls(&self) -> anyhow::Result<Option<TlsIdentity>> {
+        let given = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        choose_tls(
+            self.listen,
+            self.needs_tokens() && !self.no_tls,
+            given,
+            &self.data.join("tls"),
+        )
+    }
+}
+
+/// HTTPS with a given certificate, or, off loopback where tokens are required (they would
+/// otherwise cross the network in the clear), with one made in `dir` on the first start;
+/// plain HTTP on loopback, with --no-auth, or with --no-tls (`tokens_need_tls` false).
+pub fn choose_tls(
+    listen: SocketAddr,
+    tokens_need_tls: bool,
+    given: Option<(&Path, &Path)>,
+    dir: &Path,
+) -> anyhow::Result<Option<TlsIdentity>> {
+    if let Some((cert, key)) = given {
+        return TlsIdentity::from_pem_files(cert, key)
+            .map(Some)
+            .context("cannot use --tls-cert/--tls-key");
+    }
+    if !tokens_need_tls || listen.ip().is_loopback() {
+        return Ok(None);
+    }
+    TlsIdentity::load_or_create(dir, &certificate_names(listen))
+        .map(Some)
+        .with_context(|| format!("cannot make or read the certificate in `{}`", dir.display()))
+}
+
+/// The names a made certificate carries (only for people looking at it: clients pin the
+/// certificate itself, not a name).
+pub fn certificate_names(listen: SocketAddr) -> Vec<String> {
+    let mut names = vec!["localhost".to_string()];
+    if let Ok(host) = nix::unistd::gethostname() {
+        if let Some(host) = host.to_str().filter(|h| !h.is_empty()) {
+            names.push(host.to_string());
+        }
+    }
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    names
 }
 
 fn parse_database(s: &str) -> Result<DatabaseUrl, String> {
@@ -99,6 +169,8 @@ fn parse_node_url(s: &str) -> Result<String, String> {
 pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create the data folder `{}`", args.data.display()))?;
+    // The certificate before anything else: a bad --tls-cert changes nothing.
+    let tls = args.tls()?;
     let mut config = OrchestratorConfig::new(args.data.clone());
     config.auth = args.needs_tokens();
     if let Some(database) = args.database {
@@ -125,6 +197,14 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
         tracing::warn!(listen = %args.listen, "--no-auth: this orchestrator requires no tokens; anyone who reaches it can submit jobs, read every job and join nodes");
     }
     let config_auth = config.auth;
+    let acceptor = match &tls {
+        Some(identity) => Some(identity.acceptor().context("cannot serve TLS")?),
+        None => None,
+    };
+    let pins: Vec<Fingerprint> = tls.iter().map(TlsIdentity::fingerprint).collect();
+    if args.no_tls && config_auth && !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "--no-tls: tokens, scenes and frames cross the network unencrypted");
+    }
     let orchestrator = Orchestrator::start(config)
         .await
         .with_context(|| format!("cannot open the database {database}"))?;
@@ -137,33 +217,77 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
             .await
             .context("cannot make the farm's first tokens")?;
         if let Some((client, join)) = first {
-            print_first_tokens(addr, &client, &join);
+            print_first_tokens(addr, &pins, &client, &join);
         }
     }
-    tracing::info!(data = %args.data.display(), %database, auth = config_auth, dashboard = %format!("http://{addr}/"), "orchestrator ready");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    match pins.first() {
+        Some(fp) => {
+            tracing::info!(data = %args.data.display(), %database, auth = config_auth, dashboard = %format!("https://{addr}/"), fingerprint = %fp, "orchestrator ready; clients pin this certificate fingerprint")
+        }
+        None => {
+            tracing::info!(data = %args.data.display(), %database, auth = config_auth, dashboard = %format!("http://{addr}/"), "orchestrator ready")
+        }
+    }
     // Signal handlers first, then the line that tells the world it is up.
     let shutdown = crate::shutdown_signal();
     // One line only: scripts read it and may close the pipe after.
-    println!("corral orchestrator listening on http://{addr}");
-    corral_orchestrator::serve(orchestrator, listener, shutdown).await?;
+    println!("corral orchestrator listening on {scheme}://{addr}");
+    corral_orchestrator::serve_tls(orchestrator, listener, shutdown, acceptor).await?;
     Ok(())
 }
 
-/// The farm's first tokens, on standard error, once: only their hashes are kept.
-pub fn print_first_tokens(addr: SocketAddr, client: &str, join: &str) {
-    let host = if addr.ip().is_unspecified() {
-        format!("HOST:{}", addr.port())
+/// The farm's first tokens, on standard error, once: only their hashes are kept. With
+/// TLS they are shown inside join strings, which carry the certificate's fingerprint too.
+pub fn print_first_tokens(addr: SocketAddr, pins: &[Fingerprint], client: &str, join: &str) {
+    let host = farm_address(addr);
+    let string = |token: &str| JoinString {
+        addresses: vec![host.clone()],
+        token: Some(token.to_string()),
+        fingerprints: pins.to_vec(),
+    };
+    let (client_line, join_line) = if pins.is_empty() {
+        (
+            format!("corral submit --server http://{host} --token {client} scene.blend   (or CORRAL_TOKEN)"),
+            format!("corral node --orchestrator http://{host} --token {join}"),
+        )
     } else {
-        addr.to_string()
+        (
+            format!(
+                "corral submit --server '{}' scene.blend   (or CORRAL_SERVER)",
+                string(client)
+            ),
+            format!("corral node --orchestrator '{}'", string(join)),
+        )
+    };
+    let fingerprint = match pins.first() {
+        Some(fp) => format!("  certificate fingerprint (SHA-256): {fp}\n"),
+        None => String::new(),
     };
     eprintln!(
         "\
 This farm requires tokens. Its first ones, shown only now (the farm keeps their hashes):
   client token: {client}
-      corral submit --server http://{host} --token {client} scene.blend   (or CORRAL_TOKEN)
+      {client_line}
       the dashboard asks for it once per browser
   join token:   {join}
-      corral node --orchestrator http://{host} --token {join}
+      {join_line}
+{fingerprint}\
+If {host} is not how other machines reach this one, put their address in its place.
 More, and revocation: corral token list|create KIND|revoke ID --data DIR"
     );
+}
+
+/// `HOST:PORT` as other machines would write it: this machine's name when listening on
+/// every address.
+pub fn farm_address(addr: SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return addr.to_string();
+    }
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "HOST".to_string());
+    format!("{host}:{}", addr.port())
 }

@@ -9,6 +9,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use clap::Args;
 use corral_client::{LocalFarm, LOCAL_FARM_PATH};
+use corral_core::tls::Fingerprint;
+use corral_http::tls::TlsIdentity;
 use corral_orchestrator::{Orchestrator, OrchestratorConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -77,6 +79,10 @@ pub struct UpArgs {
     /// Require no tokens, whatever the listen address (warned about on every start).
     #[arg(long, env = "CORRAL_NO_AUTH")]
     no_auth: bool,
+    /// Serve plain HTTP off loopback even though tokens are required (by default the
+    /// farm serves HTTPS there, with a certificate made in DATA on first start).
+    #[arg(long, env = "CORRAL_NO_TLS")]
+    no_tls: bool,
 }
 
 /// Threads per node when `--threads` is not given: every core for a lone node (Blender's
@@ -148,6 +154,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tracing::warn!(listen = %args.listen, "--no-auth: this farm requires no tokens; anyone who reaches it can render any scene in the scenes folder");
     }
     let auth = config.auth;
+    let tls = crate::orchestrator_cmd::choose_tls(
+        args.listen,
+        auth && !args.no_tls,
+        None,
+        &orchestrator_data.join("tls"),
+    )?;
+    let pins: Vec<Fingerprint> = tls.iter().map(TlsIdentity::fingerprint).collect();
+    let acceptor = match &tls {
+        Some(identity) => Some(identity.acceptor().context("cannot serve TLS")?),
+        None => None,
+    };
     let orchestrator = Orchestrator::start(config).await.with_context(|| {
         format!(
             "cannot open the database in `{}`",
@@ -159,7 +176,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .await
             .context("cannot make the farm's first tokens")?;
         if let Some((client, join)) = first {
-            crate::orchestrator_cmd::print_first_tokens(addr, &client, &join);
+            crate::orchestrator_cmd::print_first_tokens(addr, &pins, &client, &join);
         }
     }
 
@@ -193,10 +210,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let first_signal = crate::shutdown_signal();
     // The first line is for scripts and tests, which read the address from it.
-    println!("corral up listening on http://{addr}");
+    let scheme = if pins.is_empty() { "http" } else { "https" };
+    println!("corral up listening on {scheme}://{addr}");
     print_banner(
         &args,
         addr,
+        pins.first(),
         &blender.version,
         threads,
         &scenes,
@@ -217,9 +236,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         stopping.shut_down().await;
         let _ = stop_nodes.send(true);
     };
-    corral_http::serve(listener, app, shutdown)
-        .await
-        .context("the farm's API server failed")?;
+    corral_http::serve_tls(
+        listener,
+        app,
+        shutdown,
+        corral_http::ServerLimits::default(),
+        acceptor,
+    )
+    .await
+    .context("the farm's API server failed")?;
     while let Some(result) = servers.join_next().await {
         result
             .context("a render node's task panicked")?
@@ -235,6 +260,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 fn print_banner(
     args: &UpArgs,
     addr: SocketAddr,
+    pin: Option<&Fingerprint>,
     blender_version: &str,
     threads: u32,
     scenes: &Path,
@@ -251,16 +277,18 @@ fn print_banner(
         1 => "1 render node".to_string(),
         n => format!("{n} render nodes"),
     };
-    // Clients default to 127.0.0.1:4000; any other address must be named to them.
+    // Clients default to 127.0.0.1:4000; any other address must be named to them, and
+    // over TLS with the certificate's fingerprint.
+    let scheme = if pin.is_some() { "https" } else { "http" };
     let client_url = if addr.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}", addr.port())
+        format!("{scheme}://127.0.0.1:{}", addr.port())
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     };
-    let server_flag = if client_url == crate::client_cmds::DEFAULT_SERVER {
-        String::new()
-    } else {
-        format!(" --server {client_url}")
+    let server_flag = match pin {
+        _ if client_url == crate::client_cmds::DEFAULT_SERVER => String::new(),
+        Some(fp) => format!(" --server {client_url} --fingerprint {fp}"),
+        None => format!(" --server {client_url}"),
     };
     println!();
     println!(

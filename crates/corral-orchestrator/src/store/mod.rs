@@ -18,6 +18,7 @@ use corral_core::lifecycle::{Command, JobCommand, JobLife, JobRefusal, Refusal, 
 use corral_core::node_api::NodeInfo;
 use corral_core::orchestrator_api::{Event, FrameSpan, JobState, JobSubmission, NodeState};
 use corral_core::schedule::{Assignment, QueuedTask};
+use corral_core::tls::Fingerprint;
 use corral_core::{
     BlobHash, Engine, FrameRange, ImageFormat, JobId, LeaseId, NodeId, NodeJobId, OrchestratorId,
     TaskId,
@@ -154,6 +155,9 @@ pub struct NodeRecord {
     pub running: Vec<TaskId>,
     /// The secret the node sent when it joined, sent back to it on every call.
     pub secret: Option<NodeSecret>,
+    /// The fingerprint of the certificate the node serves HTTPS with, when it sent one:
+    /// the only certificate the orchestrator accepts from it.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// A node's own secret (`Authorization: Bearer` on calls to it). Kept as given, since the
@@ -396,6 +400,8 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_node(&self, id: &NodeId) -> Result<Option<Vec<Change>>>;
     /// Records the secret a node sent when it joined (sent back on every call to it).
     async fn set_node_secret(&self, id: &NodeId, secret: &NodeSecret) -> Result<()>;
+    /// Records (or clears) the certificate fingerprint a node registered with.
+    async fn set_node_fingerprint(&self, id: &NodeId, fp: Option<&Fingerprint>) -> Result<()>;
 
     // ---- tokens --------------------------------------------------------------------
 

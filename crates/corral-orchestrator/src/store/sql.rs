@@ -130,7 +130,7 @@ const TASK_COLS: &str = "t.id AS t_id, t.job_seq AS t_job_seq, t.idx AS t_idx,
     t.progress_at AS t_progress_at, t.rank AS t_rank, t.splittable AS t_splittable";
 
 const NODE_COLS: &str = "id, url, state, draining, slots, hostname, blender_version, cores,
-    memory_bytes, frames_rendered, last_seen, registered_at, secret";
+    memory_bytes, frames_rendered, last_seen, registered_at, secret, tls_fingerprint";
 const TOKEN_COLS: &str = "id, kind, hash, name, created, revoked";
 
 type Tx<'c> = Transaction<'c, Any>;
@@ -371,6 +371,10 @@ fn node_from_row(row: &AnyRow) -> Result<NodeRecord> {
         registered_at: time(get(row, "registered_at")?),
         running: Vec::new(),
         secret: get::<Option<String>>(row, "secret")?.map(NodeSecret),
+        // Written only from a checked fingerprint; anything else reads as none (the node
+        // is then not reachable over TLS until it registers again).
+        fingerprint: get::<Option<String>>(row, "tls_fingerprint")?
+            .and_then(|fp| Fingerprint::parse(&fp).ok()),
     })
 }
 
@@ -2090,6 +2094,16 @@ impl Store for SqlStore {
     async fn set_node_secret(&self, id: &NodeId, secret: &NodeSecret) -> Result<()> {
         sqlx::query("UPDATE nodes SET secret = $1 WHERE id = $2")
             .bind(secret.0.as_str())
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn set_node_fingerprint(&self, id: &NodeId, fp: Option<&Fingerprint>) -> Result<()> {
+        sqlx::query("UPDATE nodes SET tls_fingerprint = $1 WHERE id = $2")
+            .bind(fp.map(|fp| fp.to_string()))
             .bind(id.as_str())
             .execute(&self.writer)
             .await

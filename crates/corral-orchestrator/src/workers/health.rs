@@ -21,7 +21,8 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
     let nodes = o.store().nodes().await?;
     // Every orchestrator learns each node's secret (another may have seen it join).
     for node in &nodes {
-        o.gateway().remember_secret(&node.url, node.secret.as_ref());
+        o.gateway()
+            .remember_node(&node.url, node.secret.as_ref(), node.fingerprint.as_ref());
     }
     if !o.is_leader() {
         // What this process heard while it led says nothing once another leads.
