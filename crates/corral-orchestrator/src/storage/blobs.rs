@@ -416,3 +416,73 @@ fn set_modified(path: &Path, when: std::time::SystemTime) -> bool {
     };
     set().is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn old() -> SystemTime {
+        SystemTime::now() - Duration::from_secs(3600)
+    }
+
+    #[tokio::test]
+    async fn a_blob_touched_while_the_collector_waits_is_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = BlobStore::new(dir.path(), 1 << 20);
+        let (kept, gone) = (b"named just now".as_slice(), b"unused".as_slice());
+        let (h_kept, h_gone) = (BlobHash::of(kept), BlobHash::of(gone));
+        {
+            let in_use = store.in_use().await;
+            store.put_bytes(&in_use, &h_kept, kept).await.expect("put");
+            store.put_bytes(&in_use, &h_gone, gone).await.expect("put");
+        }
+        for h in [&h_kept, &h_gone] {
+            assert!(set_modified(&store.path(h), old()));
+        }
+        // A request found `kept` (old, named by no job) and is about to touch it: the
+        // collector, run now, waits for it before deleting anything, then sees the touch.
+        let in_use = store.in_use().await;
+        let cutoff = SystemTime::now() - Duration::from_secs(60);
+        let none = HashSet::new();
+        let collect = store.collect(&none, cutoff, cutoff);
+        let touch = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let missing = store.touch(&in_use, std::slice::from_ref(&h_kept)).await;
+            drop(in_use);
+            missing
+        };
+        let (collected, missing) = tokio::join!(collect, touch);
+        assert!(missing.is_empty());
+        assert_eq!(collected.expect("collect").blobs, 1);
+        assert!(
+            store.size(&h_kept).await.is_some(),
+            "the touched blob stays"
+        );
+        assert!(store.size(&h_gone).await.is_none(), "the unused one goes");
+    }
+
+    #[tokio::test]
+    async fn live_blobs_stay_and_start_ageing_from_the_last_round_that_saw_them_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = BlobStore::new(dir.path(), 1 << 20);
+        let bytes = b"a scene".as_slice();
+        let hash = BlobHash::of(bytes);
+        store
+            .put_bytes(&store.in_use().await, &hash, bytes)
+            .await
+            .expect("put");
+        assert!(set_modified(&store.path(&hash), old()));
+        let cutoff = SystemTime::now() - Duration::from_secs(60);
+        let live: HashSet<BlobHash> = [hash.clone()].into();
+        let done = store.collect(&live, cutoff, cutoff).await.expect("collect");
+        assert_eq!(done.blobs, 0);
+        // Marked used by the round: with no job naming it any more, it is not yet due.
+        let done = store
+            .collect(&HashSet::new(), cutoff, cutoff)
+            .await
+            .expect("collect");
+        assert_eq!(done.blobs, 0);
+        assert!(store.size(&hash).await.is_some());
+    }
+}

@@ -205,3 +205,46 @@ impl FrameStore {
         Ok(received)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn one_frame_is_placed_by_one_upload_at_a_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FrameStore::new(dir.path(), 1 << 20);
+        let job = JobId::new();
+        let held = store.lock(job, 7).await;
+        let second = tokio::time::timeout(Duration::from_millis(100), store.lock(job, 7)).await;
+        assert!(second.is_err(), "a second upload of frame 7 waits");
+        drop(held);
+        let second = tokio::time::timeout(Duration::from_secs(5), store.lock(job, 7)).await;
+        assert!(second.is_ok());
+    }
+
+    #[tokio::test]
+    async fn stale_partials_go_and_uploads_in_progress_stay() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FrameStore::new(dir.path(), 1 << 20);
+        let job = JobId::new();
+        let bytes = b"frame".as_slice();
+        let hash = BlobHash::of(bytes);
+        // Received (so listed as in progress), not yet placed.
+        let received = store
+            .receive(job, 1, "png", &hash, Body::from(bytes.to_vec()))
+            .await
+            .expect("receive");
+        let stale = store
+            .root()
+            .join(job.to_string())
+            .join("partial/frame_2.1.9.png");
+        std::fs::write(&stale, b"left by a crash").expect("write");
+        let future = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert_eq!(store.sweep_partials(future).await.expect("sweep"), 1);
+        assert!(!stale.exists());
+        let placed = received.place().await.expect("place");
+        assert_eq!(std::fs::read(placed).expect("read"), bytes);
+    }
+}
