@@ -336,6 +336,9 @@ impl BlobStore {
         if offset > total {
             return Err(TransferError::TooLong { total });
         }
+        if offset > 0 {
+            tracing::debug!(blob = %hash, offset, total, "blob upload resumed");
+        }
         let partial = self.partial(hash);
         let mut hasher = if offset > 0 {
             hash_prefix(&partial, offset)
