@@ -243,7 +243,7 @@ async fn a_task_is_read_by_id_and_a_job_keeps_its_manifest(db: &Db) {
             .iter()
             .map(|m| m.to_string())
             .collect();
-        assert_eq!(named, [manifest.clone()]);
+        assert_eq!(named, std::slice::from_ref(&manifest));
 
         let t = tasks(store, id).await;
         let first = t[0].task.id;
