@@ -46,6 +46,13 @@ pub struct OrchestratorConfig {
     /// Largest blob (a file of an uploaded scene) or uploaded frame accepted, in bytes.
     /// Blobs and uploaded frames live in `data_dir` whatever the database.
     pub max_blob_bytes: u64,
+    /// How long a blob (a file of an uploaded scene, or a manifest) that no job names is
+    /// kept after its last use (uploaded, asked about, named by a manifest or a job); then
+    /// it is collected. Also bounds how long unfinished uploads are kept (at most a day).
+    pub blob_retention: Duration,
+    /// Bytes of free space the data folder keeps: an upload that would leave less is
+    /// refused with 507 before any of it is written.
+    pub min_free_bytes: u64,
     /// The scenes folder this orchestrator shares with its nodes (`corral up`): a job's
     /// scene is checked at submission to be a file inside it, so a scene that cannot be
     /// opened is refused with a 400 instead of failing on the nodes later.
@@ -80,6 +87,8 @@ impl OrchestratorConfig {
             frames_dir: None,
             ffmpeg: PathBuf::from("ffmpeg"),
             max_blob_bytes: crate::storage::DEFAULT_MAX_BLOB_BYTES,
+            blob_retention: crate::storage::DEFAULT_BLOB_RETENTION,
+            min_free_bytes: crate::storage::DEFAULT_MIN_FREE_BYTES,
             scenes_dir: None,
             default_scene: None,
             auth: false,

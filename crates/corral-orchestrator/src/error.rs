@@ -41,6 +41,9 @@ pub enum ApiError {
     /// A known token that may not make this call.
     #[error("{0}")]
     Forbidden(String),
+    /// A join that would take over a node the farm knows under another secret.
+    #[error("{0}")]
+    NodeTaken(String),
 }
 
 impl IntoResponse for ApiError {
@@ -135,6 +138,10 @@ impl IntoResponse for ApiError {
                 .with_field("X-Corral-Render")
                 .with_detail(detail),
             ApiError::Forbidden(_) => Problem::new(403, "Forbidden").with_detail(detail),
+            ApiError::NodeTaken(_) => Problem::new(409, "Node already joined")
+                .with_kind("/problems/node-taken")
+                .with_field("secret")
+                .with_detail(detail),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "database error");
                 Problem::new(500, "Internal error")

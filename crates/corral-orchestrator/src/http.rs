@@ -275,12 +275,16 @@ async fn submit_job(
 ) -> Result<Response, ApiError> {
     let sub = JobSubmission::from_body(&body, limits(&o))?;
     let fps = SubmitJob::fps_from_body(&body)?;
-    if let Some(manifest) = &sub.manifest {
+    // From the manifest's check until the job is recorded, the collector deletes none of
+    // its blobs; after, the job names them.
+    let blobs = &o.storage().blobs;
+    let in_use = match &sub.manifest {
+        Some(_) => Some(blobs.in_use().await),
+        None => None,
+    };
+    if let (Some(manifest), Some(in_use)) = (&sub.manifest, &in_use) {
         // Nodes fetch it from this orchestrator: a job on a manifest it lacks could only fail.
-        if crate::transfer::load_manifest(&o, manifest)
-            .await?
-            .is_none()
-        {
+        let Some(bytes) = crate::transfer::load_manifest(&o, manifest).await? else {
             return Err(FieldError::new(
                 "manifest",
                 format!(
@@ -288,9 +292,20 @@ async fn submit_job(
                 ),
             )
             .into());
+        };
+        // Stored manifests were checked when posted; one that no longer parses names nothing.
+        let mut named = corral_core::manifest::Manifest::from_body(&bytes)
+            .map(|m| m.hashes())
+            .unwrap_or_default();
+        named.push(manifest.clone());
+        let missing = blobs.touch(in_use, &named).await;
+        if !missing.is_empty() {
+            // Collected since the manifest was posted (it went unused past the retention).
+            return Err(ApiError::MissingBlobs(missing));
         }
     }
     let job = accept(&o, sub).await?;
+    drop(in_use);
     if let Some(fps) = fps {
         // The job is accepted either way; without it its preview plays at 24 fps.
         if let Err(e) = o.inner.media.remember_fps(job.id(), fps).await {
@@ -467,7 +482,8 @@ async fn list_nodes(State(o): State<Orchestrator>) -> Result<Json<Vec<NodeView>>
 
 /// A node announces itself (`corral node --orchestrator`), again every few seconds.
 #[utoipa::path(post, path = "/api/v1/nodes", request_body = RegisterNode,
-    responses((status = 200, body = NodeView), (status = 400, body = corral_core::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = NodeView), (status = 400, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 409, body = corral_core::Problem, content_type = "application/problem+json")))]
 async fn register_node(
     State(o): State<Orchestrator>,
     caller: Option<axum::Extension<Caller>>,
@@ -504,6 +520,42 @@ async fn register_node(
             return Err(ApiError::Forbidden(format!(
                 "this credential belongs to node `{name}`, not to {url}"
             )));
+        }
+    }
+    // A join token adds machines; it does not take over one the farm knows. Known under a
+    // secret, a URL joins again only with that same secret (the node's restart: it keeps
+    // its secret); otherwise another machine could have the farm send that node's calls
+    // under a secret of its choosing and get that node's credential. A node that lost its
+    // secret is removed by an admin first (`DELETE /api/v1/nodes/{id}`, a client token).
+    // The secret's holder may change the node's certificate (it made a new one).
+    let joining = matches!(
+        &caller,
+        Some(Caller {
+            kind: TokenKind::Join,
+            ..
+        })
+    );
+    let _joins = if joining {
+        // One join at a time in this process, so two joins of one URL cannot both pass.
+        Some(o.inner.joins.lock().await)
+    } else {
+        None
+    };
+    if joining {
+        if let Some(known) = o.store().node(&NodeId::from_url(&url)).await? {
+            let digest = |s: Option<&NodeSecret>| s.map(|s| crate::auth::token_hash(&s.0));
+            // Compared as digests, not byte by byte against the stored secret.
+            let same =
+                known.secret.is_some() && digest(known.secret.as_ref()) == digest(secret.as_ref());
+            if !same {
+                return Err(ApiError::NodeTaken(format!(
+                    "node `{}` ({url}) is already on this farm under another secret; a join \
+                     token cannot replace it. Join from that node (it keeps its secret in its \
+                     data folder), or remove the node first with a client token \
+                     (DELETE /api/v1/nodes/{})",
+                    known.id, known.id
+                )));
+            }
         }
     }
     let node = o.register_node(&url, secret, tls).await?;

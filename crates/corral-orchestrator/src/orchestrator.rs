@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub media: crate::dashboard::Media,
     /// Uploaded blobs, manifests and frames (the remote-farm protocol).
     pub storage: crate::storage::Storage,
+    /// Held while a node joins under a join token (see `http::register_node`).
+    pub joins: tokio::sync::Mutex<()>,
 }
 
 /// A render a watcher follows, as it last saw it.
@@ -155,6 +157,7 @@ impl Orchestrator {
                 local_events: broadcast::channel(1024).0,
                 media,
                 storage,
+                joins: tokio::sync::Mutex::new(()),
             }),
         };
         tracing::info!(orchestrator = %o.id(), leader = o.fence().is_some(), "orchestrator started");
@@ -447,11 +450,15 @@ impl Orchestrator {
         Ok(node)
     }
 
-    /// Forgets a node; its running tasks go back to the queue and are stopped there.
+    /// Forgets a node; its running tasks go back to the queue and are stopped there, and
+    /// its credential stops working (the machine may join again, as a new node).
     pub async fn remove_node(&self, node: &NodeId) -> Result<bool, StoreError> {
         let Some(changes) = self.store().remove_node(node).await? else {
             return Ok(false);
         };
+        self.store()
+            .revoke_tokens_named(crate::store::TokenKind::Node, node.as_str())
+            .await?;
         self.stop_renders(changes.into_iter().filter_map(|c| c.stop).collect())
             .await;
         self.wake();

@@ -76,7 +76,10 @@ pub async fn missing_blobs(
     LargeJsonBody(body): LargeJsonBody<MAX_MISSING_BODY>,
 ) -> Result<Json<MissingBlobs>, ApiError> {
     let query = MissingQuery::from_body(&body)?;
-    let missing = o.storage().blobs.missing(&query.hashes).await;
+    // Those present are used now: a client that was told "not missing" goes on to name
+    // them in a manifest, and the collector must not take them in between.
+    let blobs = &o.storage().blobs;
+    let missing = blobs.touch(&blobs.in_use().await, &query.hashes).await;
     Ok(Json(MissingBlobs { missing }))
 }
 
@@ -90,6 +93,10 @@ pub async fn head_blob(
 ) -> Result<Response, ApiError> {
     let hash = hash_in_path("hash", &raw)?;
     let blobs = &o.storage().blobs;
+    // Found here counts as a use, as for `missing`.
+    blobs
+        .touch(&blobs.in_use().await, std::slice::from_ref(&hash))
+        .await;
     match blobs.size(&hash).await {
         Some(size) => Ok((
             StatusCode::OK,
@@ -197,6 +204,9 @@ pub async fn put_blob(
             .into());
         }
     }
+    if blobs.size(&hash).await.is_none() {
+        o.storage().ensure_room(total - offset).await?;
+    }
     match blobs.put(&hash, offset, total, body).await? {
         PutOutcome::Complete => Ok(StatusCode::CREATED.into_response()),
         PutOutcome::Part { held } => Ok((
@@ -215,14 +225,18 @@ pub async fn put_blob(
 #[utoipa::path(post, path = "/api/v1/manifests", request_body = Manifest,
     responses((status = 201, body = ManifestCreated),
               (status = 400, body = corral_core::Problem, content_type = "application/problem+json"),
-              (status = 409, body = corral_core::Problem, content_type = "application/problem+json")))]
+              (status = 409, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 507, body = corral_core::Problem, content_type = "application/problem+json")))]
 pub async fn create_manifest(
     State(o): State<Orchestrator>,
     LargeJsonBody(body): LargeJsonBody<MAX_MANIFEST_BYTES>,
 ) -> Result<Response, ApiError> {
     let manifest = Manifest::from_body(&body)?;
     let blobs = &o.storage().blobs;
-    let missing = blobs.missing(&manifest.hashes()).await;
+    // From the check to the manifest stored, the collector takes none of them; all are
+    // used now, so a job naming the manifest finds them for the retention at least.
+    let in_use = blobs.in_use().await;
+    let missing = blobs.touch(&in_use, &manifest.hashes()).await;
     if !missing.is_empty() {
         return Err(ApiError::MissingBlobs(missing));
     }
@@ -240,7 +254,9 @@ pub async fn create_manifest(
     }
     let canonical = manifest.canonical_json();
     let id = BlobHash::of(&canonical);
-    blobs.put_bytes(&id, &canonical).await?;
+    o.storage().ensure_room(canonical.len() as u64).await?;
+    blobs.put_bytes(&in_use, &id, &canonical).await?;
+    drop(in_use);
     tracing::info!(manifest = %id, files = manifest.files.len(), root = %manifest.root, "manifest stored");
     let mut response = (
         StatusCode::CREATED,
@@ -379,7 +395,8 @@ async fn check_lease(
               (status = 404, body = corral_core::Problem, content_type = "application/problem+json"),
               (status = 409, body = corral_core::Problem, content_type = "application/problem+json"),
               (status = 413, body = corral_core::Problem, content_type = "application/problem+json"),
-              (status = 422, body = corral_core::Problem, content_type = "application/problem+json")))]
+              (status = 422, body = corral_core::Problem, content_type = "application/problem+json"),
+              (status = 507, body = corral_core::Problem, content_type = "application/problem+json")))]
 pub async fn put_frame(
     State(o): State<Orchestrator>,
     path: Result<axum::extract::Path<(String, String)>, axum::extract::rejection::PathRejection>,
@@ -430,8 +447,15 @@ pub async fn put_frame(
         }
     }
     check_lease(&o, job, frame, task, lease, node.as_deref()).await?;
+    // A stale render is told so (409) before it is told to wait for space.
+    let announced = byte_count(&headers, header::CONTENT_LENGTH.as_str(), "Content-Length")?;
+    o.storage().ensure_room(announced.unwrap_or(0)).await?;
     let received = frames.receive(job, frame, ext, &hash, body).await?;
     // Again now that the bytes are in: the lease may have moved on while they streamed.
+    // Checked and renamed under the frame's lock, so a render whose lease moved on between
+    // the two cannot put its frame over the newer render's (which waits for the lock, and
+    // renames after).
+    let _frame_lock = frames.lock(job, frame).await;
     check_lease(&o, job, frame, task, lease, node.as_deref()).await?;
     let stored = received.place().await?;
     tracing::debug!(%job, frame, task = %task, path = %stored.display(), "frame uploaded");
@@ -455,13 +479,11 @@ pub async fn get_frame(
     let unreadable = |e: std::io::Error| {
         crate::dashboard::MediaError::Unreadable(format!("cannot read the frame: {e}"))
     };
-    let file = tokio::fs::File::open(&path).await.map_err(unreadable)?;
-    let size = file.metadata().await.map_err(unreadable)?.len();
-    // Hashed as stored now: a frame under its name is only ever replaced whole (rename).
-    let hasher = crate::storage::hash_prefix(&path, size)
+    // Hashed through the file served (its size the bytes hashed), never by path again: a
+    // frame may be replaced by a newer upload between two opens.
+    let (file, size, hash) = crate::storage::open_hashed(&path)
         .await
         .map_err(unreadable)?;
-    let hash = BlobHash::from_digest(&sha2::Digest::finalize(hasher));
     let etag = format!("\"{hash}\"");
     let matches = headers
         .get(header::IF_NONE_MATCH)

@@ -230,6 +230,20 @@ async fn a_task_is_read_by_id_and_a_job_keeps_its_manifest(db: &Db) {
         assert_eq!(job.render.scene, None);
         let other = store.job(other).await.unwrap().unwrap();
         assert_eq!(other.render.manifest, None);
+        // The collector's list: every manifest a job names, once.
+        submit(
+            store,
+            &format!(r#"{{"from":1,"to":2,"manifest":"{manifest}"}}"#),
+        )
+        .await;
+        let named: Vec<String> = store
+            .job_manifests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        assert_eq!(named, std::slice::from_ref(&manifest));
 
         let t = tasks(store, id).await;
         let first = t[0].task.id;

@@ -217,7 +217,7 @@ impl NodeArgs {
 
 /// A size in bytes: a number with an optional `K`, `M`, `G` or `T` (powers of 1024, an
 /// `iB` or `B` after it allowed, any case).
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let text = s.trim();
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = text.split_at(digits);

@@ -73,6 +73,15 @@ pub struct OrchestratorArgs {
     #[arg(long, env = "CORRAL_MAX_BLOB_SIZE", value_name = "BYTES",
           default_value_t = corral_orchestrator::storage::DEFAULT_MAX_BLOB_BYTES)]
     max_blob_size: u64,
+    /// How long an uploaded blob (a scene's file or manifest) that no job names is kept
+    /// after its last use, then deleted: `7d`, `12h`, `30m`, `0s`. Unfinished uploads are
+    /// kept a day, or this long if shorter.
+    #[arg(long, env = "CORRAL_BLOB_RETENTION", value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    blob_retention: Duration,
+    /// Free space the data folder keeps: an upload that would leave less is refused with
+    /// 507 before any byte is written (`1G`, `500M`, `0`).
+    #[arg(long, env = "CORRAL_MIN_FREE_SPACE", value_name = "BYTES", default_value = "1G", value_parser = crate::node_cmd::parse_size)]
+    min_free_space: u64,
     /// Require tokens even on loopback. Off loopback (0.0.0.0 included) they are
     /// required anyway unless --no-auth; see `corral token`.
     #[arg(long, env = "CORRAL_AUTH", conflicts_with = "no_auth")]
@@ -166,6 +175,28 @@ fn parse_node_url(s: &str) -> Result<String, String> {
     validate_node_url("--node", s).map_err(|e| e.message)
 }
 
+/// A duration: a whole number and a unit, `s`, `m`, `h` or `d` (`7d`, `12h`, `30m`, `0s`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let text = s.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (a number, then s, m, h or d)"))?;
+    let seconds = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
+    };
+    number
+        .checked_mul(seconds)
+        .filter(|&n| n <= 100 * 365 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{s}` is too long (at most 100 years)"))
+}
+
 pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create the data folder `{}`", args.data.display()))?;
@@ -193,6 +224,8 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     }
     config.ffmpeg = args.ffmpeg;
     config.max_blob_bytes = args.max_blob_size;
+    config.blob_retention = args.blob_retention;
+    config.min_free_bytes = args.min_free_space;
     if args.no_auth {
         tracing::warn!(listen = %args.listen, "--no-auth: this orchestrator requires no tokens; anyone who reaches it can submit jobs, read every job and join nodes");
     }
@@ -290,4 +323,21 @@ pub fn farm_address(addr: SocketAddr) -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "HOST".to_string());
     format!("{host}:{}", addr.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_written() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "7", "d", "1.5h", "-1s", "3w", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -339,3 +339,95 @@ fn off_loopback_tokens_are_required_unless_no_auth() {
     assert!(open.stderr().contains("--no-auth"), "{}", open.stderr());
     assert!(!open.stderr().contains("join token:"));
 }
+
+/// A join token adds machines but cannot take over a node the farm knows: joining an
+/// address already known under another secret is a 409 problem naming `secret`, and the
+/// node keeps its secret and credential; the node itself (its secret, or its credential)
+/// still refreshes; once an admin removes the node, its credential stops working and the
+/// address may join anew.
+#[test]
+fn a_join_token_cannot_take_over_a_known_node() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("orchestrator");
+    let orchestrator =
+        OrchestratorProcess::start(&data, &work.path().join("o.stderr"), &["--auth".into()]);
+    let url = orchestrator.url.clone();
+    let stderr = orchestrator.stderr();
+    let client_token = printed_token(&stderr, "client token:");
+    let join_token = printed_token(&stderr, "join token:");
+    let http = client();
+    let api = |path: &str| format!("{url}{path}");
+    // Nothing listens there: the node stays down, which changes nothing here.
+    let node_url = "http://127.0.0.1:9";
+    let (s1, s2, s3) = ("a".repeat(43), "b".repeat(43), "c".repeat(43));
+    let join = |token: &str, secret: Option<&str>| {
+        let mut body = json!({ "url": node_url });
+        if let Some(secret) = secret {
+            body["secret"] = json!(secret);
+        }
+        let resp = bearer(http.post(api("/api/v1/nodes")), token)
+            .json(&body)
+            .send()
+            .unwrap();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let (status, body) = json_of(resp);
+        (status, body, ct)
+    };
+
+    let (status, first, _) = join(&join_token, Some(&s1));
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let credential = first["credential"].as_str().unwrap().to_string();
+    let node_id = first["id"].as_str().unwrap().to_string();
+
+    // Another secret, or none, under the join token: refused, and nothing changes.
+    for other in [Some(s2.as_str()), None] {
+        let (status, body, ct) = join(&join_token, other);
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(ct, "application/problem+json");
+        assert_eq!(body["field"], "secret", "{body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("DELETE /api/v1/nodes/"),
+            "{body}"
+        );
+    }
+    // The first credential still works (the refused joins revoked nothing).
+    let (status, body, _) = join(&credential, Some(&s1));
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The node itself joins again with its secret (a restart): a new credential.
+    let (status, again, _) = join(&join_token, Some(&s1));
+    assert_eq!(status, StatusCode::OK, "{again}");
+    let credential = again["credential"].as_str().unwrap().to_string();
+
+    // Its own credential may change its secret.
+    let (status, body, _) = join(&credential, Some(&s2));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body, _) = join(&join_token, Some(&s1));
+    assert_eq!(status, StatusCode::CONFLICT, "the secret is s2 now: {body}");
+
+    // An admin removes the node: its credential is revoked, and the address joins anew.
+    let resp = bearer(
+        http.delete(api(&format!("/api/v1/nodes/{node_id}"))),
+        &client_token,
+    )
+    .send()
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (status, body, _) = join(&credential, Some(&s2));
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a removed node's credential: {body}"
+    );
+    let (status, body, _) = join(&join_token, Some(&s3));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["credential"].is_string(), "{body}");
+}

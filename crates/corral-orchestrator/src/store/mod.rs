@@ -362,6 +362,8 @@ pub trait Store: Send + Sync + 'static {
     async fn frames(&self, job: JobId, range: FrameRange) -> Result<Vec<FrameRecord>>;
     /// The frames of the job's tasks that failed for good and were not saved, as runs.
     async fn failed_frames(&self, job: JobId) -> Result<Vec<FrameSpan>>;
+    /// Every manifest a job names (each once): what keeps blobs from being collected.
+    async fn job_manifests(&self) -> Result<Vec<BlobHash>>;
     /// Cancels, pauses, resumes, re-queues or re-prioritises a job, by the domain's rules.
     async fn job_command(&self, job: JobId, command: JobCommand) -> Result<JobOutcome>;
 

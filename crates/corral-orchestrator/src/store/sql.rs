@@ -2157,6 +2157,19 @@ impl Store for SqlStore {
         .map_err(db_err)
     }
 
+    async fn job_manifests(&self) -> Result<Vec<BlobHash>> {
+        // From a reader: a job committed before this read starts is seen (WAL), which is
+        // all the collector needs (see `workers::collector`).
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT manifest FROM jobs WHERE manifest IS NOT NULL")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_err)?;
+        rows.iter()
+            .map(|m| BlobHash::parse("manifest", m).map_err(|_| corrupt(format!("manifest `{m}`"))))
+            .collect()
+    }
+
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
         // From a reader: every request with a token asks this, and SQLite has one writer
         // that progress and lease writes queue on. A read started after a commit sees it

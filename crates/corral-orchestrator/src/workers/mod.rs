@@ -8,8 +8,10 @@
 //! - [`health`]: on the leader, probes nodes, marks silent ones down, stops stray renders
 //!   and fails stalled tasks;
 //! - [`reconciler`]: keeps "every task is queued, running on a known node under a watcher,
-//!   or ended", adopting what a stopped orchestrator followed.
+//!   or ended", adopting what a stopped orchestrator followed;
+//! - [`collector`]: deletes uploaded blobs no job needs and stale unfinished uploads.
 
+pub mod collector;
 pub mod dispatcher;
 pub mod health;
 pub mod membership;
@@ -30,6 +32,10 @@ pub(crate) fn spawn_all(o: &Orchestrator) {
     });
     spawn_loop(o, "health", o.config().probe_interval, |o| async move {
         health::round(&o).await
+    });
+    let every = collector::interval(o.config().blob_retention);
+    spawn_loop(o, "collector", every, |o| async move {
+        collector::round(&o).await
     });
     let d = o.clone();
     o.inner

@@ -312,6 +312,11 @@ impl Farm {
         self.start_orchestrator();
     }
 
+    /// The flags the orchestrator gets from its next start on (besides `--node`s).
+    pub fn set_orchestrator_args(&mut self, args: &[&str]) {
+        self.orchestrator_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
     /// SIGKILLs the orchestrator, waits `down` (nodes keep rendering, some renders end
     /// with nobody watching), and starts a new one on the same database and the same
     /// address, where registered nodes find it again with their next heartbeat.
