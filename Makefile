@@ -60,6 +60,7 @@ images: release
 	bash docker/build-images.sh $(TARGET_DIR)/release/corral
 
 ## docker-test: the Docker end-to-end test (builds the images, runs a compose farm of three
-## nodes through node loss, a partition and an orchestrator restart); SKIPPED without Docker
+## nodes through node loss, a partition and an orchestrator restart, then a farm sharing no
+## volume with uploaded scenes and tokens, compose.remote.yaml); SKIPPED without Docker
 docker-test:
 	python3 tests/docker/e2e.py

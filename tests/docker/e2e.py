@@ -24,19 +24,29 @@ project name `corral-e2e`, and checks, each as one step:
     mid-job: the other takes over and the job completes with every frame on the host.
 It prints the image sizes and the time each step took. Everything it starts is removed on
 any exit (compose down -v), and its requests go only to localhost and its own containers.
+  - compose.remote.yaml (issue 9): an orchestrator and three nodes sharing no volume, tokens
+    on; from this machine, `corral submit --upload --wait` of a generated scene with a
+    texture at a relative path, one at an absolute path outside its folder and a linked
+    library: the frames arrive here with the pixels of a local `blender -b` render; a second
+    submit uploads 0 B while a node is killed mid-job; the orchestrator restarted mid-upload
+    (the client goes through a throttling proxy), the upload resumes and every frame comes;
+    without a token or with a revoked one a client, a would-be node and a `POST /job` to a
+    node are refused and nothing is stored.
 Environment: CORRAL_E2E_KEEP=1 keeps the output folder; CORRAL_E2E_SKIP_BUILD=1 uses the
-images already built.
+images already built; CORRAL_E2E_ONLY=remote runs only the remote farm's steps.
 """
 
 import atexit
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -250,6 +260,7 @@ def step(name):
 
 def cleanup():
     global started_compose
+    remote_cleanup()
     if started_compose:
         started_compose = False
         log("cleaning up: docker compose down -v --remove-orphans")
@@ -550,6 +561,474 @@ def postgres_farm():
     down()
 
 
+# ---------------------------------------------------------------- a remote farm (issue 9)
+#
+# compose.remote.yaml: an orchestrator and three nodes that share no folder or volume, tokens
+# on. The client is the release `corral` on this machine; scenes travel as uploads, frames
+# come back through the orchestrator.
+
+REMOTE_PROJECT = "corral-e2e-remote"
+REMOTE_NETWORK = "corral-remote-farm"
+REMOTE_PORT = 4002
+REMOTE_FRAMES = 12
+REMOTE_BATCH = 3
+# Enough samples that a task of REMOTE_BATCH frames renders for about a second on a node
+# (a warm one renders a frame of 8 samples in 0.05 s): long enough to kill it mid-task.
+REMOTE_SAMPLES = 128
+ORCH_DATA = "/var/lib/corral/orchestrator"
+# The scene of the orchestrator-restart step carries this much incompressible ballast, and
+# the client reaches the farm through a proxy that passes UPLOAD_RATE bytes/s upwards: the
+# upload takes about 11 s, longer than the orchestrator's 5 s shutdown grace.
+BALLAST_MIB = 32
+UPLOAD_RATE = 3 << 20
+TOKEN_RE = re.compile(r"corral_[A-Za-z0-9_-]{43}")
+
+remote = {}  # compose command and environment, tokens, folders, while the remote farm is up
+
+
+def farm_access(token, host="127.0.0.1", port=REMOTE_PORT):
+    """How a client on this machine (or, with host `orchestrator` and port 4000, a node in
+    the farm's network) reaches the remote farm with `token`: `corral` arguments and the
+    node's environment. THE one place to change when the farm serves TLS: return the join
+    string `corral://HOST:PORT?token=TOKEN&fp=FINGERPRINT` as `--server` (and as
+    CORRAL_ORCHESTRATOR), with no `--token`/CORRAL_TOKEN."""
+    url = f"http://{host}:{port}"
+    args = ["--server", url] + (["--token", token] if token else [])
+    env = {"CORRAL_ORCHESTRATOR": url, "CORRAL_JOIN_TOKEN": token or ""}
+    return args, env
+
+
+def corral_bin():
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+    return os.path.join(target, "release", "corral")
+
+
+def client_env():
+    """This machine's environment without the CORRAL_ variables a developer may have set;
+    the copies `corral submit` remembers go to the test's own cache folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env["XDG_CACHE_HOME"] = os.path.join(remote["dir"], "cache")
+    return env
+
+
+def corral(*args, token=None, port=REMOTE_PORT, timeout=300):
+    """`corral ARGS --server ... --token ...` on this machine: (exit status, stdout, stderr)."""
+    access, _ = farm_access(token, port=port)
+    res = subprocess.run([corral_bin()] + list(args) + access, cwd=remote["dir"], env=client_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    return res.returncode, res.stdout, res.stderr
+
+
+def corral_json(*args):
+    rc, out, err = corral(*args, "--json", token=remote["client"])
+    check(rc == 0, f"`corral {' '.join(args)} --json` exited {rc}: {err.strip()}")
+    return json.loads(out)
+
+
+def remote_compose(*args, check_rc=True, timeout=600, env=None):
+    return run(remote["compose"] + list(args), check_rc=check_rc, env=dict(remote["env"], **(env or {})),
+               timeout=timeout)
+
+
+def orchestrator_container():
+    ids = remote_compose("ps", "-q", "orchestrator").stdout.split()
+    check(ids, "the remote farm's orchestrator container is not there")
+    return ids[0]
+
+
+def orch_exec(*args, check_rc=True):
+    """A command in the orchestrator's container as its user (the owner of its data)."""
+    return docker("exec", "-u", "10001:10001", orchestrator_container(), *args, check_rc=check_rc)
+
+
+def make_token(kind, name):
+    """`corral token create KIND` in the orchestrator's container: (id, token)."""
+    res = subprocess.run(["docker", "exec", "-u", "10001:10001", orchestrator_container(), "corral", "token",
+                          "create", kind, "--name", name, "--data", ORCH_DATA],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    check(res.returncode == 0, f"corral token create {kind} exited {res.returncode}: {res.stderr}")
+    token = TOKEN_RE.search(res.stdout)
+    made = re.search(r"token (\d+) made", res.stderr)
+    check(token and made, f"no token in the answer of corral token create: {res.stdout!r} {res.stderr!r}")
+    return made.group(1), token.group(0)
+
+
+def blob_files():
+    """The files in the orchestrator's blob store (partial uploads included)."""
+    out = orch_exec("find", f"{ORCH_DATA}/blobs", "-type", "f", check_rc=False).stdout
+    return [line for line in out.splitlines() if line.startswith("/")]
+
+
+def remote_nodes_up():
+    return [n for n in corral_json("nodes") if n["state"] == "up"]
+
+
+def remote_wait_nodes(count, timeout=120):
+    return wait_for(f"{count} remote nodes up", lambda: len(remote_nodes_up()) >= count, timeout, interval=1)
+
+
+def make_remote_scene(project, elsewhere, ballast=0):
+    args = ["blender", "-b", "--factory-startup", "--python",
+            os.path.join(REPO, "tests", "docker", "make_remote_scene.py"), "--",
+            project, elsewhere, "--frames", str(REMOTE_FRAMES), "--samples", str(REMOTE_SAMPLES)]
+    if ballast:
+        args += ["--ballast", str(ballast)]
+    run(args, timeout=300)
+    return os.path.join(project, "shot.blend")
+
+
+def pixels(path):
+    """A PNG's decoded pixels (RGBA, 8 bits), by FFmpeg: the same image in another encoding
+    compares equal."""
+    res = subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-f", "rawvideo", "-pix_fmt", "rgba", "-"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    check(res.returncode == 0 and res.stdout, f"ffmpeg cannot decode {path}: {res.stderr.decode(errors='replace')}")
+    return res.stdout
+
+
+def same_frames(folder, reference):
+    """Every frame of the scene is in `folder` with the pixels of the local render."""
+    differ = []
+    for f in range(1, REMOTE_FRAMES + 1):
+        name = f"frame_{f:04d}.png"
+        got = os.path.join(folder, name)
+        check(os.path.isfile(got), f"frame {f} did not arrive in {folder} (there: {sorted(os.listdir(folder))})")
+        if pixels(got) != pixels(os.path.join(reference, name)):
+            differ.append(f)
+    check(not differ, f"frames {differ} in {folder} differ from the local `blender -b` render")
+
+
+def uploaded(stderr):
+    """(bytes text, blobs) from corral submit's `Uploaded 1.2 MiB in 3 blobs` line."""
+    m = re.search(r"Uploaded (\d+(?:\.\d+)? \w+) in (\d+) blobs?", stderr)
+    check(m, f"corral submit printed no `Uploaded ...` line:\n{stderr[-2000:]}")
+    return m.group(1), int(m.group(2))
+
+
+def submit_remote(scene, download, port=REMOTE_PORT):
+    """Starts `corral submit SCENE --upload --wait --download DIR`; returns the process."""
+    access, _ = farm_access(remote["client"], port=port)
+    args = [corral_bin(), "submit", scene, "--upload", "--wait", "--download", download,
+            "--batch-size", str(REMOTE_BATCH)] + access
+    return subprocess.Popen(args, cwd=remote["dir"], env=client_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc, what, timeout=300):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise Failed(f"{what} did not end in {timeout} s:\n{err[-3000:]}")
+    check(proc.returncode == 0, f"{what} exited {proc.returncode}:\n{out[-2000:]}\n{err[-3000:]}")
+    return out, err
+
+
+def remote_running_task():
+    """A task of the newest job that has rendered on a node for a moment: (job id, task)."""
+    jobs = corral_json("jobs")
+    if not jobs:
+        return None
+    job_id = jobs[0]["id"]
+    for t in corral_json("status", job_id)["tasks"]:
+        if t["state"] == "running" and t["node"] and t["started_at"] \
+                and time.time() - parse_time(t["started_at"]) >= 0.3:
+            return job_id, t
+    return None
+
+
+def post_job_to_node(node_url, bearer=None):
+    """`POST /job` straight to a node, from inside the farm's network (the orchestrator's
+    container: bash and /dev/tcp, no curl there): the status line's code."""
+    host, port = node_url.split("//", 1)[1].rsplit(":", 1)
+    body = '{"from": 1, "to": 2}'
+    auth = f"Authorization: Bearer {bearer}\r\n" if bearer else ""
+    request = (f"POST /job HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{auth}"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}")
+    script = 'exec 3<>"/dev/tcp/$1/$2" && printf "%s" "$3" >&3 && read -r -t 10 _ code _ <&3 && echo "$code"'
+    out = docker("exec", orchestrator_container(), "bash", "-c", script, "post", host, port, request,
+                 check_rc=False).stdout.strip()
+    return out
+
+
+def node_jobs(container):
+    """The jobs a node holds (`GET /jobs` under the node's own secret, inside its container)."""
+    script = ('s=$(cat /var/lib/corral/node/node-secret) && exec 3<>/dev/tcp/127.0.0.1/3000 && '
+              'printf "GET /jobs HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer %s\\r\\nConnection: close\\r\\n\\r\\n" '
+              '"$s" >&3 && cat <&3')
+    out = docker("exec", "-u", "10001:10001", container, "bash", "-c", script).stdout
+    head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+    check(head.split()[1:2] == ["200"], f"GET /jobs on {container} with its secret answered:\n{out[:500]}")
+    return json.loads(body)
+
+
+class ThrottlingProxy:
+    """A TCP proxy from 127.0.0.1:PORT (picked by the system) to the farm's published port that
+    passes at most `rate` bytes/s from client to server. It counts the bytes sent upwards and
+    notes each connection the server ended while the client was still sending, with how much
+    that connection had carried. TLS-agnostic: it only moves bytes."""
+
+    def __init__(self, upstream_port, rate):
+        self.upstream_port = upstream_port
+        self.rate = rate
+        self.lock = threading.Lock()
+        self.up_bytes = 0
+        self.next_send = 0.0
+        self.cut = []  # bytes sent upwards on each connection the server ended first
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(32)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.listener.close()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        try:
+            server = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            server.settimeout(None)
+        except OSError:
+            client.close()
+            return
+        conn = {"up": 0, "client_done": False}
+        down = threading.Thread(target=self._down, args=(server, client, conn), daemon=True)
+        down.start()
+        try:
+            while True:
+                data = client.recv(16384)
+                if not data:
+                    break
+                with self.lock:
+                    now = time.monotonic()
+                    self.next_send = max(self.next_send, now) + len(data) / self.rate
+                    wait = self.next_send - now - len(data) / self.rate
+                if wait > 0:
+                    time.sleep(wait)
+                server.sendall(data)
+                conn["up"] += len(data)
+                with self.lock:
+                    self.up_bytes += len(data)
+        except OSError:
+            pass
+        conn["client_done"] = True
+        for s in (server, client):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        down.join(10)
+        client.close()
+        server.close()
+
+    def _down(self, server, client, conn):
+        try:
+            while True:
+                data = server.recv(65536)
+                if not data:
+                    break
+                client.sendall(data)
+        except OSError:
+            pass
+        if not conn["client_done"]:
+            with self.lock:
+                self.cut.append(conn["up"])
+        for s in (client, server):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def remote_cleanup():
+    if remote.get("started"):
+        remote["started"] = False
+        log("cleaning up the remote farm: docker compose down -v --remove-orphans")
+        try:
+            remote_compose("down", "-v", "--remove-orphans", "-t", "5", check_rc=False, timeout=180)
+        except Exception as e:  # cleanup must go on
+            log(f"cleanup: compose down failed: {e}")
+    for name in remote.get("intruders", []):
+        docker("rm", "-f", name, check_rc=False)
+    if remote.get("elsewhere"):
+        shutil.rmtree(remote["elsewhere"], ignore_errors=True)
+
+
+def remote_farm():
+    """Issue 9 end to end: a farm sharing no volume, tokens on, scenes uploaded from here."""
+    remote["dir"] = os.path.join(work_dir, "remote")
+    os.makedirs(remote["dir"])
+    # Outside the scene's folder, and outside the test's folder too.
+    remote["elsewhere"] = tempfile.mkdtemp(prefix="corral-e2e-elsewhere-")
+    remote["compose"] = compose_cmd[:compose_cmd.index("-p")] + ["-p", REMOTE_PROJECT, "-f",
+                                                                 os.path.join(REPO, "compose.remote.yaml")]
+    remote["env"] = dict(os.environ, CORRAL_PORT=str(REMOTE_PORT), CORRAL_BIND="127.0.0.1", CORRAL_JOIN_TOKEN="")
+    remote["intruders"] = []
+    project = os.path.join(remote["dir"], "project")
+    reference = os.path.join(remote["dir"], "reference")
+
+    with step("remote farm: a scene with a relative texture, an absolute one and a library; "
+              "local blender -b render") as s:
+        scene = make_remote_scene(project, remote["elsewhere"])
+        t = time.monotonic()
+        run(["blender", "-b", scene, "-o", os.path.join(reference, "frame_####"), "-a"], timeout=300)
+        frames = sorted(os.listdir(reference))
+        check(len(frames) == REMOTE_FRAMES, f"the local render made {frames}")
+        s.note = f"{REMOTE_FRAMES} reference frames in {time.monotonic() - t:.1f} s"
+
+    with step("remote farm: compose.remote.yaml up (tokens on, no shared volume), 3 nodes join") as s:
+        remote_compose("down", "-v", "--remove-orphans", "-t", "5", check_rc=False)
+        remote["started"] = True
+        remote_compose("up", "-d", "orchestrator")
+        t0 = time.monotonic()
+        wait_for("the remote orchestrator listening",
+                 lambda: "listening on" in docker("logs", orchestrator_container()).stdout, 60)
+        logs = docker("logs", orchestrator_container()).stdout
+        check("This farm requires tokens" in logs, f"the remote orchestrator does not require tokens:\n{logs[-2000:]}")
+        _, remote["client"] = make_token("client", "e2e-client")
+        _, join = make_token("join", "e2e-join")
+        remote["revoked_client_id"], remote["revoked_client"] = make_token("client", "e2e-revoked")
+        remote["revoked_join_id"], remote["revoked_join"] = make_token("join", "e2e-revoked-join")
+        for kind in ("client", "join"):
+            orch_exec("corral", "token", "revoke", remote[f"revoked_{kind}_id"], "--data", ORCH_DATA)
+        _, node_env = farm_access(join, host="orchestrator", port=4000)
+        remote["env"].update(node_env)
+        remote_compose("up", "-d", "--scale", f"node={NODES}")
+        remote_wait_nodes(NODES)
+        # Each container has at most its own named volume: no bind mount, nothing shared.
+        mounts = {}
+        for c in remote_compose("ps", "-q").stdout.split():
+            for m in json.loads(docker("inspect", "--format", "{{json .Mounts}}", c).stdout):
+                check(m["Type"] == "volume", f"container {c[:12]} has a {m['Type']} mount of {m.get('Source')}")
+                check(m["Name"] not in mounts, f"containers {mounts.get(m['Name'])} and {c[:12]} share volume {m['Name']}")
+                mounts[m["Name"]] = c[:12]
+        s.note = f"{NODES} nodes joined {time.monotonic() - t0:.1f} s after up; volumes: {len(mounts)}, none shared"
+
+    with step("remote farm: no token, a revoked one: client, would-be node, POST /job refused") as s:
+        # Would-be nodes, one without a token and one with a revoked join token; they try
+        # to register at once and every 5 s.
+        intruders = []  # (container, the status its registration must get)
+        for name, token, code in (("no-token", None, 401), ("revoked", remote["revoked_join"], 403)):
+            cname = f"{REMOTE_PROJECT}-intruder-{name}"
+            remote["intruders"].append(cname)
+            intruders.append((cname, code))
+            docker("rm", "-f", cname, check_rc=False)
+            env = ["-e", "CORRAL_ORCHESTRATOR=http://orchestrator:4000"] + (["-e", f"CORRAL_TOKEN={token}"] if token else [])
+            docker("run", "-d", "--name", cname, "--network", REMOTE_NETWORK, *env, NODE_IMAGE)
+        blobs_before = blob_files()
+        # Clients: a read and an upload, with no token and with a revoked one.
+        for token, code, words in ((None, 401, "refused the call"), (remote["revoked_client"], 403, "refused the token")):
+            rc, _, err = corral("jobs", token=token)
+            check(rc == 1 and words in err, f"`corral jobs` with token {token} ({code} expected) exited {rc}: {err}")
+            rc, _, err = corral("submit", scene, "--upload", token=token, timeout=120)
+            check(rc == 1 and words in err, f"`corral submit --upload` with token {token} exited {rc}: {err}")
+        # A node takes no job from anyone but its orchestrator.
+        node = remote_nodes_up()[0]
+        for bearer in (None, remote["client"]):
+            code = post_job_to_node(node["url"], bearer)
+            check(code in ("401", "403"), f"POST /job to {node['url']} with bearer {bearer} answered {code!r}")
+        node_held = node_jobs(container_of(node))
+
+        def refused(cname, code):
+            logs = docker("logs", cname).stdout
+            return f"answered {code}" in logs and logs
+
+        for cname, code in intruders:
+            logs = wait_for(f"{cname}'s registration refused with {code}", lambda c=cname, k=code: refused(c, k), 60)
+            check("registered with the orchestrator" not in logs, f"{cname} registered:\n{logs[-2000:]}")
+        for cname in remote["intruders"]:
+            docker("rm", "-f", cname)
+        remote["intruders"] = []
+        nodes_now = corral_json("nodes")
+        check(len(nodes_now) == NODES, f"the farm lists {len(nodes_now)} nodes: {nodes_now}")
+        check(corral_json("jobs") == [], "a refused client left a job")
+        check(blob_files() == blobs_before, f"a refused client left blobs: {blob_files()}")
+        check(node_held == [], f"a refused POST /job left jobs on {node['url']}: {node_held}")
+        s.note = "jobs/submit 401 and 403, 2 would-be nodes refused, POST /job to a node refused; nothing stored"
+
+    with step(f"remote farm: corral submit --upload --wait, {REMOTE_FRAMES} frames back, pixels equal") as s:
+        t = time.monotonic()
+        _, err = finish(submit_remote(scene, os.path.join(remote["dir"], "first")), "the first corral submit")
+        sent, blobs = uploaded(err)
+        check(blobs >= 4, f"the first submit uploaded {blobs} blobs (shot, library, 2 textures expected)")
+        same_frames(os.path.join(remote["dir"], "first"), reference)
+        s.note = f"uploaded {sent} in {blobs} blobs; frames equal to the local render; {time.monotonic() - t:.1f} s"
+
+    with step("remote farm: a second submit uploads 0 B; a node killed mid-job; frames equal") as s:
+        blobs_before = blob_files()
+        proc = submit_remote(scene, os.path.join(remote["dir"], "second"))
+        try:
+            job_id, task = wait_for("a task rendering on a remote node", remote_running_task, 120, interval=0.2)
+            node = next(n for n in corral_json("nodes") if n["id"] == task["node"])
+            container = container_of(node)
+            docker("kill", container)
+            log(f"killed {container} while it rendered frames {task['from']}-{task['to']} of job {job_id}")
+        except BaseException:
+            proc.kill()
+            raise
+        _, err = finish(proc, "the second corral submit")
+        sent, blobs = uploaded(err)
+        check((sent, blobs) == ("0 B", 0), f"the second submit uploaded {sent} in {blobs} blobs")
+        check(blob_files() == blobs_before, "the second submit added blobs on the orchestrator")
+        same_frames(os.path.join(remote["dir"], "second"), reference)
+        t = next(t for t in corral_json("status", job_id)["tasks"] if t["id"] == task["id"])
+        check(t["node"] != node["id"], f"the killed node's task was not re-run elsewhere: {brief(t)}")
+        remote_compose("up", "-d", "--scale", f"node={NODES}")
+        remote_wait_nodes(NODES)
+        s.note = f"0 B in 0 blobs; frames {task['from']}-{task['to']} re-run after the kill"
+
+    with step("remote farm: orchestrator restarted mid-upload; the upload resumes, frames equal") as s:
+        big = make_remote_scene(os.path.join(remote["dir"], "project2"), remote["elsewhere"], ballast=BALLAST_MIB)
+        proxy = ThrottlingProxy(REMOTE_PORT, UPLOAD_RATE)
+        try:
+            proc = submit_remote(big, os.path.join(remote["dir"], "third"), port=proxy.port)
+            try:
+                wait_for("a quarter of the ballast uploaded", lambda: proxy.up_bytes >= (BALLAST_MIB << 20) // 4,
+                         120, interval=0.1)
+                at = proxy.up_bytes
+                t0 = time.monotonic()
+                remote_compose("restart", "orchestrator")
+                restart_secs = time.monotonic() - t0
+            except BaseException:
+                proc.kill()
+                raise
+            _, err = finish(proc, "the corral submit through the orchestrator's restart")
+        finally:
+            proxy.close()
+        same_frames(os.path.join(remote["dir"], "third"), reference)
+        ballast = BALLAST_MIB << 20
+        cut = [n for n in proxy.cut if (1 << 20) < n < ballast]
+        check(cut, f"no upload was cut by the restart (connections the server ended: {proxy.cut}); "
+                   f"restart began after {at} bytes")
+        check(proxy.up_bytes < ballast * 1.3, f"{proxy.up_bytes} bytes went up for a {ballast}-byte ballast: "
+                                              "the upload started over instead of resuming")
+        sent, blobs = uploaded(err)
+        s.note = (f"restart at {at >> 20} MiB took {restart_secs:.1f} s, upload cut at {max(cut) >> 20} MiB "
+                  f"and resumed ({proxy.up_bytes >> 20} MiB sent in all, {sent} in {blobs} blobs)")
+
+    with step("remote farm: compose down -v leaves nothing behind") as s:
+        remote_compose("down", "-v", "--remove-orphans")
+        remote["started"] = False
+        label = f"label=com.docker.compose.project={REMOTE_PROJECT}"
+        left = {
+            "containers": docker("ps", "-aq", "--filter", label).stdout.split()
+            + docker("ps", "-aq", "--filter", f"name={REMOTE_PROJECT}-intruder").stdout.split(),
+            "networks": docker("network", "ls", "-q", "--filter", f"name=^{REMOTE_NETWORK}$").stdout.split(),
+            "volumes": docker("volume", "ls", "-q", "--filter", label).stdout.split(),
+        }
+        check(not any(left.values()), f"left behind: {left}")
+        s.note = "no container, network or volume of the project"
+
+
 def main():
     global work_dir, compose_cmd, compose_env
     t_start = time.monotonic()
@@ -592,16 +1071,21 @@ def main():
                   f"port {PORT} is in use on this machine: stop what listens there first")
         check(docker("network", "ls", "-q", "--filter", f"name=^{NETWORK}$").stdout.strip() == "",
               f"a network named {NETWORK} exists: is a Corral farm up? (docker compose down)")
+        with socket.socket() as sock:
+            check(sock.connect_ex(("127.0.0.1", REMOTE_PORT)) != 0,
+                  f"port {REMOTE_PORT} is in use on this machine: stop what listens there first")
         build_images()
         static_checks()
-        bring_up()
-        first = tutorial_job()
-        kill_node()
-        partition_node()
-        restart_orchestrator([first])
-        sigterm_stop()
-        down()
-        postgres_farm()
+        if os.environ.get("CORRAL_E2E_ONLY") != "remote":
+            bring_up()
+            first = tutorial_job()
+            kill_node()
+            partition_node()
+            restart_orchestrator([first])
+            sigterm_stop()
+            down()
+            postgres_farm()
+        remote_farm()
     except Failed as e:
         failed = str(e)
     except subprocess.TimeoutExpired as e:
@@ -620,6 +1104,9 @@ def main():
                 log(f"nodes: {json.dumps(nodes(), indent=1)}")
             except Exception:
                 pass
+        if remote.get("started"):
+            log("--- last lines of the remote farm's logs")
+            print(remote_compose("logs", "--no-color", "--tail", "60", check_rc=False).stdout[-20000:], flush=True)
     cleanup()
 
     print("", flush=True)

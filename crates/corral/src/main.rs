@@ -125,9 +125,17 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     init_tracing(cli.verbose, default_log_level(&cli.command));
+    // Not for the servers, nor for `submit` and `fetch`, which stream files over sockets:
+    // a farm that closes a connection mid-upload (an orchestrator restarting) must be an
+    // error they resume from, not a SIGPIPE that kills them (hyper writes with writev,
+    // which raises SIGPIPE on a closed socket).
     if !matches!(
         cli.command,
-        Command::Up(_) | Command::Node(_) | Command::Orchestrator(_)
+        Command::Up(_)
+            | Command::Node(_)
+            | Command::Orchestrator(_)
+            | Command::Submit(_)
+            | Command::Fetch(_)
     ) {
         die_quietly_on_broken_pipe();
     }
@@ -213,8 +221,8 @@ fn usage_error(e: clap::Error) -> ExitCode {
 
 /// Restores the default SIGPIPE action, so `corral jobs | head` ends quietly when `head`
 /// stops reading, as other command-line tools do, instead of panicking on the next print.
-/// Only for client commands: servers keep Rust's default (a closed socket is an error
-/// to handle, never a reason to die).
+/// Only for client commands that send no files: servers, `submit` and `fetch` keep Rust's
+/// default (a closed socket is an error to handle, never a reason to die).
 fn die_quietly_on_broken_pipe() {
     use nix::sys::signal::{signal, SigHandler, Signal};
     // SAFETY: installs the default action (no handler code runs in signal context); called
