@@ -28,8 +28,9 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No answer: connection refused, reset, timed out, DNS failure.
-    #[error("{url} is unreachable: {source}")]
+    /// No answer: connection refused, reset, timed out, DNS failure, or a server whose
+    /// certificate is not the one pinned.
+    #[error("{url} is unreachable: {}", transport_cause(source))]
     Unreachable {
         url: String,
         #[source]
@@ -71,6 +72,39 @@ pub enum ClientError {
     /// The TLS client for a pinned certificate could not be set up.
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+}
+
+/// Why a request got no answer, in one phrase: a pinned certificate's refusal in its own
+/// words, else the innermost error (`Connection refused`, not reqwest's wrapper).
+pub fn transport_cause(e: &reqwest::Error) -> String {
+    if let Some(why) = pin_refusal(e) {
+        return why;
+    }
+    let mut inner: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
+}
+
+/// When the server presented a certificate other than the one pinned: the refusal, in
+/// words a person can act on.
+pub fn pin_refusal(e: &reqwest::Error) -> Option<String> {
+    let mut inner: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = inner {
+        if let Some(pin::Refusal(why)) = pin::refusal(err) {
+            return Some(why);
+        }
+        // An I/O error's `source` skips the error it wraps (rustls's, here): descend
+        // into the wrapped error itself.
+        inner = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|wrapped| wrapped as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 impl ClientError {

@@ -60,6 +60,19 @@ impl std::fmt::Display for WrongCertificate {
 
 impl std::error::Error for WrongCertificate {}
 
+/// A pinned handshake's refusal, found in an error chain.
+pub(crate) struct Refusal(pub String);
+
+/// The pin's own words when `e` is a handshake this module refused.
+pub(crate) fn refusal(e: &(dyn std::error::Error + 'static)) -> Option<Refusal> {
+    match e.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            Some(Refusal(other.0.to_string()))
+        }
+        _ => None,
+    }
+}
+
 #[derive(Debug)]
 struct PinnedVerifier {
     pins: Vec<Fingerprint>,

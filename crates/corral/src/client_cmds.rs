@@ -165,6 +165,9 @@ pub fn explain(e: ClientError, server: &str) -> anyhow::Error {
     match e {
         ClientError::Unreachable { source, .. } => {
             let cause = root_cause(&source);
+            if let Some(refusal) = corral_client::pin_refusal(&source) {
+                return anyhow!("refused to talk to {server}: {refusal}");
+            }
             let hint = if server == DEFAULT_SERVER {
                 "is `corral up` running?".to_string()
             } else {
