@@ -589,13 +589,40 @@ remote = {}  # compose command and environment, tokens, folders, while the remot
 def farm_access(token, host="127.0.0.1", port=REMOTE_PORT):
     """How a client on this machine (or, with host `orchestrator` and port 4000, a node in
     the farm's network) reaches the remote farm with `token`: `corral` arguments and the
-    node's environment. THE one place to change when the farm serves TLS: return the join
-    string `corral://HOST:PORT?token=TOKEN&fp=FINGERPRINT` as `--server` (and as
-    CORRAL_ORCHESTRATOR), with no `--token`/CORRAL_TOKEN."""
-    url = f"http://{host}:{port}"
-    args = ["--server", url] + (["--token", token] if token else [])
-    env = {"CORRAL_ORCHESTRATOR": url, "CORRAL_JOIN_TOKEN": token or ""}
-    return args, env
+    node's environment. The farm serves HTTPS (tokens are on, off loopback), so both are
+    its join string, `corral://HOST:PORT?token=TOKEN&fp=FINGERPRINT`, which pins the
+    certificate the orchestrator made on its first start."""
+    query = (f"token={token}&" if token else "") + f"fp={remote['fp']}"
+    join = f"corral://{host}:{port}?{query}"
+    return ["--server", join], {"CORRAL_ORCHESTRATOR": join, "CORRAL_JOIN_TOKEN": token or ""}
+
+
+def https_request(container, request):
+    """Sends a raw HTTP/1.1 `request` over TLS to port 3000 of `container` (a node, which
+    serves HTTPS with a certificate of its own), from this machine through the farm's
+    network; returns (status code, body). The node's certificate is not checked here: the
+    test plays a client that has no pin (or an attacker), and only the node's answer
+    matters."""
+    ip = docker("inspect", "-f", "{{(index .NetworkSettings.Networks \"%s\").IPAddress}}" % REMOTE_NETWORK,
+                container).stdout.strip()
+    check(ip, f"container {container} has no address on {REMOTE_NETWORK}")
+    import ssl
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((ip, 3000), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=ip) as tls:
+        tls.sendall(request.encode())
+        chunks = []
+        while True:
+            chunk = tls.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    answer = b"".join(chunks).decode(errors="replace")
+    head, _, body = answer.replace("\r\n", "\n").partition("\n\n")
+    parts = head.split()
+    return (parts[1] if len(parts) > 1 else ""), body
 
 
 def corral_bin():
@@ -738,28 +765,25 @@ def remote_running_task():
     return None
 
 
-def post_job_to_node(node_url, bearer=None):
-    """`POST /job` straight to a node, from inside the farm's network (the orchestrator's
-    container: bash and /dev/tcp, no curl there): the status line's code."""
-    host, port = node_url.split("//", 1)[1].rsplit(":", 1)
+def post_job_to_node(node, bearer=None):
+    """`POST /job` straight to a node, from outside its orchestrator: the status code."""
+    host = node["url"].split("//", 1)[1].rsplit(":", 1)[0]
     body = '{"from": 1, "to": 2}'
     auth = f"Authorization: Bearer {bearer}\r\n" if bearer else ""
     request = (f"POST /job HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{auth}"
                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}")
-    script = 'exec 3<>"/dev/tcp/$1/$2" && printf "%s" "$3" >&3 && read -r -t 10 _ code _ <&3 && echo "$code"'
-    out = docker("exec", orchestrator_container(), "bash", "-c", script, "post", host, port, request,
-                 check_rc=False).stdout.strip()
-    return out
+    code, _ = https_request(container_of(node), request)
+    return code
 
 
 def node_jobs(container):
-    """The jobs a node holds (`GET /jobs` under the node's own secret, inside its container)."""
-    script = ('s=$(cat /var/lib/corral/node/node-secret) && exec 3<>/dev/tcp/127.0.0.1/3000 && '
-              'printf "GET /jobs HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer %s\\r\\nConnection: close\\r\\n\\r\\n" '
-              '"$s" >&3 && cat <&3')
-    out = docker("exec", "-u", "10001:10001", container, "bash", "-c", script).stdout
-    head, _, body = out.replace("\r\n", "\n").partition("\n\n")
-    check(head.split()[1:2] == ["200"], f"GET /jobs on {container} with its secret answered:\n{out[:500]}")
+    """The jobs a node holds (`GET /jobs` under the node's own secret, read from its
+    container)."""
+    secret = docker("exec", "-u", "10001:10001", container, "cat", "/var/lib/corral/node/node-secret").stdout.strip()
+    check(secret, f"no node secret in {container}")
+    code, body = https_request(container, f"GET /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n"
+                                          "Connection: close\r\n\r\n")
+    check(code == "200", f"GET /jobs on {container} with its secret answered {code}:\n{body[:500]}")
     return json.loads(body)
 
 
@@ -894,6 +918,10 @@ def remote_farm():
                  lambda: "listening on" in docker("logs", orchestrator_container()).stdout, 60)
         logs = docker("logs", orchestrator_container()).stdout
         check("This farm requires tokens" in logs, f"the remote orchestrator does not require tokens:\n{logs[-2000:]}")
+        check("listening on https://" in logs, f"the remote orchestrator does not serve HTTPS:\n{logs[-2000:]}")
+        fp = re.search(r"certificate fingerprint \(SHA-256\): ([0-9a-f]{64})", logs)
+        check(fp, f"the remote orchestrator printed no certificate fingerprint:\n{logs[-2000:]}")
+        remote["fp"] = fp.group(1)
         _, remote["client"] = make_token("client", "e2e-client")
         _, join = make_token("join", "e2e-join")
         remote["revoked_client_id"], remote["revoked_client"] = make_token("client", "e2e-revoked")
@@ -922,7 +950,8 @@ def remote_farm():
             remote["intruders"].append(cname)
             intruders.append((cname, code))
             docker("rm", "-f", cname, check_rc=False)
-            env = ["-e", "CORRAL_ORCHESTRATOR=http://orchestrator:4000"] + (["-e", f"CORRAL_TOKEN={token}"] if token else [])
+            _, intruder_env = farm_access(token, host="orchestrator", port=4000)
+            env = ["-e", f"CORRAL_ORCHESTRATOR={intruder_env['CORRAL_ORCHESTRATOR']}"]
             docker("run", "-d", "--name", cname, "--network", REMOTE_NETWORK, *env, NODE_IMAGE)
         blobs_before = blob_files()
         # Clients: a read and an upload, with no token and with a revoked one.
@@ -934,7 +963,7 @@ def remote_farm():
         # A node takes no job from anyone but its orchestrator.
         node = remote_nodes_up()[0]
         for bearer in (None, remote["client"]):
-            code = post_job_to_node(node["url"], bearer)
+            code = post_job_to_node(node, bearer)
             check(code in ("401", "403"), f"POST /job to {node['url']} with bearer {bearer} answered {code!r}")
         node_held = node_jobs(container_of(node))
 

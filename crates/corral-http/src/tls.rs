@@ -120,6 +120,22 @@ impl TlsIdentity {
     }
 }
 
+/// The fingerprint of the first certificate in a PEM file (a server's own, read by its
+/// health check, which need not read the key).
+pub fn certificate_fingerprint(cert: &Path) -> Result<Fingerprint, TlsError> {
+    let pem = std::fs::read(cert).map_err(|source| TlsError::Read {
+        path: cert.to_path_buf(),
+        source,
+    })?;
+    CertificateDer::pem_slice_iter(&pem)
+        .find_map(Result::ok)
+        .map(|leaf| Fingerprint::of_der(leaf.as_ref()))
+        .ok_or_else(|| TlsError::Pem {
+            path: cert.to_path_buf(),
+            what: "certificate",
+        })
+}
+
 /// Writes a new file readable by this user only.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;

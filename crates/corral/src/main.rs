@@ -5,6 +5,7 @@
 mod bench;
 mod client_cmds;
 mod fetch;
+mod health_cmd;
 mod node_cmd;
 mod orchestrator_cmd;
 mod pack;
@@ -93,6 +94,9 @@ enum Command {
     /// Measure: the scheduler with simulated nodes, or real renders on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// A container's health probe: 200 from this server's PATH on loopback.
+    #[command(hide = true)]
+    Healthcheck(health_cmd::HealthArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions {
@@ -166,6 +170,7 @@ fn main() -> ExitCode {
                 .map(|()| ExitCode::SUCCESS),
             Command::Token(args) => token_cmd::run(args).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::Healthcheck(args) => health_cmd::run(args).await,
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     });

@@ -309,16 +309,19 @@ fn a_farm_with_tokens_renders_only_for_its_token_holders() {
 #[test]
 fn off_loopback_tokens_are_required_unless_no_auth() {
     let work = tempfile::tempdir().unwrap();
+    // Plain HTTP (--no-tls, warned about) to read the answers here; tests/tls.rs covers
+    // the default, HTTPS.
     let orchestrator = OrchestratorProcess::start_listening(
         "0.0.0.0:0",
         &work.path().join("a"),
         &work.path().join("a.stderr"),
-        &[],
+        &["--no-tls".into()],
     );
     let port = orchestrator.url.rsplit(':').next().unwrap().to_string();
     let http = client();
     assert_unauthorized(http.get(format!("http://127.0.0.1:{port}/api/v1/jobs")));
     assert!(orchestrator.stderr().contains("join token:"));
+    assert!(orchestrator.stderr().contains("--no-tls"));
 
     let out = corral(&["orchestrator", "--auth", "--no-auth"], work.path());
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
