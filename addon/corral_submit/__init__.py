@@ -35,7 +35,8 @@ class CorralPreferences(bpy.types.AddonPreferences):
     farm_url: StringProperty(
         name="Farm",
         description="Address of the farm's server: `corral up` or `corral orchestrator` "
-                    "(http://HOST:PORT)",
+                    "(http://HOST:PORT), or the corral://... join string a farm prints, "
+                    "which carries its token and certificate fingerprint",
         default=DEFAULT_FARM,
     )
     token: StringProperty(

@@ -5,9 +5,13 @@ a FarmError whose text is one line meant for the artist: the farm's own words wh
 refused (RFC 9457 problem bodies), a hint when it cannot be reached.
 """
 
+import functools
+import hashlib
 import http.client
 import json
 import os
+import re
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -73,6 +77,77 @@ def check_url(url):
     return url
 
 
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+def parse_address(address, token=""):
+    """(base URL, token, fingerprints) of a farm address: `http(s)://HOST[:PORT]`, or the
+    join string a farm prints, `corral://HOST:PORT?token=TOKEN&fp=FINGERPRINT`, whose
+    fingerprints pin the farm's certificate (the farm is then reached over HTTPS, and only
+    with that certificate). A token typed in the panel wins over the one in the string."""
+    address = (address or "").strip()
+    token = (token or "").strip()
+    if not address.startswith("corral://"):
+        return check_url(address), token, []
+    rest = address[len("corral://"):]
+    hosts, _, query = rest.partition("?")
+    host = hosts.rstrip("/").split(",")[0]
+    fingerprints = []
+    joined_token = ""
+    for pair in filter(None, query.split("&")):
+        key, _, value = pair.partition("=")
+        if key == "token" and _TOKEN.match(value):
+            joined_token = value
+        elif key == "fp":
+            for fp in value.split(","):
+                fp = fp.replace(":", "").lower()
+                if not _FINGERPRINT.match(fp):
+                    raise FarmError("The farm address's fp= is not a SHA-256 fingerprint")
+                fingerprints.append(fp)
+        else:
+            raise FarmError("The farm address has `%s`, which is neither token nor fp"
+                            % _one_line(key, 40))
+    scheme = "https" if fingerprints else "http"
+    return check_url("%s://%s" % (scheme, host)), token or joined_token, fingerprints
+
+
+class _WrongCertificate(OSError):
+    """The farm presented a certificate other than the pinned one."""
+
+
+class _PinnedConnection(http.client.HTTPSConnection):
+    """HTTPS to a farm whose certificate is pinned: names and authorities are not checked
+    (a farm's certificate is self-signed), but the certificate must be one whose SHA-256
+    was pinned, checked right after the handshake, before a byte of the request (or the
+    token) is sent."""
+
+    def __init__(self, *args, fingerprints=(), **kwargs):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        super().__init__(*args, context=context, **kwargs)
+        self._fingerprints = fingerprints
+
+    def connect(self):
+        super().connect()
+        der = self.sock.getpeercert(binary_form=True) or b""
+        presented = hashlib.sha256(der).hexdigest()
+        if presented not in self._fingerprints:
+            self.sock.close()
+            raise _WrongCertificate(presented)
+
+
+class _PinnedHandler(urllib.request.HTTPSHandler):
+    def __init__(self, fingerprints):
+        super().__init__()
+        self._fingerprints = tuple(fingerprints)
+
+    def https_open(self, req):
+        return self.do_open(
+            functools.partial(_PinnedConnection, fingerprints=self._fingerprints), req)
+
+
 def _one_line(text, limit=300):
     """Text from the farm, made fit for one line of Blender's status bar."""
     text = " ".join(str(text).split())
@@ -83,8 +158,11 @@ class Farm:
     """One farm: its base address and the token sent with every request (if any)."""
 
     def __init__(self, url, token=""):
-        self.url = check_url(url)
-        self.token = (token or "").strip()
+        self.url, self.token, self.fingerprints = parse_address(url, token)
+        self._opener = _OPENER
+        if self.fingerprints:
+            self._opener = urllib.request.build_opener(
+                _NoRedirect, _PinnedHandler(self.fingerprints))
 
     def dashboard_url(self, job_id):
         return "%s/jobs/%s" % (self.url, urllib.parse.quote(job_id, safe=""))
@@ -101,7 +179,7 @@ class Farm:
         request = urllib.request.Request(
             self.url + path, data=body, method=method, headers=headers)
         try:
-            with _OPENER.open(request, timeout=timeout) as answer:
+            with self._opener.open(request, timeout=timeout) as answer:
                 return answer.status, _json(answer.read(MAX_ANSWER + 1), self.url)
         except urllib.error.HTTPError as e:
             try:
@@ -113,6 +191,10 @@ class Farm:
             raise self._refusal(e.code, raw) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
+            if isinstance(reason, _WrongCertificate):
+                raise FarmError(
+                    "Refused to talk to %s: its certificate has fingerprint %s, which is not "
+                    "the one in the farm address" % (self.url, reason.args[0])) from None
             if isinstance(reason, OSError) and reason.strerror:
                 reason = reason.strerror
             if "timed out" in str(reason).lower():

@@ -320,6 +320,46 @@ fn a_farm_off_loopback_serves_https_and_is_reached_only_through_its_pinned_certi
     frames.sort();
     assert_eq!(frames.len(), 3, "{frames:?}\n{}", describe(&out));
 
+    // The Blender add-on's farm client (plain Python, run here without Blender) takes
+    // the same join string: it reads the job through the pinned certificate, and refuses
+    // a farm presenting another one before sending its token.
+    let out = corral(&["jobs", "--json", "--server", &client_str], work);
+    assert!(out.status.success(), "{}", describe(&out));
+    let jobs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let job_id = jobs[0]["id"].as_str().unwrap().to_string();
+    let addon = |address: &str| {
+        Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sys, farm\n\
+                 f = farm.Farm(sys.argv[1])\n\
+                 try:\n    print(f.scenes_folder(), f.job(sys.argv[2])['state'])\n\
+                 except farm.FarmError as e:\n    print('FarmError:', e)\n",
+            )
+            .arg(address)
+            .arg(&job_id)
+            .env(
+                "PYTHONPATH",
+                common::repo_root().join("addon/corral_submit"),
+            )
+            .output()
+            .unwrap()
+    };
+    let out = addon(&client_str);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "None completed",
+        "{}",
+        describe(&out)
+    );
+    let out = addon(&impostor.to_string());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("FarmError:") && said.contains("not the one in the farm address"),
+        "{}",
+        describe(&out)
+    );
+
     // A URL registered with a fingerprint its server does not present is never called
     // into work: the orchestrator refuses the handshake. Here a second real node (its
     // own certificate, its own secret) is registered, with the join token, under the
