@@ -183,6 +183,12 @@ class Worker:
                         setattr(render, name, value)
                     for name, value in saved_scene.items():
                         setattr(scene, name, value)
+                    # Evaluate the restored frame now, while the task's files are still
+                    # there: left tagged, the scene would be evaluated when the next task
+                    # opens another file, after the node removed this task's workspace,
+                    # and a modifier reading a file (a mesh cache) would print an error
+                    # into the next task's log.
+                    bpy.context.view_layer.update()
                 except Exception:
                     self.dirty = True
         except Exception as exc:

@@ -6,8 +6,8 @@
 //! with the artist; the node renders from the uploaded files alone, and its frames must be
 //! a plain local render's pixels (a missing font, cache or library changes them). The
 //! sound is large, and the first submission is killed part way through its upload: the
-//! second one resumes it from what the farm holds. Run with a cold node; a warm node
-//! fails it (see `dependencies_travel_to_a_warm_node`).
+//! second one resumes it from what the farm holds. Run with a cold node and with a warm
+//! one.
 
 // Panicking on an unexpected answer is how these tests fail.
 #![allow(clippy::unwrap_used)]
@@ -186,12 +186,11 @@ fn fonts_sounds_caches_and_nested_libraries_travel_and_an_interrupted_upload_res
     dependencies_travel("cold");
 }
 
-/// The same with a warm node. Known to fail: the second render (frame 2, in a new
-/// workspace) ends `failed` with `Blender reported an error: ... Modifier: "Cache", No
-/// such file or directory` although its frame is delivered. The mesh cache is read from
-/// somewhere the worker kept from the first render's workspace, which is gone by then.
+/// The same with a warm node, which renders frame 2 in a new workspace after the node
+/// removed frame 1's. It used to fail: the worker left the first scene tagged for
+/// evaluation, which ran when the next file was opened, after its mesh cache was gone,
+/// and printed `Modifier: "Cache", No such file or directory` into the second task's log.
 #[test]
-#[ignore = "warm workers lose a mesh cache between workspaces (open bug)"]
 fn dependencies_travel_to_a_warm_node() {
     dependencies_travel("warm");
 }
