@@ -572,9 +572,10 @@ REMOTE_NETWORK = "corral-remote-farm"
 REMOTE_PORT = 4002
 REMOTE_FRAMES = 12
 REMOTE_BATCH = 3
-# Enough samples that a task of REMOTE_BATCH frames renders for about a second on a node
-# (a warm one renders a frame of 8 samples in 0.05 s): long enough to kill it mid-task.
-REMOTE_SAMPLES = 128
+# Enough samples that a task of REMOTE_BATCH frames renders for about two seconds on a
+# node (128 samples took 0.56 s for 3 frames on a warm node here, and a kill 0.3 s into
+# such a task could land after it ended): long enough to kill it mid-task.
+REMOTE_SAMPLES = 512
 ORCH_DATA = "/var/lib/corral/orchestrator"
 # The scene of the orchestrator-restart step carries this much incompressible ballast, and
 # the client reaches the farm through a proxy that passes UPLOAD_RATE bytes/s upwards: the
@@ -932,6 +933,10 @@ def remote_farm():
         remote["env"].update(node_env)
         remote_compose("up", "-d", "--scale", f"node={NODES}")
         remote_wait_nodes(NODES)
+        # Joined with a token off loopback, each node serves HTTPS with its own certificate,
+        # which the orchestrator pins.
+        plain = [n["url"] for n in corral_json("nodes") if not n["url"].startswith("https://")]
+        check(not plain, f"nodes registered without TLS: {plain}")
         # Each container has at most its own named volume: no bind mount, nothing shared.
         mounts = {}
         for c in remote_compose("ps", "-q").stdout.split():
