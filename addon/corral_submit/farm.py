@@ -82,14 +82,17 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
 def parse_address(address, token=""):
-    """(base URL, token, fingerprints) of a farm address: `http(s)://HOST[:PORT]`, or the
-    join string a farm prints, `corral://HOST:PORT?token=TOKEN&fp=FINGERPRINT`, whose
-    fingerprints pin the farm's certificate (the farm is then reached over HTTPS, and only
-    with that certificate). A token typed in the panel wins over the one in the string."""
+    """(base URL, token, fingerprints, server) of a farm address: `http(s)://HOST[:PORT]`,
+    or the join string a farm prints, `corral://HOST:PORT?token=TOKEN&fp=FINGERPRINT`,
+    whose fingerprints pin the farm's certificate (the farm is then reached over HTTPS,
+    and only with that certificate). A token typed in the panel wins over the one in the
+    string. `server` is what `corral submit --server` gets: the address, a join string
+    without its token (which goes in the environment instead)."""
     address = (address or "").strip()
     token = (token or "").strip()
     if not address.startswith("corral://"):
-        return check_url(address), token, []
+        url = check_url(address)
+        return url, token, [], url
     rest = address[len("corral://"):]
     hosts, _, query = rest.partition("?")
     host = hosts.rstrip("/").split(",")[0]
@@ -97,11 +100,15 @@ def parse_address(address, token=""):
     joined_token = ""
     for pair in filter(None, query.split("&")):
         key, _, value = pair.partition("=")
-        if key == "token" and _TOKEN.match(value):
+        if key == "token":
+            if not _TOKEN.match(value):
+                raise FarmError("The farm address's token= is not a Corral token")
             joined_token = value
         elif key == "fp":
             for fp in value.split(","):
                 fp = fp.replace(":", "").lower()
+                if fp.startswith("sha256"):
+                    fp = fp[len("sha256"):].lstrip(":= ").replace("fingerprint=", "")
                 if not _FINGERPRINT.match(fp):
                     raise FarmError("The farm address's fp= is not a SHA-256 fingerprint")
                 fingerprints.append(fp)
@@ -109,7 +116,10 @@ def parse_address(address, token=""):
             raise FarmError("The farm address has `%s`, which is neither token nor fp"
                             % _one_line(key, 40))
     scheme = "https" if fingerprints else "http"
-    return check_url("%s://%s" % (scheme, host)), token or joined_token, fingerprints
+    server = "corral://%s" % hosts.rstrip("/")
+    if fingerprints:
+        server += "?fp=" + ",".join(fingerprints)
+    return check_url("%s://%s" % (scheme, host)), token or joined_token, fingerprints, server
 
 
 class _WrongCertificate(OSError):
@@ -158,7 +168,7 @@ class Farm:
     """One farm: its base address and the token sent with every request (if any)."""
 
     def __init__(self, url, token=""):
-        self.url, self.token, self.fingerprints = parse_address(url, token)
+        self.url, self.token, self.fingerprints, self.server = parse_address(url, token)
         self._opener = _OPENER
         if self.fingerprints:
             self._opener = urllib.request.build_opener(

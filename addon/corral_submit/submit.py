@@ -263,12 +263,9 @@ def _submit_with_corral(prefs, farm, scene, settings, start, end):
         # Never saved: there is no folder, and so no relative path to keep.
         temp = folder = tempfile.mkdtemp(prefix="corral-submit-")
     copy = os.path.join(folder, name)
-    args = [corral, "submit", copy, "--upload", "--server", farm.url,
+    args = [corral, "submit", copy, "--upload", "--server", farm.server,
             "--frames", "%d-%d" % (start, end), "--priority", str(settings.priority),
             "--engine", engine, "--blender", bpy.app.binary_path, "--json"]
-    if farm.fingerprints:
-        # Not a secret: the certificate `corral` must find there.
-        args += ["--fingerprint", farm.fingerprints[0]]
     if settings.batch_size > 0:
         args += ["--batch-size", str(settings.batch_size)]
     if settings.submit_anyway:

@@ -181,7 +181,9 @@ pub(crate) fn builder(pins: &Pins) -> Result<reqwest::ClientBuilder, ClientError
     let config = pins
         .tls_config()
         .map_err(|e| ClientError::Tls(e.to_string()))?;
-    Ok(builder.use_preconfigured_tls(config))
+    // A pinned client never speaks plain HTTP: its token must not cross the network
+    // readable because an address said http://.
+    Ok(builder.use_preconfigured_tls(config).https_only(true))
 }
 
 impl NodeClient {
@@ -556,6 +558,13 @@ impl OrchestratorClient {
         }
         if checked.is_empty() {
             return Err(ClientError::BadUrl(String::new()));
+        }
+        if !pins.is_empty() {
+            if let Some(plain) = checked.iter().find(|b| !b.starts_with("https://")) {
+                return Err(ClientError::Tls(format!(
+                    "{plain} is plain HTTP, but a certificate fingerprint was given: a pinned farm is reached over https://"
+                )));
+            }
         }
         Ok(OrchestratorClient {
             http: http_client_pinned(pins)?,

@@ -18,19 +18,16 @@ impl Fingerprint {
     }
 
     /// Reads a fingerprint: 64 hexadecimal characters, any case, optionally with colons
-    /// between bytes (as OpenSSL prints them) and a `sha256:` or `SHA256=` prefix.
+    /// between bytes (as OpenSSL prints them) and a `sha256:` or `SHA256 Fingerprint=`
+    /// prefix (any case).
     pub fn parse(text: &str) -> Result<Fingerprint, String> {
         let trimmed = text.trim();
-        let hex = [
-            "sha256:",
-            "SHA256:",
-            "sha256=",
-            "SHA256=",
-            "sha256 Fingerprint=",
-        ]
-        .iter()
-        .find_map(|prefix| trimmed.strip_prefix(prefix))
-        .unwrap_or(trimmed);
+        // `sha256:`, or what OpenSSL prints (`SHA256 Fingerprint=`), in any case.
+        let lower = trimmed.to_ascii_lowercase();
+        let hex = ["sha256:", "sha256=", "sha256 fingerprint="]
+            .iter()
+            .find(|prefix| lower.starts_with(*prefix))
+            .map_or(trimmed, |prefix| &trimmed[prefix.len()..]);
         let digits: Vec<u8> = hex.bytes().filter(|b| *b != b':').collect();
         let bad = || format!("`{text}` is not a SHA-256 fingerprint (64 hexadecimal characters)");
         if digits.len() != 64 {
@@ -116,16 +113,25 @@ impl JoinString {
         let mut addresses = Vec::new();
         for address in hosts.split(',') {
             let ok = address.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty()
-                    && port.parse::<u16>().is_ok_and(|p| p > 0)
-                    && host.bytes().all(|b| {
-                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':')
-                    })
+                let name = |h: &str| {
+                    !h.is_empty()
+                        && h.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+                };
+                // An IPv6 address only in brackets, as in a URL.
+                let ipv6 = |h: &str| {
+                    h.strip_prefix('[')
+                        .and_then(|h| h.strip_suffix(']'))
+                        .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+                };
+                port.parse::<u16>().is_ok_and(|p| p > 0) && (name(host) || ipv6(host))
             });
             if !ok {
-                return Err(format!(
-                    "`{address}` in the join string is not HOST:PORT (a name or an address, and a port)"
-                ));
+                // Not echoed: a mistyped `?` leaves the token in this part.
+                return Err(
+                    "an address in the join string is not HOST:PORT (a name or an address, and a port)"
+                        .into(),
+                );
             }
             addresses.push(address.to_string());
         }
@@ -221,6 +227,10 @@ mod tests {
             .collect();
         assert_eq!(Fingerprint::parse(&colons.join(":")), Ok(fp));
         assert_eq!(Fingerprint::parse(&format!("sha256:{hex}")), Ok(fp));
+        assert_eq!(
+            Fingerprint::parse(&format!("SHA256 Fingerprint={}", colons.join(":"))),
+            Ok(fp)
+        );
         assert!(Fingerprint::parse(&hex[..62]).is_err());
         assert!(Fingerprint::parse(&format!("{}zz", &hex[..62])).is_err());
     }
@@ -239,6 +249,7 @@ mod tests {
         );
         assert_eq!(join.to_string(), text);
         assert!(!format!("{join:?}").contains("corral_abc"));
+        assert!(JoinString::parse("corral://render_01:4000").is_ok());
         let plain = JoinString::parse("corral://[::1]:4000").unwrap();
         assert_eq!(plain.bases(), ["http://[::1]:4000"]);
     }
@@ -255,9 +266,14 @@ mod tests {
             "corral://farm:4000?token=a&token=b",
             "corral://farm:4000?fp=abc",
             "corral://farm:4000?evil=1",
+            "corral://::1:4000",
+            "corral://farm:4000&token=secret-in-host",
         ] {
             let err = JoinString::parse(bad).unwrap_err();
-            assert!(!err.contains("a b"), "{bad}: {err}");
+            assert!(
+                !err.contains("a b") && !err.contains("secret"),
+                "{bad}: {err}"
+            );
         }
     }
 }

@@ -33,7 +33,9 @@ use tower::ServiceExt;
 /// or its previous response sent) until that request's headers are complete. It is both
 /// the header-read timeout (slow clients) and the idle keep-alive timeout: hyper starts it
 /// whenever the connection waits for a request. A response in progress (a long-poll, an
-/// event stream) is not waiting for a request, so it never hits this.
+/// event stream) is not waiting for a request, so it never hits this. Over TLS the
+/// handshake gets this long too, before it: a connection may take up to twice this to
+/// send its first request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most time to read a whole request body once its headers are in. API bodies are a few

@@ -139,14 +139,19 @@ pub fn certificate_fingerprint(cert: &Path) -> Result<Fingerprint, TlsError> {
 /// Writes a new file readable by this user only.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()));
+        .and_then(|mut file| {
+            // `mode` applies only to a file it creates: one left by an earlier start
+            // keeps its own, so set it again before the key is written.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            file.write_all(bytes).and_then(|()| file.sync_all())
+        });
     written.map_err(|source| TlsError::Write {
         path: path.to_path_buf(),
         source,

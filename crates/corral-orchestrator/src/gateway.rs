@@ -48,9 +48,10 @@ pub trait NodeGateway: Send + Sync + 'static {
     fn remember_node(&self, _url: &str, _secret: Option<&NodeSecret>, _tls: Option<&Fingerprint>) {}
 }
 
-/// The gateway over HTTP: one connection pool for every plain-HTTP node, and one for each
-/// node certificate pinned, built by [`corral_client::http_client`] (no redirects), with
-/// every answer read under [`corral_client::MAX_NODE_ANSWER_BYTES`].
+/// The gateway over HTTP: one connection pool for every plain-HTTP node, built by
+/// [`corral_client::http_client`], and one for each node certificate pinned, built by
+/// [`corral_client::http_client_pinned`] (no redirects either way), with every answer read
+/// under [`corral_client::MAX_NODE_ANSWER_BYTES`].
 pub struct HttpGateway {
     http: reqwest::Client,
     /// Each joined node's secret and certificate fingerprint by URL, learnt from the store
@@ -150,21 +151,27 @@ impl NodeGateway for HttpGateway {
             secret: secret.map(|s| s.0.clone()),
             tls: tls.copied(),
         };
-        // Drop clients of certificates no node uses any more (a node that made a new one).
-        let in_use: Vec<Fingerprint>;
-        if let Ok(mut nodes) = self.nodes.write() {
-            let url = url.trim_end_matches('/').to_string();
-            if access.secret.is_none() && access.tls.is_none() {
-                nodes.remove(&url);
-            } else {
-                nodes.insert(url, access);
-            }
-            in_use = nodes.values().filter_map(|a| a.tls).collect();
-        } else {
+        let url = url.trim_end_matches('/').to_string();
+        let Ok(mut nodes) = self.nodes.write() else {
             return;
-        }
-        if let Ok(mut pinned) = self.pinned.write() {
-            pinned.retain(|fp, _| in_use.contains(fp));
+        };
+        let before = if access.secret.is_none() && access.tls.is_none() {
+            nodes.remove(&url)
+        } else {
+            nodes.insert(url, access.clone())
+        };
+        // A certificate no node uses any more (a node that made a new one, or left) drops
+        // its client; checked only when this node's certificate changed, since this runs
+        // for every node on every heartbeat and health round.
+        let old = before
+            .and_then(|b| b.tls)
+            .filter(|old| access.tls != Some(*old));
+        if let Some(old) = old {
+            if !nodes.values().any(|a| a.tls == Some(old)) {
+                if let Ok(mut pinned) = self.pinned.write() {
+                    pinned.remove(&old);
+                }
+            }
         }
     }
 }

@@ -453,6 +453,7 @@ impl Orchestrator {
     /// Forgets a node; its running tasks go back to the queue and are stopped there, and
     /// its credential stops working (the machine may join again, as a new node).
     pub async fn remove_node(&self, node: &NodeId) -> Result<bool, StoreError> {
+        let url = self.store().node(node).await?.map(|n| n.url);
         let Some(changes) = self.store().remove_node(node).await? else {
             return Ok(false);
         };
@@ -461,6 +462,10 @@ impl Orchestrator {
             .await?;
         self.stop_renders(changes.into_iter().filter_map(|c| c.stop).collect())
             .await;
+        // Its renders are stopped (which needed its secret and certificate): forget them.
+        if let Some(url) = url {
+            self.gateway().remember_node(&url, None, None);
+        }
         self.wake();
         Ok(true)
     }

@@ -91,7 +91,8 @@ pub struct ServerArgs {
     token: Option<String>,
     /// The SHA-256 fingerprint of the farm's certificate, for an `https://` --server (a
     /// `corral://` one carries it): the farm is trusted only with exactly that
-    /// certificate. Printed by the orchestrator at start and by `corral token fingerprint`.
+    /// certificate. The orchestrator logs it at every start and prints it in its first
+    /// join strings.
     #[arg(long, env = "CORRAL_FINGERPRINT", value_name = "SHA256", value_parser = parse_fingerprint)]
     fingerprint: Option<Fingerprint>,
 }
@@ -109,16 +110,19 @@ impl ServerArgs {
             pins.extend(self.fingerprint);
             (join.bases(), join.token.clone(), pins)
         } else {
+            let pinned = self.fingerprint.is_some();
             let bases = self
                 .server
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 // `host:4000` is what people type; the API is plain HTTP unless they say
-                // otherwise.
+                // otherwise, or pin a certificate.
                 .map(|url| {
                     if url.contains("://") {
                         url.to_string()
+                    } else if pinned {
+                        format!("https://{url}")
                     } else {
                         format!("http://{url}")
                     }
@@ -127,10 +131,11 @@ impl ServerArgs {
             (bases, None, self.fingerprint.into_iter().collect())
         };
         let client = OrchestratorClient::pinned(&bases, &Pins(pins)).map_err(|e| match e {
-            ClientError::Tls(why) => anyhow!("cannot set up TLS: {why}"),
+            ClientError::Tls(why) => anyhow!("--server: {why}"),
+            // Never the raw --server: a join string holds a token.
             _ => anyhow!(
                 "`{}` is not a server address; expected http://HOST:PORT or corral://HOST:PORT?token=...&fp=...",
-                for_terminal(&self.server)
+                for_terminal(&bases.join(","))
             ),
         })?;
         // A token given on its own wins over the one in a join string.

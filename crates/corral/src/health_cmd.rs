@@ -21,6 +21,12 @@ pub struct HealthArgs {
     /// The server's data folder, where a certificate it made is (tls/cert.pem).
     #[arg(long, env = "CORRAL_DATA", default_value = "corral-data/node")]
     data: PathBuf,
+    /// The certificate the server was given instead (the orchestrator's --tls-cert).
+    #[arg(long, env = "CORRAL_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The server serves plain HTTP whatever its data folder holds.
+    #[arg(long, env = "CORRAL_NO_TLS")]
+    no_tls: bool,
 }
 
 pub async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
@@ -33,23 +39,32 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<ExitCode> {
         .next()
         .and_then(|p| p.parse().ok())
         .with_context(|| format!("`{}` names no port", args.listen))?;
-    let cert = args.data.join("tls").join(corral_http::tls::CERT_FILE);
-    let (scheme, pins) = if cert.is_file() {
+    let cert = args
+        .tls_cert
+        .clone()
+        .unwrap_or_else(|| args.data.join("tls").join(corral_http::tls::CERT_FILE));
+    // Its own certificate first when it has one; then plain HTTP (a certificate left by
+    // an earlier start of a server that no longer serves TLS).
+    let mut tries = Vec::new();
+    if !args.no_tls && cert.is_file() {
         let fp = corral_http::tls::certificate_fingerprint(&cert)?;
-        ("https", Pins(vec![fp]))
-    } else {
-        ("http", Pins::none())
-    };
-    let http = corral_client::http_client_pinned(&pins)?;
-    let url = format!("{scheme}://127.0.0.1:{port}{}", args.path);
-    let resp = http
-        .get(&url)
-        .timeout(Duration::from_secs(4))
-        .send()
-        .await
-        .with_context(|| format!("{url} did not answer"))?;
-    if resp.status() != reqwest::StatusCode::OK {
-        bail!("{url} answered {}", resp.status());
+        tries.push(("https", Pins(vec![fp])));
     }
-    Ok(ExitCode::SUCCESS)
+    tries.push(("http", Pins::none()));
+    let mut failure = None;
+    for (scheme, pins) in tries {
+        let http = corral_client::http_client_pinned(&pins)?;
+        let url = format!("{scheme}://127.0.0.1:{port}{}", args.path);
+        match http.get(&url).timeout(Duration::from_secs(2)).send().await {
+            Ok(resp) if resp.status() == reqwest::StatusCode::OK => return Ok(ExitCode::SUCCESS),
+            Ok(resp) => failure = Some(format!("{url} answered {}", resp.status())),
+            Err(e) => {
+                failure = Some(format!(
+                    "{url} did not answer: {}",
+                    corral_client::transport_cause(&e)
+                ))
+            }
+        }
+    }
+    bail!("{}", failure.unwrap_or_default())
 }

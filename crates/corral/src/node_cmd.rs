@@ -82,8 +82,14 @@ pub struct NodeArgs {
     /// `http://HOST:4000`. The node registers and heartbeats there, fetches uploaded
     /// scenes from it and uploads frames to it. Several addresses of one farm
     /// (orchestrators sharing a database), repeated or comma-separated, are tried in turn.
-    #[arg(long, env = "CORRAL_ORCHESTRATOR", value_delimiter = ' ', value_parser = parse_orchestrator, hide_env_values = true)]
-    orchestrator: Vec<Farm>,
+    // Read as text and parsed later: clap would print a value it refuses, token included.
+    #[arg(
+        long,
+        env = "CORRAL_ORCHESTRATOR",
+        value_delimiter = ' ',
+        hide_env_values = true
+    )]
+    orchestrator: Vec<String>,
     /// URL the orchestrator reaches this node at (default: this host's name and the port
     /// listened on, or the listen address when it names one).
     #[arg(long, env = "CORRAL_ADVERTISE", value_parser = parse_url)]
@@ -115,13 +121,13 @@ pub struct NodeArgs {
 }
 
 /// One `--orchestrator`: its addresses, and what a join string adds.
-#[derive(Debug, Clone)]
-pub struct Farm {
+struct Farm {
     bases: Vec<String>,
     token: Option<String>,
     pins: Vec<Fingerprint>,
 }
 
+/// One `--orchestrator`; an error never repeats the value (a join string holds a token).
 fn parse_orchestrator(s: &str) -> Result<Farm, String> {
     if JoinString::is_join_string(s) {
         let join = JoinString::parse(s)?;
@@ -153,31 +159,33 @@ struct Joining {
 
 impl NodeArgs {
     /// The farm to join, from every --orchestrator, --token and --fingerprint.
-    fn joining(&self) -> Option<Joining> {
+    fn joining(&self) -> anyhow::Result<Option<Joining>> {
         if self.orchestrator.is_empty() {
-            return None;
+            return Ok(None);
         }
         let mut pins: Vec<Fingerprint> = self.fingerprint.into_iter().collect();
         let mut bases = Vec::new();
         let mut token = self.token.clone();
-        for farm in &self.orchestrator {
+        for text in &self.orchestrator {
+            let farm =
+                parse_orchestrator(text).map_err(|why| anyhow::anyhow!("--orchestrator: {why}"))?;
             bases.extend(farm.bases.iter().cloned());
             pins.extend(farm.pins.iter().copied());
             if token.is_none() {
                 token = farm.token.clone();
             }
         }
-        Some(Joining {
+        Ok(Some(Joining {
             bases,
             token,
             pins: Pins(pins),
-        })
+        }))
     }
 
     /// Off loopback, a node that joins with a token serves HTTPS (unless --no-tls): its
     /// secret and the farm's scenes would otherwise cross the network in the clear.
-    fn serves_tls(&self) -> bool {
-        let joins_with_token = self.joining().is_some_and(|j| j.token.is_some());
+    fn serves_tls(&self, joining: Option<&Joining>) -> bool {
+        let joins_with_token = joining.is_some_and(|j| j.token.is_some());
         joins_with_token && !self.no_tls && !self.listen.ip().is_loopback()
     }
 
@@ -410,7 +418,7 @@ pub fn resolve_config(
     let data_dir = prepare_dir(&args.data, "data")?;
     let logs_dir = prepare_dir(&data_dir.join("logs"), "log")?;
     sweep_partial_folders(&output_dir, &logs_dir);
-    let joining = args.joining();
+    let joining = args.joining()?;
     let orchestrator = match &joining {
         None => None,
         Some(joining) => {
@@ -515,7 +523,25 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     let blender = corral_blender::probe_blender(&args.blender, Duration::from_secs(60)).await?;
     let config = resolve_config(&args, blender)?;
-    let tls = if args.serves_tls() {
+    let joining = args.joining()?;
+    let serves_tls = args.serves_tls(joining.as_ref());
+    // Checked before the node says it listens: scripts take that line for "up".
+    if let Some(url) = args
+        .advertise
+        .as_deref()
+        .filter(|u| !u.starts_with("https://"))
+    {
+        if serves_tls {
+            bail!("--advertise `{url}` must be https:// : this node serves HTTPS (--no-tls serves plain HTTP)");
+        }
+    }
+    if args.no_tls
+        && joining.as_ref().is_some_and(|j| j.token.is_some())
+        && !args.listen.ip().is_loopback()
+    {
+        tracing::warn!(listen = %args.listen, "--no-tls: this node's secret and the farm's scenes cross the network unencrypted");
+    }
+    let tls = if serves_tls {
         let dir = config.data_dir.join("tls");
         let names = crate::orchestrator_cmd::certificate_names(args.listen);
         Some(TlsIdentity::load_or_create(&dir, &names).with_context(|| {
@@ -553,10 +579,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             Some(url) => url.clone(),
             None => default_advertise(addr, scheme),
         };
-        if fingerprint.is_some() && !advertise.starts_with("https://") {
-            bail!("--advertise `{advertise}` must be https:// : this node serves HTTPS (--no-tls serves plain HTTP)");
-        }
-        let join = args.joining().and_then(|j| j.token);
+        let join = joining.and_then(|j| j.token);
         tokio::spawn(register_loop(client, advertise, join, secret, fingerprint));
     }
     // The first signal stops the node gracefully (per --on-shutdown); a second one kills

@@ -161,6 +161,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &orchestrator_data.join("tls"),
     )?;
     let pins: Vec<Fingerprint> = tls.iter().map(TlsIdentity::fingerprint).collect();
+    if args.no_tls && auth && !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "--no-tls: tokens, scenes and frames cross the network unencrypted");
+    }
     let acceptor = match &tls {
         Some(identity) => Some(identity.acceptor().context("cannot serve TLS")?),
         None => None,

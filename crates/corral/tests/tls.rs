@@ -235,6 +235,51 @@ fn a_farm_off_loopback_serves_https_and_is_reached_only_through_its_pinned_certi
         work,
     );
     assert!(out.status.success(), "{}", describe(&out));
+    // A bare HOST:PORT with a pin means HTTPS; an http:// address with a pin is refused
+    // before anything (the token) is sent.
+    let fp = identity.fingerprint().to_string();
+    let bare = format!("127.0.0.1:{port}");
+    let out = corral(
+        &[
+            "jobs",
+            "--server",
+            &bare,
+            "--token",
+            &token,
+            "--fingerprint",
+            &fp,
+        ],
+        work,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let plain_url = format!("http://127.0.0.1:{port}");
+    let out = corral(
+        &[
+            "jobs",
+            "--server",
+            &plain_url,
+            "--token",
+            &token,
+            "--fingerprint",
+            &fp,
+        ],
+        work,
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("plain HTTP"),
+        "{}",
+        describe(&out)
+    );
+    // A mistyped join string is refused without repeating its token.
+    let typo = client_str.replacen('?', "&", 1);
+    let out = corral(&["jobs", "--server", &typo], work);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(&token),
+        "{}",
+        describe(&out)
+    );
 
     // A node pinning another certificate never registers: it does not trust the farm.
     let wrong_port = free_port();
