@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::uploads::{entries, header, pixels, plain_render};
+
 use common::farm::{json_of, Farm};
 use corral_core::manifest::{Manifest, ManifestFile};
 use corral_core::BlobHash;
@@ -101,33 +103,6 @@ fn make_project(dir: &Path) -> PathBuf {
     project
 }
 
-/// Frame `frame` of the project rendered by plain Blender, as the artist has it.
-fn plain_render(blend: &Path, frame: i64, out: &Path) -> Vec<u8> {
-    let status = std::process::Command::new("blender")
-        .arg("-b")
-        .arg(blend)
-        .arg("-o")
-        .arg(out.join("ref_####"))
-        .args(["-E", "CYCLES", "-f", &frame.to_string(), "-t", "1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(out.join(format!("ref_{frame:04}.png"))).unwrap()
-}
-
-fn pixels(png: &[u8]) -> Vec<u8> {
-    image::load_from_memory(png).unwrap().to_rgba8().into_raw()
-}
-
-fn header(resp: &Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
 /// A problem answer: its status, and the field it names.
 fn problem(resp: Response) -> (StatusCode, String, Value) {
     let ct = header(&resp, "content-type").unwrap_or_default();
@@ -202,17 +177,6 @@ fn put_frame(
         req = req.header(*name, *value);
     }
     req.send().unwrap()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 #[test]

@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::uploads::{entries, header};
+
 use common::farm::{json_of, Farm};
 use common::{eventually, scene, Scene};
 use corral_core::BlobHash;
@@ -19,13 +21,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn header(resp: &Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
 
 fn put_blob(farm: &Farm, bytes: &[u8], total: u64) -> Response {
     let hash = BlobHash::of(bytes);
@@ -65,17 +60,6 @@ fn get_blob(farm: &Farm, hash: &str) -> (StatusCode, Vec<u8>) {
         .send()
         .unwrap();
     (resp.status(), resp.bytes().unwrap().to_vec())
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 fn blob_file(data: &Path, hash: &str) -> std::path::PathBuf {

@@ -14,10 +14,12 @@
 
 mod common;
 
+use common::uploads::{job_of, pixels, plain_render, text};
+
 use common::farm::Farm;
 use common::{scene, NodeProcess, Scene, CORRAL};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The sound's size: large enough that its upload is still running when the test looks.
@@ -129,45 +131,6 @@ for layer in s.view_layers:
     layer.cycles.use_denoising = False
 save(shot)
 "#;
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn pixels(png: &[u8]) -> Vec<u8> {
-    image::load_from_memory(png).unwrap().to_rgba8().into_raw()
-}
-
-/// Frame `frame` of `blend` rendered by plain Blender, as the artist has it.
-fn plain_render(blend: &Path, frame: i64, out: &Path) -> Vec<u8> {
-    let status = Command::new("blender")
-        .arg("-b")
-        .arg(blend)
-        .arg("-o")
-        .arg(out.join("ref_####"))
-        .args(["-E", "CYCLES", "-f", &frame.to_string(), "-t", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(out.join(format!("ref_{frame:04}.png"))).unwrap()
-}
-
-/// The job id from `submit --wait`'s `Rendering ... · job ID` line.
-fn job_of(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("Rendering "))
-        .unwrap_or_else(|| panic!("no Rendering line:\n{}", text(out)));
-    line.rsplit(' ').next().unwrap().to_string()
-}
 
 /// The largest unfinished upload the orchestrator holds, in bytes.
 fn largest_partial(data: &Path) -> u64 {

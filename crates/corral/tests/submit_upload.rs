@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::uploads::{job_of, pixels, plain_render, text};
+
 use common::farm::Farm;
 use common::CORRAL;
 use corral_core::BlobHash;
@@ -116,15 +118,6 @@ fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap()
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Every file under `dir` with its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
@@ -151,36 +144,6 @@ fn blobs(data: &Path) -> usize {
         .filter(|d| d.file_name().unwrap() != "partial" && d.is_dir())
         .map(|d| std::fs::read_dir(d).unwrap().count())
         .sum()
-}
-
-fn pixels(png: &[u8]) -> Vec<u8> {
-    image::load_from_memory(png).unwrap().to_rgba8().into_raw()
-}
-
-/// Frame `frame` of `blend` rendered by plain Blender, as the artist has it.
-fn plain_render(blend: &Path, frame: i64, out: &Path) -> Vec<u8> {
-    let status = Command::new("blender")
-        .arg("-b")
-        .arg(blend)
-        .arg("-o")
-        .arg(out.join("ref_####"))
-        .args(["-E", "CYCLES", "-f", &frame.to_string(), "-t", "1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(out.join(format!("ref_{frame:04}.png"))).unwrap()
-}
-
-/// The job id from `submit --wait`'s `Rendering ... · job ID` line.
-fn job_of(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("Rendering "))
-        .unwrap_or_else(|| panic!("no Rendering line:\n{}", text(out)));
-    line.rsplit(' ').next().unwrap().to_string()
 }
 
 #[test]

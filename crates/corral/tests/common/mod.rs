@@ -6,6 +6,7 @@
 
 pub mod farm;
 pub mod up;
+pub mod uploads;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
