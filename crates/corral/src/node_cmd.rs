@@ -258,10 +258,7 @@ fn parse_url(s: &str) -> Result<String, String> {
 /// one.
 fn default_advertise(addr: SocketAddr, scheme: &str) -> String {
     if addr.ip().is_unspecified() {
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into());
+        let host = crate::orchestrator_cmd::hostname().unwrap_or_else(|| "localhost".into());
         format!("{scheme}://{host}:{}", addr.port())
     } else {
         format!("{scheme}://{addr}")

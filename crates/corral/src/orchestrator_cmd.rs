@@ -152,15 +152,19 @@ pub fn choose_tls(
         .with_context(|| format!("cannot make or read the certificate in `{}`", dir.display()))
 }
 
+/// This machine's name, when it has one that is text.
+pub fn hostname() -> Option<String> {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+}
+
 /// The names a made certificate carries (only for people looking at it: clients pin the
 /// certificate itself, not a name).
 pub fn certificate_names(listen: SocketAddr) -> Vec<String> {
     let mut names = vec!["localhost".to_string()];
-    if let Ok(host) = nix::unistd::gethostname() {
-        if let Some(host) = host.to_str().filter(|h| !h.is_empty()) {
-            names.push(host.to_string());
-        }
-    }
+    names.extend(hostname());
     if !listen.ip().is_unspecified() {
         names.push(listen.ip().to_string());
     }
@@ -317,11 +321,7 @@ pub fn farm_address(addr: SocketAddr) -> String {
     if !addr.ip().is_unspecified() {
         return addr.to_string();
     }
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "HOST".to_string());
+    let host = hostname().unwrap_or_else(|| "HOST".to_string());
     format!("{host}:{}", addr.port())
 }
 
