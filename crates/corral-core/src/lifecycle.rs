@@ -110,6 +110,10 @@ pub enum Command {
     Complete {
         lease: LeaseId,
         frames_recorded: u64,
+        /// How long the node says the render took, by its own clock: the job's frame time
+        /// is measured from it, since the time from lease to this report also counts the
+        /// dispatch and the report, which on a busy farm can be longer than the render.
+        render_ms: Option<u64>,
     },
     /// The attempt failed; the task waits for another unless it has used `max_attempts`.
     Fail {
@@ -541,8 +545,11 @@ pub fn step(
     if let Command::Progress { new_frames, .. } = command {
         next_job.frames_done = (job.frames_done + new_frames).min(job.frames_total);
     }
-    if let (Command::Complete { .. }, TaskState::Running(r)) = (command, &task.state) {
-        let took = (now - r.started_at).num_milliseconds().max(0) as f64;
+    if let (Command::Complete { render_ms, .. }, TaskState::Running(r)) = (command, &task.state) {
+        let took = match render_ms {
+            Some(ms) => *ms as f64,
+            None => (now - r.started_at).num_milliseconds().max(0) as f64,
+        };
         let per_frame = took / task.range.len().max(1) as f64;
         // A moving average: recent tasks count most, one odd task does not swing it.
         next_job.frame_ms = Some(match job.frame_ms {
@@ -707,6 +714,7 @@ mod tests {
             &Command::Complete {
                 lease: running.lease,
                 frames_recorded: 5,
+                render_ms: None,
             },
             now(),
         )
@@ -714,6 +722,27 @@ mod tests {
         assert_eq!(kind(&done.task), TaskStateKind::Completed);
         assert_eq!(done.stop, None);
         assert_eq!(done.task.lease, LeaseId(1), "completion keeps the lease");
+    }
+
+    #[test]
+    fn the_frame_time_is_the_nodes_render_time_when_it_tells_it() {
+        let t = task();
+        let job = job_of(&t, 1);
+        let running = dispatched(&lease(&t));
+        // Reported ten seconds after the lease (a busy farm's dispatch and report), for a
+        // render the node says took 500 ms: 100 ms for each of its five frames.
+        let later = now() + chrono::Duration::seconds(10);
+        let complete = |render_ms| Command::Complete {
+            lease: running.lease,
+            frames_recorded: 5,
+            render_ms,
+        };
+        let told = step(&running, &job, &complete(Some(500)), later).unwrap();
+        assert_eq!(told.job.frame_ms, Some(100.0));
+        // Without the node's figure, the time since the lease is all there is.
+        let untold = step(&running, &job, &complete(None), later).unwrap();
+        let ms = untold.job.frame_ms.unwrap();
+        assert!((1990.0..=2010.0).contains(&ms), "{ms}");
     }
 
     #[test]
@@ -732,6 +761,7 @@ mod tests {
             Command::Complete {
                 lease: old,
                 frames_recorded: 5,
+                render_ms: None,
             },
             Command::Fail {
                 lease: old,
@@ -772,6 +802,7 @@ mod tests {
         let late = Command::Complete {
             lease: running.lease,
             frames_recorded: 5,
+            render_ms: None,
         };
         assert!(matches!(
             transition(&back, &late, now()),
@@ -861,6 +892,7 @@ mod tests {
             &Command::Complete {
                 lease: running.lease,
                 frames_recorded: 5,
+                render_ms: None,
             },
             now(),
         )
@@ -942,6 +974,7 @@ mod tests {
         let short = Command::Complete {
             lease: running.lease,
             frames_recorded: 3,
+            render_ms: None,
         };
         assert_eq!(
             transition(&running, &short, now()),
@@ -1006,6 +1039,7 @@ mod tests {
             &Command::Complete {
                 lease: running.lease,
                 frames_recorded: 5,
+                render_ms: None,
             },
             now(),
         )
@@ -1129,6 +1163,7 @@ mod tests {
             &Command::Complete {
                 lease: LeaseId(99),
                 frames_recorded: 5,
+                render_ms: None,
             },
             now(),
         );

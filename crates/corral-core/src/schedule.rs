@@ -45,19 +45,26 @@ pub struct Assignment {
 /// part of it, short enough that the work spreads over every node.
 pub const TARGET_TASK_MS: f64 = 30_000.0;
 
+/// How long a task the farm sizes renders at least: a task's start and end cost the
+/// orchestrator and the node a round trip or two each, and a farm of a thousand nodes
+/// ending tasks of a tenth of a second would spend more time on those than on rendering.
+/// The tails of such tasks are shared out instead (see [`pick_tails`]).
+pub const MIN_TASK_MS: f64 = 1_000.0;
+
 /// Frames for the next piece of a job the farm sizes, with `remaining` frames not yet
 /// dispatched and `farm_slots` render slots in the farm: one frame until the job's frame
 /// time is measured, then what renders in about [`TARGET_TASK_MS`], but never more than
 /// an even share of what remains over every slot, so pieces shrink toward the end and
-/// every node finishes at about the same time.
+/// every node finishes at about the same time; and never less than [`MIN_TASK_MS`].
 pub fn auto_chunk(remaining: u64, farm_slots: usize, frame_ms: Option<f64>) -> u64 {
     let remaining = remaining.max(1);
     let Some(ms) = frame_ms.filter(|ms| *ms > 0.0) else {
         return 1;
     };
     let target = (TARGET_TASK_MS / ms).floor().max(1.0) as u64;
+    let least = (MIN_TASK_MS / ms).ceil().max(1.0) as u64;
     let share = remaining.div_ceil(farm_slots.max(1) as u64);
-    target.min(share).clamp(1, remaining)
+    target.min(share).max(least).clamp(1, remaining)
 }
 
 /// A node that can take work now.
@@ -292,8 +299,12 @@ mod tests {
         assert_eq!(auto_chunk(100_000, 10, Some(100.0)), 300);
         // Slow frames: at least one each.
         assert_eq!(auto_chunk(1000, 10, Some(600_000.0)), 1);
-        // Toward the end, pieces shrink to a frame.
-        assert_eq!(auto_chunk(15, 10, Some(100.0)), 2);
-        assert_eq!(auto_chunk(3, 10, Some(100.0)), 1);
+        // Toward the end, pieces shrink to a frame...
+        assert_eq!(auto_chunk(15, 10, Some(1000.0)), 2);
+        assert_eq!(auto_chunk(3, 10, Some(1000.0)), 1);
+        // ... but not below a second of rendering (ten 100 ms frames), unless that is all
+        // there is left.
+        assert_eq!(auto_chunk(15, 10, Some(100.0)), 10);
+        assert_eq!(auto_chunk(3, 10, Some(100.0)), 3);
     }
 }

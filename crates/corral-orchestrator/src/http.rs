@@ -353,12 +353,17 @@ async fn list_jobs(
 /// tail); page through the rest with `/tasks`, and its frames with `/frames`.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", params(("id" = String, Path)),
     responses((status = 200, body = JobDetail), (status = 404, body = corral_core::Problem, content_type = "application/problem+json")))]
-async fn get_job(
-    State(o): State<Orchestrator>,
-    PathId(id): PathId,
-) -> Result<Json<JobDetail>, ApiError> {
-    let job = find_job(&o, &id).await?;
-    Ok(Json(views::job_detail(o.store(), &job).await?))
+async fn get_job(State(o): State<Orchestrator>, PathId(id): PathId) -> Result<Response, ApiError> {
+    // Ids are UUIDs; anything else cannot be a job (and is not looked up).
+    let not_found = || ApiError::JobNotFound(id.chars().take(64).collect());
+    let job: JobId = id.parse().map_err(|_| not_found())?;
+    let body = o
+        .inner
+        .details
+        .detail(o.store(), job)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// A page of a job's tasks, in order (`offset`, `limit` ≤ 500).

@@ -7,6 +7,7 @@
 pub mod auth;
 mod config;
 pub mod dashboard;
+mod detail_cache;
 mod error;
 pub mod gateway;
 mod http;

@@ -76,6 +76,13 @@ pub(crate) struct Inner {
     pub storage: crate::storage::Storage,
     /// Held while a node joins under a join token (see `http::register_node`).
     pub joins: tokio::sync::Mutex<()>,
+    /// Held by the one watcher writing render progress (frames saved mid-render) at a
+    /// time. The store has one writer; progress that found it taken waits for the
+    /// watcher's next look, so the ends of renders and new leases, which free and fill
+    /// slots, never queue behind a thousand renders' progress.
+    pub progress_writer: tokio::sync::Semaphore,
+    /// Job details as last served, while nothing of their jobs changed.
+    pub details: crate::detail_cache::DetailCache,
 }
 
 /// A render a watcher follows, as it last saw it.
@@ -137,6 +144,7 @@ impl Orchestrator {
         let (fence, _) = watch::channel(store.lead(&id, LEADER_TTL).await?);
         let media = crate::dashboard::Media::new(&config);
         let storage = crate::storage::Storage::new(&config);
+        let details = crate::detail_cache::DetailCache::new(store.subscribe());
         let o = Orchestrator {
             inner: Arc::new(Inner {
                 id,
@@ -158,6 +166,8 @@ impl Orchestrator {
                 media,
                 storage,
                 joins: tokio::sync::Mutex::new(()),
+                progress_writer: tokio::sync::Semaphore::new(1),
+                details,
             }),
         };
         tracing::info!(orchestrator = %o.id(), leader = o.fence().is_some(), "orchestrator started");

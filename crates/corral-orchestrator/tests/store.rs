@@ -16,8 +16,8 @@ use corral_core::orchestrator_api::{
 use corral_core::schedule::Assignment;
 use corral_core::{JobId, LeaseId, NodeId, NodeJobId, OrchestratorId, TaskId};
 use corral_orchestrator::store::{
-    Admission, Applied, DatabaseUrl, Fence, JobOutcome, NewJob, NodeSecret, Note, RunningFilter,
-    SavedFrame, SqlStore, Store, TaskRecord, TokenKind,
+    Admission, Applied, DatabaseUrl, Fence, FreeSlots, JobOutcome, NewJob, NodeSecret, Note,
+    RunningFilter, SavedFrame, SqlStore, Store, TaskRecord, TokenKind,
 };
 use corral_testkit::PgServer;
 use sqlx::Connection;
@@ -324,6 +324,7 @@ async fn leases_fence_out_stale_writers(db: &Db) {
         Command::Complete {
             lease: first,
             frames_recorded: 0,
+            render_ms: None,
         },
         Command::Fail {
             lease: first,
@@ -361,6 +362,7 @@ async fn leases_fence_out_stale_writers(db: &Db) {
             Command::Complete {
                 lease: second,
                 frames_recorded: 0,
+                render_ms: None,
             },
             frames(&[2]),
         )
@@ -543,6 +545,7 @@ async fn job_commands_follow_one_rule(db: &Db) {
             Command::Complete {
                 lease: l,
                 frames_recorded: 0,
+                render_ms: None,
             },
             Note::default(),
         )
@@ -604,6 +607,37 @@ async fn a_task_is_never_leased_to_a_node_that_cannot_take_it(db: &Db) {
     assert!(store.running(RunningFilter::All).await.unwrap().is_empty());
 }
 both!(a_task_is_never_leased_to_a_node_that_cannot_take_it);
+
+/// The dispatcher's view of room: only up, undrained nodes with a free slot, each with
+/// how many, and the slots of every node that takes work, busy or not.
+async fn free_slots_name_only_nodes_with_room(db: &Db) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    let fence = leader(s, "o1").await;
+    assert_eq!(s.free_slots().await.unwrap(), FreeSlots::default());
+    let a = node_up(s, "a", 2).await;
+    let b = node_up(s, "b", 1).await;
+    let c = node_up(s, "c", 3).await;
+    s.upsert_node("http://down:3000").await.unwrap();
+    let id = submit(s, r#"{"from":1,"to":20,"chunk_size":5}"#).await;
+    let t = tasks(s, id).await;
+    lease(s, &fence, t[0].task.id, &a).await.unwrap();
+    lease(s, &fence, t[1].task.id, &b).await.unwrap();
+    s.set_draining(&c, true).await.unwrap();
+    let room = s.free_slots().await.unwrap();
+    assert_eq!(
+        room.nodes,
+        [(a.clone(), 1)],
+        "b is full, c draining, one down"
+    );
+    assert_eq!(room.farm, 3, "a's and b's slots");
+    s.set_draining(&c, false).await.unwrap();
+    lease(s, &fence, t[2].task.id, &a).await.unwrap();
+    let room = s.free_slots().await.unwrap();
+    assert_eq!(room.nodes, [(c, 3)]);
+    assert_eq!(room.farm, 6);
+}
+both!(free_slots_name_only_nodes_with_room);
 
 /// Removing a node takes its running tasks back in the same transaction, and a running
 /// task whose node row is missing anyway (left by an older version) is found and re-queued.
@@ -759,6 +793,7 @@ async fn events_reach_every_orchestrator(db: &Db) {
     let stale = Command::Complete {
         lease: LeaseId(99),
         frames_recorded: 0,
+        render_ms: None,
     };
     first.apply(task, stale, Note::default()).await.unwrap();
     first
@@ -767,6 +802,7 @@ async fn events_reach_every_orchestrator(db: &Db) {
             Command::Complete {
                 lease: l,
                 frames_recorded: 0,
+                render_ms: None,
             },
             frames(&[1, 2]),
         )
@@ -999,6 +1035,7 @@ async fn cuts_make_queued_tasks_of_their_tails(db: &Db) {
             Command::Complete {
                 lease: head.lease,
                 frames_recorded: 0,
+                render_ms: None,
             },
             frames(&[1, 2]),
         )
@@ -1032,6 +1069,7 @@ async fn cuts_make_queued_tasks_of_their_tails(db: &Db) {
     let short = Command::Complete {
         lease: next[0].lease,
         frames_recorded: 0,
+        render_ms: None,
     };
     assert!(matches!(
         s.apply(next[0].task, short, Note::default()).await.unwrap(),

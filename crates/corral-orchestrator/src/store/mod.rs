@@ -160,6 +160,15 @@ pub struct NodeRecord {
     pub fingerprint: Option<Fingerprint>,
 }
 
+/// What [`Store::free_slots`] answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FreeSlots {
+    /// Nodes with room, in registration order, and how many renders each can start.
+    pub nodes: Vec<(NodeId, u64)>,
+    /// Slots of the whole farm that takes work (up and not draining).
+    pub farm: u64,
+}
+
 /// A node's own secret (`Authorization: Bearer` on calls to it). Kept as given, since the
 /// orchestrator must present it; its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -391,6 +400,9 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a node by URL, or finds it. New nodes are down until a probe answers.
     async fn upsert_node(&self, url: &str) -> Result<NodeRecord>;
     async fn nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// The nodes that can take work now (up, not draining, with a free slot), with their
+    /// free slots, and the slots of every up and undrained node, busy or not.
+    async fn free_slots(&self) -> Result<FreeSlots>;
     async fn node(&self, id: &NodeId) -> Result<Option<NodeRecord>>;
     /// Records a probe's answer. True if the node was down before.
     async fn node_seen(&self, id: &NodeId, info: &NodeInfo) -> Result<bool>;

@@ -1351,20 +1351,35 @@ impl SqlStore {
             tx.rollback().await?;
             return Ok(Vec::new());
         }
-        let nodes = sqlx::query(&format!("SELECT {NODE_COLS} FROM nodes"))
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut nodes: HashMap<NodeId, NodeRecord> = nodes
+        // Only the nodes this round leases to, and only their running tasks: the writer
+        // holds the database meanwhile, and a farm of a thousand nodes has a round of a
+        // few of them.
+        let mut named: Vec<&str> = assignments.iter().map(|a| a.node.as_str()).collect();
+        named.sort_unstable();
+        named.dedup();
+        let sql = format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE id IN ({})",
+            placeholders(1, named.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in &named {
+            query = query.bind(*id);
+        }
+        let rows = query.fetch_all(&mut *tx).await?;
+        let mut nodes: HashMap<NodeId, NodeRecord> = rows
             .iter()
             .map(|r| node_from_row(r).map(|n| (n.id.clone(), n)))
             .collect::<Result<_>>()
             .map_err(to_sqlx)?;
-        let running: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT node_id, id FROM tasks WHERE state = 'running' AND node_id IS NOT NULL",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for (node, task) in running {
+        let sql = format!(
+            "SELECT node_id, id FROM tasks WHERE state = 'running' AND node_id IN ({})",
+            placeholders(1, named.len())
+        );
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+        for id in &named {
+            query = query.bind(*id);
+        }
+        for (node, task) in query.fetch_all(&mut *tx).await? {
             if let Some(n) = nodes.get_mut(&NodeId::new(node)) {
                 n.running.push(TaskId(task));
             }
@@ -1907,6 +1922,37 @@ impl Store for SqlStore {
         }
         .await;
         result.map_err(db_err)
+    }
+
+    async fn free_slots(&self) -> Result<FreeSlots> {
+        // Counted by the database, which answers a row per node with room only: most
+        // rounds of a busy farm find a few.
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT n.id, n.slots - (SELECT COUNT(*) FROM tasks t
+                                     WHERE t.node_id = n.id AND t.state = 'running') AS free
+             FROM nodes n
+             WHERE n.state = 'up' AND n.draining = 0
+               AND n.slots > (SELECT COUNT(*) FROM tasks t
+                              WHERE t.node_id = n.id AND t.state = 'running')
+             ORDER BY n.registered_at, n.id",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let farm: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(slots), 0) AS BIGINT) FROM nodes
+             WHERE state = 'up' AND draining = 0",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_err)?;
+        Ok(FreeSlots {
+            nodes: rows
+                .into_iter()
+                .map(|(id, free)| (NodeId::new(id), u64::try_from(free).unwrap_or(0)))
+                .collect(),
+            farm: u64::try_from(farm).unwrap_or(0),
+        })
     }
 
     async fn nodes(&self) -> Result<Vec<NodeRecord>> {

@@ -10,7 +10,6 @@ use corral_client::ClientError;
 use corral_core::ids::render_tag;
 use corral_core::lifecycle::Command;
 use corral_core::node_api::{Delivery, JobRequest};
-use corral_core::orchestrator_api::NodeState;
 use corral_core::schedule::{self, NodeSlots, QueuedTask, RenderAtWork};
 use corral_core::{JobId, NodeId, NodeJobId, TaskId};
 use std::collections::{HashMap, HashSet};
@@ -38,19 +37,10 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
         return Ok(());
     };
     let store = o.store();
-    let nodes = store.nodes().await?;
-    let slots: Vec<NodeSlots> = nodes
-        .iter()
-        .filter(|n| n.state == NodeState::Up && !n.draining)
-        .map(|n| NodeSlots {
-            node_id: n.id.clone(),
-            free: (n.slots as usize).saturating_sub(n.running.len()),
-            blocked_jobs: HashSet::new(),
-        })
-        .filter(|n| n.free > 0)
-        .collect();
+    // Only the nodes with room: a round of a busy farm of a thousand nodes finds a few.
+    let room = store.free_slots().await?;
+    let free: usize = room.nodes.iter().map(|(_, f)| *f as usize).sum();
     // Most rounds (woken by every task's end) find the farm full: skip the queue then.
-    let free: usize = slots.iter().map(|n| n.free).sum();
     if free == 0 {
         return Ok(());
     }
@@ -66,27 +56,29 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
     for (job, node) in store.blocklist(o.config().blocklist_after).await? {
         blocked.entry(job).or_default().insert(node);
     }
-    let unrunnable = fail_unrunnable(o, &queued, &nodes, &blocked).await?;
+    let unrunnable = if blocked.is_empty() {
+        HashSet::new()
+    } else {
+        fail_unrunnable(o, &queued, &store.nodes().await?, &blocked).await?
+    };
     let tasks: Vec<QueuedTask> = queued
         .into_iter()
         .filter(|t| !unrunnable.contains(&t.job_id))
         .collect();
-    let slots: Vec<NodeSlots> = slots
+    let slots: Vec<NodeSlots> = room
+        .nodes
         .into_iter()
-        .map(|mut n| {
-            n.blocked_jobs = blocked
+        .map(|(node_id, free)| NodeSlots {
+            blocked_jobs: blocked
                 .iter()
-                .filter(|(_, nodes)| nodes.contains(&n.node_id))
+                .filter(|(_, nodes)| nodes.contains(&node_id))
                 .map(|(job, _)| *job)
-                .collect();
-            n
+                .collect(),
+            node_id,
+            free: free as usize,
         })
         .collect();
-    let farm_slots: usize = nodes
-        .iter()
-        .filter(|n| n.state == NodeState::Up && !n.draining)
-        .map(|n| n.slots as usize)
-        .sum();
+    let farm_slots = room.farm as usize;
     let assignments = schedule::assign(&tasks, &slots, farm_slots);
     if assignments.is_empty() {
         return Ok(());
@@ -112,11 +104,11 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
 /// the one it will stop at become a queued task (cut under the render's lease), which the
 /// next round hands out.
 async fn steal_tails(o: &Orchestrator, idle: usize) -> Result<(), StoreError> {
-    let at_work: Vec<(TaskId, AtWork)> = o
+    let at_work: HashMap<TaskId, AtWork> = o
         .inner
         .at_work
         .lock()
-        .map(|m| m.iter().map(|(t, a)| (*t, a.clone())).collect())
+        .map(|m| m.clone())
         .unwrap_or_default();
     let renders: Vec<RenderAtWork> = at_work
         .iter()
@@ -126,42 +118,58 @@ async fn steal_tails(o: &Orchestrator, idle: usize) -> Result<(), StoreError> {
             to: a.to,
         })
         .collect();
+    // Every node at once: with hundreds of idle slots at a job's end, asking one node
+    // after another would leave the last ones idle for hundreds of round trips.
+    let picks = schedule::pick_tails(&renders, idle)
+        .into_iter()
+        .filter_map(|(task, keep_to)| {
+            let render = at_work.get(&task)?.clone();
+            Some(steal_tail(o, task, render, keep_to))
+        });
     let mut cut = false;
-    for (task, keep_to) in schedule::pick_tails(&renders, idle) {
-        let Some((_, render)) = at_work.iter().find(|(t, _)| *t == task) else {
-            continue;
-        };
-        // The node first: it says which frame it will really stop after.
-        let end = match o
-            .gateway()
-            .truncate(&render.url, &render.node_job, keep_to)
-            .await
-        {
-            Ok(end) if end < render.to => end,
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::debug!(task = %task, error = %e, "the node kept its tail");
-                continue;
-            }
-        };
-        let command = Command::Cut {
-            lease: Some(render.lease),
-            keep_to: end,
-        };
-        if o.apply(task, command, Note::default()).await?.is_applied() {
-            tracing::info!(task = %task, keep_to = end, to = render.to, "took the unstarted tail of a running render");
-            if let Ok(mut at_work) = o.inner.at_work.lock() {
-                if let Some(a) = at_work.get_mut(&task) {
-                    a.to = end;
-                }
-            }
-            cut = true;
-        }
+    for stolen in futures_util::future::join_all(picks).await {
+        cut |= stolen?;
     }
     if cut {
         o.wake();
     }
     Ok(())
+}
+
+/// Takes the frames after `keep_to` off one running render; answers whether it did.
+async fn steal_tail(
+    o: &Orchestrator,
+    task: TaskId,
+    render: AtWork,
+    keep_to: i64,
+) -> Result<bool, StoreError> {
+    // The node first: it says which frame it will really stop after.
+    let end = match o
+        .gateway()
+        .truncate(&render.url, &render.node_job, keep_to)
+        .await
+    {
+        Ok(end) if end < render.to => end,
+        Ok(_) => return Ok(false),
+        Err(e) => {
+            tracing::debug!(task = %task, error = %e, "the node kept its tail");
+            return Ok(false);
+        }
+    };
+    let command = Command::Cut {
+        lease: Some(render.lease),
+        keep_to: end,
+    };
+    if !o.apply(task, command, Note::default()).await?.is_applied() {
+        return Ok(false);
+    }
+    tracing::info!(task = %task, keep_to = end, to = render.to, "took the unstarted tail of a running render");
+    if let Ok(mut at_work) = o.inner.at_work.lock() {
+        if let Some(a) = at_work.get_mut(&task) {
+            a.to = end;
+        }
+    }
+    Ok(true)
 }
 
 /// Fails the jobs whose every known node is blocklisted: they can never finish. Giving up

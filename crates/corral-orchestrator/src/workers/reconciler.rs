@@ -12,7 +12,7 @@ use crate::store::{Applied, Note, RunningFilter, RunningTask, StoreError};
 use crate::workers::watcher;
 use chrono::Utc;
 use corral_core::ids::render_tag;
-use corral_core::lifecycle::Command;
+use corral_core::lifecycle::{Command, TaskState};
 use corral_core::NodeJobId;
 
 pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
@@ -34,6 +34,15 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
         .await?
     {
         if o.is_followed(&task) {
+            continue;
+        }
+        // The list was read before this look: a watcher that ended the task since then
+        // is gone, and the task is no longer running.
+        let current = store.task(task.task).await?;
+        let still_running = current.is_some_and(|t| {
+            t.task.lease == task.lease && matches!(t.task.state, TaskState::Running(_))
+        });
+        if !still_running {
             continue;
         }
         if task.node_job.is_some() {

@@ -211,6 +211,12 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                     wait = frames_every - since_write;
                     continue;
                 }
+                // Another watcher is writing its progress: these frames wait for a later
+                // look (the render's end writes whatever is left).
+                let Ok(_writing) = o.inner.progress_writer.try_acquire() else {
+                    wait = frames_every;
+                    continue;
+                };
                 let command = Command::Progress {
                     lease: task.lease,
                     new_frames: 0,
@@ -309,6 +315,10 @@ async fn ended(o: &Orchestrator, task: &RunningTask, view: JobView, new: Vec<Sav
             let command = Command::Complete {
                 lease: task.lease,
                 frames_recorded: 0,
+                render_ms: view
+                    .started_at
+                    .zip(view.finished_at)
+                    .and_then(|(start, end)| u64::try_from((end - start).num_milliseconds()).ok()),
             };
             loop {
                 match o.apply(task.task, command.clone(), note.clone()).await {

@@ -55,6 +55,9 @@ pub struct SimArgs {
     /// Print the results as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also print how many simulated nodes were rendering, every half second of the run.
+    #[arg(long)]
+    timeline: bool,
 }
 
 /// What `bench sim` reports.
@@ -303,11 +306,20 @@ pub async fn run(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut killed_at = None;
     let mut killed_tags: Vec<String> = Vec::new();
     let job_deadline = Instant::now() + Duration::from_secs(3600);
+    // Rendering nodes, sampled every half second (`--timeline`).
+    let mut timeline: Vec<(f64, usize)> = Vec::new();
     loop {
-        if time_to_full.is_none() {
+        let sample = args.timeline
+            && timeline
+                .last()
+                .is_none_or(|(t, _)| started.elapsed().as_secs_f64() - t >= 0.5);
+        if time_to_full.is_none() || sample {
             let running: usize = nodes.iter().map(|(n, _)| n.running()).sum();
-            if running >= full_at {
+            if time_to_full.is_none() && running >= full_at {
                 time_to_full = Some(started.elapsed());
+            }
+            if sample {
+                timeline.push((started.elapsed().as_secs_f64(), running));
             }
         }
         let (done, frames_done) = heard
@@ -441,6 +453,9 @@ pub async fn run(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
         "orchestrator peak RSS {:.0} MB",
         results.peak_rss_mb
     ));
+    for (t, running) in &timeline {
+        say(&format!("at {t:5.1} s: {running} nodes rendering"));
+    }
 
     if !args.no_tutorial {
         let t = tutorial_round_robin(&args, capacity).await?;
