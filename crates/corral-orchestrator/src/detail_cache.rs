@@ -3,8 +3,9 @@
 //!
 //! An entry is dropped by the next event of its job (a job, task or frame event, from this
 //! orchestrator or, on PostgreSQL, from any sharing the database), which every lookup reads
-//! first, and is never older than [`FRESH`]: a few changes publish no event (a running
-//! task's tail cut off, a dispatch confirmed), and those show within that time.
+//! first, and is read again once it is [`FRESH`] old: a few changes publish no event (a
+//! running task's tail cut off, a dispatch confirmed), and those show within about that
+//! time (one request reads the new copy while the others are answered the old one).
 
 use crate::store::{Store, StoreError};
 use crate::views;
@@ -38,6 +39,9 @@ struct State {
 struct Entry {
     body: Bytes,
     made: Instant,
+    /// A request is reading a newer copy; meanwhile this one answers, for at most
+    /// another [`FRESH`] (the reader may have been dropped with its client).
+    refreshing: bool,
 }
 
 /// What a lookup saw of a job's events, to check an insert against.
@@ -102,10 +106,14 @@ impl DetailCache {
                 return read(store, job).await;
             };
             state.catch_up();
-            if let Some(entry) = state.entries.get(&job) {
-                if entry.made.elapsed() < FRESH {
+            if let Some(entry) = state.entries.get_mut(&job) {
+                let age = entry.made.elapsed();
+                // One request reads a newer copy when it is due; the others do not all
+                // go to the database at the same moment.
+                if age < FRESH || (entry.refreshing && age < 2 * FRESH) {
                     return Ok(Some(entry.body.clone()));
                 }
+                entry.refreshing = true;
             }
             state.mark(job)
         };
@@ -123,6 +131,7 @@ impl DetailCache {
                     Entry {
                         body: body.clone(),
                         made: Instant::now(),
+                        refreshing: false,
                     },
                 );
             }
