@@ -546,10 +546,10 @@ pub fn step(
         next_job.frames_done = (job.frames_done + new_frames).min(job.frames_total);
     }
     if let (Command::Complete { render_ms, .. }, TaskState::Running(r)) = (command, &task.state) {
-        let took = match render_ms {
-            Some(ms) => *ms as f64,
-            None => (now - r.started_at).num_milliseconds().max(0) as f64,
-        };
+        let wall = (now - r.started_at).num_milliseconds().max(0) as f64;
+        // The node's own figure, but never more time than passed here since the lease (a
+        // node's clock, or a hostile node, cannot make a job's frames look slower).
+        let took = render_ms.map_or(wall, |ms| (ms as f64).min(wall));
         let per_frame = took / task.range.len().max(1) as f64;
         // A moving average: recent tasks count most, one odd task does not swing it.
         next_job.frame_ms = Some(match job.frame_ms {
@@ -739,10 +739,13 @@ mod tests {
         };
         let told = step(&running, &job, &complete(Some(500)), later).unwrap();
         assert_eq!(told.job.frame_ms, Some(100.0));
-        // Without the node's figure, the time since the lease is all there is.
-        let untold = step(&running, &job, &complete(None), later).unwrap();
-        let ms = untold.job.frame_ms.unwrap();
-        assert!((1990.0..=2010.0).contains(&ms), "{ms}");
+        // Without the node's figure, or with one longer than the time since the lease,
+        // the time since the lease is all there is.
+        for render_ms in [None, Some(3_600_000)] {
+            let untold = step(&running, &job, &complete(render_ms), later).unwrap();
+            let ms = untold.job.frame_ms.unwrap();
+            assert!((1990.0..=2010.0).contains(&ms), "{render_ms:?}: {ms}");
+        }
     }
 
     #[test]

@@ -64,6 +64,9 @@ impl State {
                     };
                     self.entries.remove(&job);
                     *self.seen.entry(job).or_default() += 1;
+                    if self.seen.len() > 4 * MOST {
+                        self.restart();
+                    }
                 }
                 // Missed events may have touched any job.
                 Err(TryRecvError::Lagged(_)) => self.restart(),
