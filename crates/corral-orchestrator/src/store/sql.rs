@@ -1000,10 +1000,11 @@ impl SqlStore {
                 } else if let Ok(step) =
                     lifecycle::step(&locked.task.task, &locked.job.life, &progress, now)
                 {
-                    let change =
-                        Self::write_locked(&mut tx, &mut locked, step, None, &progress, now)
-                            .await?;
-                    events.extend(change.events.iter().cloned());
+                    // Applied in memory only: the command's own step below writes the
+                    // task and the job whole (a statement less for every render's end).
+                    locked.task.task = step.task;
+                    locked.job.life = step.job;
+                    events.extend(step.events);
                 }
             }
         }
