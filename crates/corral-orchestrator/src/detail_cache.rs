@@ -17,7 +17,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
-/// How long an entry may answer, at most.
+/// How long an entry answers before a request reads a newer copy (the other requests are
+/// answered the entry meanwhile, for at most as long again).
 pub const FRESH: Duration = Duration::from_millis(250);
 
 /// Jobs kept at most; past it, the cache starts again empty.
