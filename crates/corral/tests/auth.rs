@@ -12,7 +12,7 @@
 mod common;
 
 use common::farm::{client, json_of, OrchestratorProcess};
-use common::{eventually, scene, NodeProcess, Scene, CORRAL};
+use common::{describe, eventually, scene, NodeProcess, Scene, CORRAL};
 use reqwest::blocking::RequestBuilder;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -60,15 +60,6 @@ fn corral(args: &[&str], dir: &std::path::Path) -> Output {
         .env_remove("CORRAL_SERVER")
         .output()
         .expect("run corral")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]

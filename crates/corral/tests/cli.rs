@@ -6,7 +6,7 @@
 mod common;
 
 use common::up::Up;
-use common::{assert_png, blender_processes_under, eventually, scene, Scene, CORRAL};
+use common::{assert_png, blender_processes_under, describe, eventually, scene, Scene, CORRAL};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -75,15 +75,6 @@ fn client(args: &[&str]) -> Command {
         }
     }
     cmd
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "{:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Asserts that a command failed with exit status `code` and said why in exactly one

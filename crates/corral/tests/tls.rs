@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{eventually, scene, Scene, CORRAL};
+use common::{describe, eventually, scene, Scene, CORRAL};
 use corral_core::tls::{Fingerprint, JoinString};
 use corral_http::tls::TlsIdentity;
 use serde_json::Value;
@@ -84,15 +84,6 @@ fn corral(args: &[&str], cwd: &Path) -> Output {
         .env_remove("CORRAL_SERVER")
         .output()
         .unwrap()
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The join string printed after `label` (`corral submit --server '` or `corral node

@@ -10,7 +10,7 @@ pub mod uploads;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -436,4 +436,14 @@ pub fn assert_png(path: &Path, width: u32, height: u32) {
         "{}",
         path.display()
     );
+}
+
+/// A finished command's exit status and output, for an assertion's message.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
