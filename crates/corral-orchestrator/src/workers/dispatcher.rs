@@ -127,13 +127,18 @@ async fn steal_tails(o: &Orchestrator, idle: usize) -> Result<(), StoreError> {
             Some(steal_tail(o, task, render, keep_to))
         });
     let mut cut = false;
+    let mut failed = None;
     for stolen in futures_util::future::join_all(picks).await {
-        cut |= stolen?;
+        match stolen {
+            Ok(stolen) => cut |= stolen,
+            Err(e) => failed = Some(e),
+        }
     }
+    // The tails already cut are handed out even when another cut could not be recorded.
     if cut {
         o.wake();
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// Takes the frames after `keep_to` off one running render; answers whether it did.
