@@ -41,8 +41,10 @@ pub struct Assignment {
     pub frames: Option<u64>,
 }
 
-/// How long a task the farm sizes aims to render: long enough that starting it is a small
-/// part of it, short enough that the work spreads over every node.
+/// How long a task the farm sizes aims to render, unless the orchestrator is told
+/// otherwise (`--task-length`): long enough that starting it is a small part of it, short
+/// enough that the work spreads over every node and a job submitted later gets a slot
+/// soon.
 pub const TARGET_TASK_MS: f64 = 30_000.0;
 
 /// How long a task the farm sizes renders at least: a task's start and end cost the
@@ -52,18 +54,24 @@ pub const TARGET_TASK_MS: f64 = 30_000.0;
 pub const MIN_TASK_MS: f64 = 1_000.0;
 
 /// Frames for the next piece of a job the farm sizes, with `remaining` frames not yet
-/// dispatched and `farm_slots` render slots in the farm: one frame until the job's frame
-/// time is measured, then what renders in about [`TARGET_TASK_MS`], but never more than
-/// an even share of what remains over every slot, so pieces shrink toward the end and
-/// every node finishes at about the same time; and never less than [`MIN_TASK_MS`].
-pub fn auto_chunk(remaining: u64, farm_slots: usize, frame_ms: Option<f64>) -> u64 {
+/// dispatched and `farm_slots` render slots in the farm: an even share of what remains
+/// over every slot, so every node finishes at about the same time, and, once the job's
+/// frame time is measured, no more than renders in about `target_ms` and no less
+/// than [`MIN_TASK_MS`].
+///
+/// Before the frame time is known the share is not capped: each render's own first frames
+/// measure it, and [`pick_overlong`] then cuts a render's frames beyond the target off for
+/// the queue. Starting with one-frame pieces to measure instead made every node of a large
+/// farm end its first piece together, and the farm waited for a thousand ends and leases
+/// to be recorded before it rendered again.
+pub fn auto_chunk(remaining: u64, farm_slots: usize, frame_ms: Option<f64>, target_ms: f64) -> u64 {
     let remaining = remaining.max(1);
-    let Some(ms) = frame_ms.filter(|ms| *ms > 0.0) else {
-        return 1;
-    };
-    let target = (TARGET_TASK_MS / ms).floor().max(1.0) as u64;
-    let least = (MIN_TASK_MS / ms).ceil().max(1.0) as u64;
     let share = remaining.div_ceil(farm_slots.max(1) as u64);
+    let Some(ms) = frame_ms.filter(|ms| *ms > 0.0) else {
+        return share;
+    };
+    let target = (target_ms / ms).floor().max(1.0) as u64;
+    let least = (MIN_TASK_MS / ms).ceil().max(1.0) as u64;
     target.min(share).max(least).clamp(1, remaining)
 }
 
@@ -80,15 +88,24 @@ pub struct NodeSlots {
 /// first), then job submission, then position in the job's queue order; each to an allowed node with a free
 /// slot, preferring one the task has not failed on, then the one with most free slots
 /// (spreading work), then the first listed. A splittable task is cut into pieces of
-/// [`auto_chunk`] frames, one per free slot, until it is all placed. `farm_slots` counts
-/// every slot of the farm, busy or not.
-pub fn assign(tasks: &[QueuedTask], nodes: &[NodeSlots], farm_slots: usize) -> Vec<Assignment> {
+/// [`auto_chunk`] frames (aiming at `target_ms` of rendering), one per free slot, until it
+/// is all placed. `farm_slots` counts every slot of the farm, busy or not.
+pub fn assign(
+    tasks: &[QueuedTask],
+    nodes: &[NodeSlots],
+    farm_slots: usize,
+    target_ms: f64,
+) -> Vec<Assignment> {
     let mut order: Vec<&QueuedTask> = tasks.iter().collect();
     order.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.job_seq, t.index));
     let mut free: Vec<usize> = nodes.iter().map(|n| n.free).collect();
     let mut out = Vec::new();
     for task in order {
         let mut remaining = task.frames.max(1);
+        // One size for every piece cut this round: sizing each piece from what the pieces
+        // before it left would shrink them one after another, and leave a third of a
+        // large job queued after a round over a thousand idle slots.
+        let size = auto_chunk(remaining, farm_slots, task.frame_ms, target_ms);
         loop {
             if free.iter().all(|&f| f == 0) {
                 return out;
@@ -109,7 +126,7 @@ pub fn assign(tasks: &[QueuedTask], nodes: &[NodeSlots], farm_slots: usize) -> V
             };
             free[i] -= 1;
             let piece = if task.splittable {
-                auto_chunk(remaining, farm_slots, task.frame_ms)
+                size.min(remaining)
             } else {
                 remaining
             };
@@ -131,13 +148,16 @@ pub fn assign(tasks: &[QueuedTask], nodes: &[NodeSlots], farm_slots: usize) -> V
 pub const MIN_STOLEN_FRAMES: i64 = 2;
 
 /// A running render as its watcher last saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RenderAtWork {
     pub task: TaskId,
     /// The frame being rendered now (or the next to render).
     pub current: i64,
     /// The render's last frame.
     pub to: i64,
+    /// Its time per frame in milliseconds, as its watcher measured it, when its task is
+    /// one the farm sizes and a frame of it was saved; `None` otherwise.
+    pub frame_ms: Option<f64>,
 }
 
 /// Which running renders give their unstarted tails to `idle` idle slots (nothing being
@@ -153,6 +173,24 @@ pub fn pick_tails(renders: &[RenderAtWork], idle: usize) -> Vec<(TaskId, i64)> {
         .into_iter()
         .take(idle)
         .map(|r| (r.task, r.current))
+        .collect()
+}
+
+/// Which renders of tasks the farm sizes have more frames ahead than render in about
+/// `target_ms`, at their measured frame time: each keeps the frames it renders in
+/// that time (at least the one it renders now) and gives the rest, at least
+/// [`MIN_STOLEN_FRAMES`], back to the queue. So a farm-sized task, however large its first
+/// piece was, holds its node about as long as a measured piece would, and a job submitted
+/// later gets a slot within about that long. Answers `(task, keep_to)`.
+pub fn pick_overlong(renders: &[RenderAtWork], target_ms: f64) -> Vec<(TaskId, i64)> {
+    renders
+        .iter()
+        .filter_map(|r| {
+            let ms = r.frame_ms.filter(|ms| *ms > 0.0)?;
+            let keep = ((target_ms / ms).floor() as i64).max(1);
+            let keep_to = r.current.saturating_add(keep - 1);
+            (r.to.saturating_sub(keep_to) >= MIN_STOLEN_FRAMES).then_some((r.task, keep_to))
+        })
         .collect()
 }
 
@@ -197,12 +235,13 @@ mod tests {
             &tasks,
             &[node("a", 1), node("b", 0), node("c", 2)],
             3,
+            TARGET_TASK_MS,
         ));
         assert_eq!(got.len(), 3);
         assert_eq!(got.iter().filter(|(_, n)| n == "a").count(), 1);
         assert_eq!(got.iter().filter(|(_, n)| n == "c").count(), 2);
-        assert!(assign(&tasks, &[node("a", 0)], 1).is_empty());
-        assert!(assign(&[], &[node("a", 3)], 3).is_empty());
+        assert!(assign(&tasks, &[node("a", 0)], 1, TARGET_TASK_MS).is_empty());
+        assert!(assign(&[], &[node("a", 3)], 3, TARGET_TASK_MS).is_empty());
     }
 
     #[test]
@@ -214,7 +253,7 @@ mod tests {
             task(3, new, 0, 2, 0),
             task(4, urgent, 10, 3, 0),
         ];
-        let got: Vec<i64> = pairs(assign(&tasks, &[node("a", 3)], 3))
+        let got: Vec<i64> = pairs(assign(&tasks, &[node("a", 3)], 3, TARGET_TASK_MS))
             .into_iter()
             .map(|(t, _)| t)
             .collect();
@@ -227,25 +266,35 @@ mod tests {
         let mut t = task(1, job, 0, 1, 0);
         t.failed_on = vec![NodeId::new("a")];
         assert_eq!(
-            pairs(assign(&[t.clone()], &[node("a", 2), node("b", 1)], 3)),
+            pairs(assign(
+                &[t.clone()],
+                &[node("a", 2), node("b", 1)],
+                3,
+                TARGET_TASK_MS
+            )),
             vec![(1, "b".to_string())]
         );
         // With only the node it failed on, the retry still runs there...
         assert_eq!(
-            pairs(assign(&[t.clone()], &[node("a", 1)], 1)),
+            pairs(assign(&[t.clone()], &[node("a", 1)], 1, TARGET_TASK_MS)),
             vec![(1, "a".to_string())]
         );
         // ...unless that node is blocklisted for the job.
         let mut blocked = node("a", 1);
         blocked.blocked_jobs.insert(job);
-        assert!(assign(&[t], &[blocked], 1).is_empty());
+        assert!(assign(&[t], &[blocked], 1, TARGET_TASK_MS).is_empty());
     }
 
     #[test]
     fn work_spreads_over_nodes_with_most_free_slots() {
         let job = JobId::new();
         let tasks: Vec<_> = (0..2).map(|i| task(i, job, 0, 1, i as u32)).collect();
-        let got = pairs(assign(&tasks, &[node("a", 1), node("b", 1)], 2));
+        let got = pairs(assign(
+            &tasks,
+            &[node("a", 1), node("b", 1)],
+            2,
+            TARGET_TASK_MS,
+        ));
         assert_eq!(got, vec![(0, "a".to_string()), (1, "b".to_string())]);
     }
 
@@ -255,23 +304,38 @@ mod tests {
         let mut t = task(1, job, 0, 1, 0);
         t.splittable = true;
         t.frames = 100;
-        // Frame time unknown: one frame each, to measure it.
-        let got = assign(&[t.clone()], &[node("a", 1), node("b", 2)], 3);
-        assert_eq!(got.len(), 3);
-        assert!(got
-            .iter()
-            .all(|a| a.task == TaskId(1) && a.frames == Some(1)));
-        // Known: an even share of what remains over the farm's 4 slots (100/4, then
-        // 75/4), at most a target task's worth (30 frames of a second).
-        t.frame_ms = Some(1000.0);
-        let got = assign(&[t.clone()], &[node("a", 2)], 4);
+        // Frame time unknown: an even share over the farm's slots, every piece alike,
+        // and the last takes what is left.
+        let got = assign(
+            &[t.clone()],
+            &[node("a", 1), node("b", 2)],
+            3,
+            TARGET_TASK_MS,
+        );
+        assert!(got.iter().all(|a| a.task == TaskId(1)));
         assert_eq!(
             got.iter().map(|a| a.frames).collect::<Vec<_>>(),
-            [Some(25), Some(19)]
+            [Some(34), Some(34), None]
+        );
+        // Known: an even share over the farm's 4 slots, at most a target task's worth
+        // (30 frames of a second).
+        t.frame_ms = Some(1000.0);
+        let got = assign(&[t.clone()], &[node("a", 2)], 4, TARGET_TASK_MS);
+        assert_eq!(
+            got.iter().map(|a| a.frames).collect::<Vec<_>>(),
+            [Some(25), Some(25)]
+        );
+        t.frame_ms = Some(100.0);
+        t.frames = 100_000;
+        let got = assign(&[t.clone()], &[node("a", 2)], 4, TARGET_TASK_MS);
+        assert_eq!(
+            got.iter().map(|a| a.frames).collect::<Vec<_>>(),
+            [Some(300), Some(300)]
         );
         // The last piece takes what is left (no cut).
+        t.frame_ms = Some(1000.0);
         t.frames = 3;
-        let got = assign(&[t], &[node("a", 5)], 5);
+        let got = assign(&[t], &[node("a", 5)], 5, TARGET_TASK_MS);
         assert_eq!(
             got.iter().map(|a| a.frames).collect::<Vec<_>>(),
             [Some(1), Some(1), None]
@@ -284,6 +348,7 @@ mod tests {
             task: TaskId(task),
             current,
             to,
+            frame_ms: None,
         };
         let renders = [at(1, 3, 10), at(2, 9, 10), at(3, 1, 20), at(4, 5, 5)];
         assert_eq!(pick_tails(&renders, 1), [(TaskId(3), 1)]);
@@ -293,18 +358,47 @@ mod tests {
 
     #[test]
     fn auto_chunks_aim_at_a_target_and_shrink_toward_the_end() {
-        assert_eq!(auto_chunk(1000, 10, None), 1);
+        // Frame time unknown: an even share of what remains (the renders measure it).
+        assert_eq!(auto_chunk(1000, 10, None, TARGET_TASK_MS), 100);
+        assert_eq!(auto_chunk(1005, 10, None, TARGET_TASK_MS), 101);
+        assert_eq!(auto_chunk(3, 10, None, TARGET_TASK_MS), 1);
         // 30 s of 100 ms frames is 300 frames, but a tenth of 1000 is 100.
-        assert_eq!(auto_chunk(1000, 10, Some(100.0)), 100);
-        assert_eq!(auto_chunk(100_000, 10, Some(100.0)), 300);
+        assert_eq!(auto_chunk(1000, 10, Some(100.0), TARGET_TASK_MS), 100);
+        assert_eq!(auto_chunk(100_000, 10, Some(100.0), TARGET_TASK_MS), 300);
         // Slow frames: at least one each.
-        assert_eq!(auto_chunk(1000, 10, Some(600_000.0)), 1);
+        assert_eq!(auto_chunk(1000, 10, Some(600_000.0), TARGET_TASK_MS), 1);
         // Toward the end, pieces shrink to a frame...
-        assert_eq!(auto_chunk(15, 10, Some(1000.0)), 2);
-        assert_eq!(auto_chunk(3, 10, Some(1000.0)), 1);
+        assert_eq!(auto_chunk(15, 10, Some(1000.0), TARGET_TASK_MS), 2);
+        assert_eq!(auto_chunk(3, 10, Some(1000.0), TARGET_TASK_MS), 1);
         // ... but not below a second of rendering (ten 100 ms frames), unless that is all
         // there is left.
-        assert_eq!(auto_chunk(15, 10, Some(100.0)), 10);
-        assert_eq!(auto_chunk(3, 10, Some(100.0)), 3);
+        assert_eq!(auto_chunk(15, 10, Some(100.0), TARGET_TASK_MS), 10);
+        assert_eq!(auto_chunk(3, 10, Some(100.0), TARGET_TASK_MS), 3);
+    }
+
+    #[test]
+    fn renders_longer_than_the_target_give_back_what_lies_beyond_it() {
+        let at = |task, current, to, frame_ms| RenderAtWork {
+            task: TaskId(task),
+            current,
+            to,
+            frame_ms,
+        };
+        let renders = [
+            // 1 s frames: 30 frames (11..=40) are kept, 41..=100 go back.
+            at(1, 11, 100, Some(1000.0)),
+            // 100 ms frames: 300 frames ahead fit, only 100 are left.
+            at(2, 1, 100, Some(100.0)),
+            // Not measured yet, or not sized by the farm: kept whole.
+            at(3, 1, 10_000, None),
+            // Ten-minute frames: only the frame being rendered is kept.
+            at(4, 5, 9, Some(600_000.0)),
+            // One frame beyond the target is not worth a task of its own.
+            at(5, 1, 31, Some(1000.0)),
+        ];
+        assert_eq!(
+            pick_overlong(&renders, TARGET_TASK_MS),
+            [(TaskId(1), 40), (TaskId(4), 5)]
+        );
     }
 }

@@ -22,6 +22,10 @@ pub struct OrchestratorConfig {
     /// Frames per task when a submission names none (the tutorial's BATCH_SIZE); `None`:
     /// the farm sizes tasks from the frame times it measures.
     pub batch_size: Option<u64>,
+    /// How long a task the farm sizes aims to render: its pieces are cut to about this
+    /// much rendering at the job's measured frame time, and a render longer than this
+    /// gives the rest of its frames back to the queue once its frame time is measured.
+    pub task_length: Duration,
     pub max_frames: u64,
     /// Most jobs queued, running or paused at once; more are refused with 503.
     pub max_unfinished_jobs: u64,
@@ -67,6 +71,11 @@ pub struct OrchestratorConfig {
 }
 
 impl OrchestratorConfig {
+    /// [`Self::task_length`] in the scheduling policy's unit.
+    pub fn task_length_ms(&self) -> f64 {
+        self.task_length.as_secs_f64() * 1000.0
+    }
+
     /// Defaults for everything but the data folder.
     pub fn new(data_dir: PathBuf) -> Self {
         OrchestratorConfig {
@@ -76,6 +85,7 @@ impl OrchestratorConfig {
             static_nodes: Vec::new(),
             forget_other_loopback_nodes: false,
             batch_size: None,
+            task_length: Duration::from_millis(corral_core::schedule::TARGET_TASK_MS as u64),
             max_frames: 100_000,
             max_unfinished_jobs: 10_000,
             max_attempts: 3,

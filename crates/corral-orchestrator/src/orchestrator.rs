@@ -95,6 +95,12 @@ pub(crate) struct AtWork {
     pub current: i64,
     /// The render's last frame, as the node knows it.
     pub to: i64,
+    /// Its time per frame in milliseconds, measured by its watcher, when its task is one
+    /// the farm sizes and a frame was saved since the watcher started.
+    pub frame_ms: Option<f64>,
+    /// The dispatcher already asked its node to stop at a target length (once per render:
+    /// a node that kept its frames is not asked again every round).
+    pub trimmed: bool,
 }
 
 /// Marks a lease as followed for as long as it lives.

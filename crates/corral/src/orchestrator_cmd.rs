@@ -38,6 +38,11 @@ pub struct OrchestratorArgs {
     /// it, the farm sizes tasks from the frame time it measures, smaller toward the end.
     #[arg(long, env = "CORRAL_BATCH_SIZE", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     batch_size: Option<u64>,
+    /// Seconds of rendering a task the farm sizes aims at (jobs with no chunk size): long
+    /// enough that starting a task is a small part of it, short enough that a job
+    /// submitted later gets a slot soon.
+    #[arg(long, env = "CORRAL_TASK_LENGTH", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    task_length: u64,
     /// Most frames one job may ask for.
     #[arg(long, env = "CORRAL_MAX_FRAMES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=2_097_149))]
     max_frames: u64,
@@ -214,6 +219,7 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     let database = config.database.redacted();
     config.static_nodes = args.nodes;
     config.batch_size = args.batch_size;
+    config.task_length = Duration::from_secs(args.task_length);
     config.max_frames = args.max_frames;
     config.max_unfinished_jobs = args.max_jobs;
     config.max_attempts = args.max_attempts;

@@ -332,8 +332,8 @@ fn a_restarted_orchestrator_resumes_from_its_database() {
     assert!(farm.busy_blenders().is_empty());
 }
 
-/// Issue 8: a job that names no chunk size is cut at dispatch, one frame per node until
-/// the frame time is measured, then larger pieces that shrink toward the end; with
+/// Issue 8: a job that names no chunk size is cut at dispatch, an even share per node until
+/// the frame time is measured, then pieces sized by it that shrink toward the end; with
 /// `preview_first`, its first, middle and last frames render before the rest.
 #[test]
 fn the_farm_sizes_tasks_and_renders_preview_frames_first() {
@@ -371,6 +371,35 @@ fn the_farm_sizes_tasks_and_renders_preview_frames_first() {
     assert!(last_preview <= first_other, "{page}");
     // Sized by the farm: more tasks than the two nodes, fewer than the frames.
     assert!(tasks.len() > 2 && tasks.len() < 20, "{} tasks", tasks.len());
+}
+
+/// Issue 8: a job that names no chunk size starts as an even share of its frames per slot
+/// (one node: every frame, in one render); once that render's frame time is measured, the
+/// frames beyond the orchestrator's `--task-length` go back to the queue, so the node is
+/// held no longer than that before the queue is looked at again.
+#[test]
+fn a_render_longer_than_the_task_length_gives_its_tail_back() {
+    let farm = Farm::builder()
+        .nodes(1)
+        .orchestrator_args(&["--task-length", "1"])
+        .start();
+    let id = farm.submit(&json!({"from": 1, "to": 40}));
+    let job = farm.wait_job_ended(&id, JOB_DEADLINE);
+    assert_eq!(job["state"], "completed", "{job}");
+    farm.assert_frames(&id, 1, 40);
+    assert_eq!(farm.output_files(&id), frame_names(1, 40));
+    let (_, page) = farm.get(&format!("/api/v1/jobs/{id}/tasks?limit=500"));
+    let tasks = page["tasks"].as_array().unwrap();
+    let mut frames: Vec<i64> = tasks
+        .iter()
+        .flat_map(|t| t["from"].as_i64().unwrap()..=t["to"].as_i64().unwrap())
+        .collect();
+    frames.sort_unstable();
+    assert_eq!(frames, (1..=40).collect::<Vec<_>>(), "{page}");
+    // One node and nothing else queued: without the cut, the first render kept all 40.
+    let first = tasks.iter().find(|t| t["from"] == 1).unwrap();
+    assert!(first["to"].as_i64().unwrap() < 40, "never cut: {page}");
+    assert!(tasks.iter().all(|t| t["state"] == "completed"), "{page}");
 }
 
 /// Issue 8: with a node idle and nothing queued, the running render's unstarted tail is

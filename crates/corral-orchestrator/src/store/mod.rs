@@ -241,6 +241,9 @@ pub struct RunningTask {
     pub started_at: DateTime<Utc>,
     pub progress_at: DateTime<Utc>,
     pub render: RenderSpec,
+    /// Its job leaves the size of its tasks to the farm (no chunk size): a render of it
+    /// may be cut to a target length once its frame time is measured.
+    pub sized_by_farm: bool,
 }
 
 /// A render to stop on a node, with where the node is reached.

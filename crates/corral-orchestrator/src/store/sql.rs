@@ -1464,6 +1464,7 @@ impl SqlStore {
                 started_at: now,
                 progress_at: now,
                 render: locked.job.render.clone(),
+                sized_by_farm: locked.job.chunk_size.is_none(),
             });
         }
         self.commit(tx, events).await?;
@@ -1881,6 +1882,7 @@ impl Store for SqlStore {
                     owner: r.owner,
                     started_at: r.started_at,
                     progress_at: r.progress_at,
+                    sized_by_farm: job.chunk_size.is_none(),
                     render: job.render,
                 })
             })

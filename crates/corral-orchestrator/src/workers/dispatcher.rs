@@ -36,6 +36,7 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
     let Some(fence) = o.fence() else {
         return Ok(());
     };
+    trim_overlong(o).await?;
     let store = o.store();
     // Only the nodes with room: a round of a busy farm of a thousand nodes finds a few.
     let room = store.free_slots().await?;
@@ -79,7 +80,7 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
         })
         .collect();
     let farm_slots = room.farm as usize;
-    let assignments = schedule::assign(&tasks, &slots, farm_slots);
+    let assignments = schedule::assign(&tasks, &slots, farm_slots, o.config().task_length_ms());
     if assignments.is_empty() {
         return Ok(());
     }
@@ -116,16 +117,56 @@ async fn steal_tails(o: &Orchestrator, idle: usize) -> Result<(), StoreError> {
             task: *task,
             current: a.current,
             to: a.to,
+            frame_ms: None,
         })
         .collect();
+    let picks: Vec<(TaskId, AtWork, i64)> = schedule::pick_tails(&renders, idle)
+        .into_iter()
+        .filter_map(|(task, keep_to)| Some((task, at_work.get(&task)?.clone(), keep_to)))
+        .collect();
+    cut_tails(o, picks).await
+}
+
+/// Cuts the renders of farm-sized tasks that reach past the target task length at their
+/// measured frame time ([`schedule::pick_overlong`]): their first pieces are an even share
+/// of the job, sized before any frame time was known. Each render is asked once.
+async fn trim_overlong(o: &Orchestrator) -> Result<(), StoreError> {
+    let picks: Vec<(TaskId, AtWork, i64)> = {
+        let Ok(mut at_work) = o.inner.at_work.lock() else {
+            return Ok(());
+        };
+        let renders: Vec<RenderAtWork> = at_work
+            .iter()
+            .filter(|(_, a)| !a.trimmed && a.frame_ms.is_some())
+            .map(|(task, a)| RenderAtWork {
+                task: *task,
+                current: a.current,
+                to: a.to,
+                frame_ms: a.frame_ms,
+            })
+            .collect();
+        schedule::pick_overlong(&renders, o.config().task_length_ms())
+            .into_iter()
+            .filter_map(|(task, keep_to)| {
+                let a = at_work.get_mut(&task)?;
+                a.trimmed = true;
+                Some((task, a.clone(), keep_to))
+            })
+            .collect()
+    };
+    if picks.is_empty() {
+        return Ok(());
+    }
+    cut_tails(o, picks).await
+}
+
+/// Cuts each render after its `keep_to`, and wakes the dispatcher for the cut-off tails.
+async fn cut_tails(o: &Orchestrator, picks: Vec<(TaskId, AtWork, i64)>) -> Result<(), StoreError> {
     // Every node at once: with hundreds of idle slots at a job's end, asking one node
     // after another would leave the last ones idle for hundreds of round trips.
-    let picks = schedule::pick_tails(&renders, idle)
+    let picks = picks
         .into_iter()
-        .filter_map(|(task, keep_to)| {
-            let render = at_work.get(&task)?.clone();
-            Some(steal_tail(o, task, render, keep_to))
-        });
+        .map(|(task, render, keep_to)| steal_tail(o, task, render, keep_to));
     let mut cut = false;
     let mut failed = None;
     for stolen in futures_util::future::join_all(picks).await {

@@ -122,6 +122,9 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
         task: task.task,
     };
     let mut last_write: Option<Instant> = None;
+    // When this watcher first heard of the render, and how many frames were saved then:
+    // the frames saved since, over the time since, are the render's frame time.
+    let mut first_seen: Option<(Instant, usize)> = None;
     // When frames are waiting to be written, the next long-poll ends in time to write them.
     let mut wait = o.config().long_poll;
     loop {
@@ -169,17 +172,28 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                         .max()
                         .unwrap_or(view.from)
                 });
+                let (seen_at, seen_frames) =
+                    *first_seen.get_or_insert((Instant::now(), view.outputs.len()));
+                let saved_since = view.outputs.len().saturating_sub(seen_frames);
+                let frame_ms = (task.sized_by_farm && saved_since > 0)
+                    .then(|| seen_at.elapsed().as_secs_f64() * 1000.0 / saved_since as f64);
                 if let Ok(mut at_work) = o.inner.at_work.lock() {
-                    at_work.insert(
-                        task.task,
-                        AtWork {
+                    at_work
+                        .entry(task.task)
+                        .and_modify(|a| {
+                            a.current = current;
+                            a.to = view.to;
+                            a.frame_ms = frame_ms;
+                        })
+                        .or_insert_with(|| AtWork {
                             lease: task.lease,
                             url: url.clone(),
                             node_job: node_job.as_str().to_string(),
                             current,
                             to: view.to,
-                        },
-                    );
+                            frame_ms,
+                            trimmed: false,
+                        });
                 }
                 let new: Vec<SavedFrame> = view
                     .outputs

@@ -300,8 +300,16 @@ pub async fn run(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
         args.frames
     ));
 
-    // Time until every idle node renders (or every task is out, when there are fewer).
-    let full_at = (tasks as usize).min(nodes.len());
+    // Time until every idle node renders (or every task is out, when there are fewer). A
+    // job the farm sizes is one task at submission, cut into a piece per slot.
+    let pieces = if args.chunk.is_some() {
+        tasks
+    } else {
+        tasks.max(args.frames)
+    };
+    let full_at = usize::try_from(pieces)
+        .unwrap_or(usize::MAX)
+        .min(nodes.len());
     let mut time_to_full = None;
     let mut killed_at = None;
     let mut killed_tags: Vec<String> = Vec::new();
