@@ -383,11 +383,11 @@ fn a_render_longer_than_the_task_length_gives_its_tail_back() {
         .nodes(1)
         .orchestrator_args(&["--task-length", "1"])
         .start();
-    let id = farm.submit(&json!({"from": 1, "to": 40}));
+    let id = farm.submit(&json!({"from": 1, "to": 120}));
     let job = farm.wait_job_ended(&id, JOB_DEADLINE);
     assert_eq!(job["state"], "completed", "{job}");
-    farm.assert_frames(&id, 1, 40);
-    assert_eq!(farm.output_files(&id), frame_names(1, 40));
+    farm.assert_frames(&id, 1, 120);
+    assert_eq!(farm.output_files(&id), frame_names(1, 120));
     let (_, page) = farm.get(&format!("/api/v1/jobs/{id}/tasks?limit=500"));
     let tasks = page["tasks"].as_array().unwrap();
     let mut frames: Vec<i64> = tasks
@@ -395,10 +395,10 @@ fn a_render_longer_than_the_task_length_gives_its_tail_back() {
         .flat_map(|t| t["from"].as_i64().unwrap()..=t["to"].as_i64().unwrap())
         .collect();
     frames.sort_unstable();
-    assert_eq!(frames, (1..=40).collect::<Vec<_>>(), "{page}");
-    // One node and nothing else queued: without the cut, the first render kept all 40.
+    assert_eq!(frames, (1..=120).collect::<Vec<_>>(), "{page}");
+    // One node and nothing else queued: without the cut, the first render kept all 120.
     let first = tasks.iter().find(|t| t["from"] == 1).unwrap();
-    assert!(first["to"].as_i64().unwrap() < 40, "never cut: {page}");
+    assert!(first["to"].as_i64().unwrap() < 120, "never cut: {page}");
     assert!(tasks.iter().all(|t| t["state"] == "completed"), "{page}");
 }
 

@@ -122,9 +122,13 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
         task: task.task,
     };
     let mut last_write: Option<Instant> = None;
-    // When this watcher first heard of the render, and how many frames were saved then:
-    // the frames saved since, over the time since, are the render's frame time.
-    let mut first_seen: Option<(Instant, usize)> = None;
+    // When this watcher first saw a frame of the render saved, and how many were saved
+    // then: the frames saved since, over the time since, are the render's frame time.
+    // Counting from the render's start instead would count Blender's start-up and scene
+    // loading as frame time: a cold render measured at a few seconds a frame was cut to
+    // pieces so short that each spent most of its time starting Blender.
+    let mut first_saved: Option<(Instant, usize)> = None;
+    let mut measured = false;
     // When frames are waiting to be written, the next long-poll ends in time to write them.
     let mut wait = o.config().long_poll;
     loop {
@@ -172,11 +176,21 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                         .max()
                         .unwrap_or(view.from)
                 });
-                let (seen_at, seen_frames) =
-                    *first_seen.get_or_insert((Instant::now(), view.outputs.len()));
-                let saved_since = view.outputs.len().saturating_sub(seen_frames);
-                let frame_ms = (task.sized_by_farm && saved_since > 0)
-                    .then(|| seen_at.elapsed().as_secs_f64() * 1000.0 / saved_since as f64);
+                let saved = view.outputs.len();
+                if first_saved.is_none() && saved > 0 {
+                    first_saved = Some((Instant::now(), saved));
+                }
+                let frame_ms = first_saved
+                    .filter(|(_, at_first)| task.sized_by_farm && saved > *at_first)
+                    .map(|(seen_at, at_first)| {
+                        seen_at.elapsed().as_secs_f64() * 1000.0 / (saved - at_first) as f64
+                    });
+                if frame_ms.is_some() && !measured {
+                    // The dispatcher may cut this render to the task length now, rather
+                    // than at its next round.
+                    measured = true;
+                    o.wake();
+                }
                 if let Ok(mut at_work) = o.inner.at_work.lock() {
                     at_work
                         .entry(task.task)
