@@ -192,22 +192,22 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                     o.wake();
                 }
                 if let Ok(mut at_work) = o.inner.at_work.lock() {
-                    at_work
-                        .entry(task.task)
-                        .and_modify(|a| {
-                            a.current = current;
-                            a.to = view.to;
-                            a.frame_ms = frame_ms;
-                        })
-                        .or_insert_with(|| AtWork {
+                    // Asked to stop at the task length once per render (per lease).
+                    let trimmed = at_work
+                        .get(&task.task)
+                        .is_some_and(|a| a.lease == task.lease && a.trimmed);
+                    at_work.insert(
+                        task.task,
+                        AtWork {
                             lease: task.lease,
                             url: url.clone(),
                             node_job: node_job.as_str().to_string(),
                             current,
                             to: view.to,
                             frame_ms,
-                            trimmed: false,
-                        });
+                            trimmed,
+                        },
+                    );
                 }
                 let new: Vec<SavedFrame> = view
                     .outputs
