@@ -350,12 +350,18 @@ async fn leases_fence_out_stale_writers(db: &Db) {
         .await
         .unwrap()
         .is_applied());
-    // The same frame again is not counted twice.
+    // The same frame again is not counted twice, nor one listed twice in a report.
     assert!(store
-        .apply(task, progress, frames(&[1]))
+        .apply(task, progress.clone(), frames(&[1]))
         .await
         .unwrap()
         .is_applied());
+    assert!(store
+        .apply(task, progress, frames(&[1, 1]))
+        .await
+        .unwrap()
+        .is_applied());
+    assert_eq!(store.job(job).await.unwrap().unwrap().life.frames_done, 1);
     let done = store
         .apply(
             task,
@@ -364,7 +370,7 @@ async fn leases_fence_out_stale_writers(db: &Db) {
                 frames_recorded: 0,
                 render_ms: None,
             },
-            frames(&[2]),
+            frames(&[2, 2]),
         )
         .await
         .unwrap();

@@ -763,50 +763,71 @@ impl SqlStore {
         frames: &[SavedFrame],
         now: DateTime<Utc>,
     ) -> std::result::Result<Vec<SavedFrame>, sqlx::Error> {
-        let frames: Vec<&SavedFrame> = frames
-            .iter()
-            .filter(|f| task.range.contains(f.frame))
-            .collect();
+        // Each frame once (a node may list one twice: the later entry is its newest copy).
+        let mut by_frame: std::collections::BTreeMap<i64, &SavedFrame> = Default::default();
+        for f in frames.iter().filter(|f| task.range.contains(f.frame)) {
+            by_frame.insert(f.frame, f);
+        }
+        let frames: Vec<&SavedFrame> = by_frame.into_values().collect();
         if frames.is_empty() {
             return Ok(Vec::new());
         }
-        // One statement for the whole report; the frames it inserted come back.
-        let values: Vec<String> = (0..frames.len())
-            .map(|i| format!("($1, $2, $3, {})", placeholders(4 + i * 2, 2)))
-            .collect();
-        let sql = format!(
-            "INSERT INTO frames (job_seq, node_id, done_at, frame, path) VALUES {}
-             ON CONFLICT (job_seq, frame) DO NOTHING RETURNING frame",
-            values.join(", ")
-        );
-        let mut query = sqlx::query_scalar::<_, i64>(&sql)
-            .bind(seq)
-            .bind(node.as_str())
-            .bind(ms(now));
-        for frame in &frames {
-            query = query.bind(frame.frame).bind(frame.path.as_str());
-        }
-        let inserted: std::collections::HashSet<i64> =
-            query.fetch_all(&mut **tx).await?.into_iter().collect();
-        let mut new = Vec::new();
-        for frame in frames {
-            if inserted.contains(&frame.frame) {
-                new.push(frame.clone());
-            } else {
-                // Rendered again (a retry after a partial attempt): the newest copy is the
-                // one to point at.
-                sqlx::query(
-                    "UPDATE frames SET node_id = $1, path = $2, done_at = $3
-                     WHERE job_seq = $4 AND frame = $5 AND (node_id != $1 OR path != $2)",
-                )
-                .bind(node.as_str())
-                .bind(frame.path.as_str())
-                .bind(ms(now))
+        // Which of them are recorded already (a retry after a partial attempt; usually
+        // none). The task's row is locked, and its frames are written only under that
+        // lock, so none can be added between this read and the insert below. Asking for
+        // the few that exist, rather than having the insert return the many it added,
+        // spares a row sent back from SQLite's thread per frame: a render's end at a
+        // farm of a thousand nodes carries a hundred frames.
+        // (Frames are sorted, so the first and last span them all.)
+        let (first, last) = (frames[0].frame, frames[frames.len() - 1].frame);
+        let existing: std::collections::HashSet<i64> = sqlx::query_scalar::<_, i64>(
+            "SELECT frame FROM frames WHERE job_seq = $1 AND frame >= $2 AND frame <= $3",
+        )
+        .bind(seq)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+        let (old, new): (Vec<&SavedFrame>, Vec<&SavedFrame>) = frames
+            .into_iter()
+            .partition(|f| existing.contains(&f.frame));
+        // One statement per thousand frames (a long render's end may carry thousands, more
+        // than a statement may bind).
+        for new in new.chunks(1000) {
+            let values: Vec<String> = (0..new.len())
+                .map(|i| format!("($1, $2, $3, {})", placeholders(4 + i * 2, 2)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO frames (job_seq, node_id, done_at, frame, path) VALUES {}
+                 ON CONFLICT (job_seq, frame) DO NOTHING",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql)
                 .bind(seq)
-                .bind(frame.frame)
-                .execute(&mut **tx)
-                .await?;
+                .bind(node.as_str())
+                .bind(ms(now));
+            for frame in new {
+                query = query.bind(frame.frame).bind(frame.path.as_str());
             }
+            query.execute(&mut **tx).await?;
+        }
+        let new: Vec<SavedFrame> = new.into_iter().cloned().collect();
+        for frame in old {
+            // Rendered again (a retry after a partial attempt): the newest copy is the one
+            // to point at.
+            sqlx::query(
+                "UPDATE frames SET node_id = $1, path = $2, done_at = $3
+                 WHERE job_seq = $4 AND frame = $5 AND (node_id != $1 OR path != $2)",
+            )
+            .bind(node.as_str())
+            .bind(frame.path.as_str())
+            .bind(ms(now))
+            .bind(seq)
+            .bind(frame.frame)
+            .execute(&mut **tx)
+            .await?;
         }
         if !new.is_empty() {
             sqlx::query("UPDATE nodes SET frames_rendered = frames_rendered + $1 WHERE id = $2")
