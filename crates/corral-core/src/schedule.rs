@@ -53,22 +53,27 @@ pub const TARGET_TASK_MS: f64 = 30_000.0;
 /// The tails of such tasks are shared out instead (see [`pick_tails`]).
 pub const MIN_TASK_MS: f64 = 1_000.0;
 
+/// Most frames of a piece cut before the job's frame time is known: a node refuses a render
+/// of more frames than its `--max-frames` (10,000 by default), and an even share of a large
+/// job over a small farm would be more.
+pub const FIRST_SHARE_MAX_FRAMES: u64 = 1_000;
+
 /// Frames for the next piece of a job the farm sizes, with `remaining` frames not yet
 /// dispatched and `farm_slots` render slots in the farm: an even share of what remains
 /// over every slot, so every node finishes at about the same time, and, once the job's
 /// frame time is measured, no more than renders in about `target_ms` and no less
 /// than [`MIN_TASK_MS`].
 ///
-/// Before the frame time is known the share is not capped: each render's own first frames
-/// measure it, and [`pick_overlong`] then cuts a render's frames beyond the target off for
-/// the queue. Starting with one-frame pieces to measure instead made every node of a large
+/// Before the frame time is known the share is capped only at [`FIRST_SHARE_MAX_FRAMES`]:
+/// each render's own first frames measure it, and [`pick_overlong`] then cuts a render's
+/// frames beyond the target off for the queue. Starting with one-frame pieces to measure instead made every node of a large
 /// farm end its first piece together, and the farm waited for a thousand ends and leases
 /// to be recorded before it rendered again.
 pub fn auto_chunk(remaining: u64, farm_slots: usize, frame_ms: Option<f64>, target_ms: f64) -> u64 {
     let remaining = remaining.max(1);
     let share = remaining.div_ceil(farm_slots.max(1) as u64);
     let Some(ms) = frame_ms.filter(|ms| *ms > 0.0) else {
-        return share;
+        return share.min(FIRST_SHARE_MAX_FRAMES);
     };
     let target = (target_ms / ms).floor().max(1.0) as u64;
     let least = (MIN_TASK_MS / ms).ceil().max(1.0) as u64;
@@ -362,6 +367,8 @@ mod tests {
         assert_eq!(auto_chunk(1000, 10, None, TARGET_TASK_MS), 100);
         assert_eq!(auto_chunk(1005, 10, None, TARGET_TASK_MS), 101);
         assert_eq!(auto_chunk(3, 10, None, TARGET_TASK_MS), 1);
+        // ... but no more than a node takes: 100,000 frames over two slots is 1,000 each.
+        assert_eq!(auto_chunk(100_000, 2, None, TARGET_TASK_MS), 1_000);
         // 30 s of 100 ms frames is 300 frames, but a tenth of 1000 is 100.
         assert_eq!(auto_chunk(1000, 10, Some(100.0), TARGET_TASK_MS), 100);
         assert_eq!(auto_chunk(100_000, 10, Some(100.0), TARGET_TASK_MS), 300);
