@@ -303,6 +303,11 @@ mod tests {
         assert_eq!(got, vec![(0, "a".to_string()), (1, "b".to_string())]);
     }
 
+    /// The frames of each piece placed (`None`: the whole task).
+    fn pieces(got: &[Assignment]) -> Vec<Option<u64>> {
+        got.iter().map(|a| a.frames).collect()
+    }
+
     #[test]
     fn a_splittable_task_is_cut_one_piece_per_free_slot() {
         let job = JobId::new();
@@ -318,33 +323,21 @@ mod tests {
             TARGET_TASK_MS,
         );
         assert!(got.iter().all(|a| a.task == TaskId(1)));
-        assert_eq!(
-            got.iter().map(|a| a.frames).collect::<Vec<_>>(),
-            [Some(34), Some(34), None]
-        );
+        assert_eq!(pieces(&got), [Some(34), Some(34), None]);
         // Known: an even share over the farm's 4 slots, at most a target task's worth
         // (30 frames of a second).
         t.frame_ms = Some(1000.0);
         let got = assign(&[t.clone()], &[node("a", 2)], 4, TARGET_TASK_MS);
-        assert_eq!(
-            got.iter().map(|a| a.frames).collect::<Vec<_>>(),
-            [Some(25), Some(25)]
-        );
+        assert_eq!(pieces(&got), [Some(25), Some(25)]);
         t.frame_ms = Some(100.0);
         t.frames = 100_000;
         let got = assign(&[t.clone()], &[node("a", 2)], 4, TARGET_TASK_MS);
-        assert_eq!(
-            got.iter().map(|a| a.frames).collect::<Vec<_>>(),
-            [Some(300), Some(300)]
-        );
+        assert_eq!(pieces(&got), [Some(300), Some(300)]);
         // The last piece takes what is left (no cut).
         t.frame_ms = Some(1000.0);
         t.frames = 3;
         let got = assign(&[t], &[node("a", 5)], 5, TARGET_TASK_MS);
-        assert_eq!(
-            got.iter().map(|a| a.frames).collect::<Vec<_>>(),
-            [Some(1), Some(1), None]
-        );
+        assert_eq!(pieces(&got), [Some(1), Some(1), None]);
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub struct OrchestratorArgs {
     /// Seconds of rendering a task the farm sizes aims at (jobs with no chunk size): long
     /// enough that starting a task is a small part of it, short enough that a job
     /// submitted later gets a slot soon.
-    #[arg(long, env = "CORRAL_TASK_LENGTH", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, env = "CORRAL_TASK_LENGTH", default_value_t = corral_core::schedule::TARGET_TASK_MS as u64 / 1000, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     task_length: u64,
     /// Most frames one job may ask for.
     #[arg(long, env = "CORRAL_MAX_FRAMES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=2_097_149))]

@@ -332,6 +332,17 @@ fn a_restarted_orchestrator_resumes_from_its_database() {
     assert!(farm.busy_blenders().is_empty());
 }
 
+/// Every frame of a job's tasks (as its task list gives them), in order: each frame once
+/// when the tasks cover the job without overlap.
+fn task_frames(tasks: &[Value]) -> Vec<i64> {
+    let mut frames: Vec<i64> = tasks
+        .iter()
+        .flat_map(|t| t["from"].as_i64().unwrap()..=t["to"].as_i64().unwrap())
+        .collect();
+    frames.sort_unstable();
+    frames
+}
+
 /// Issue 8: a job that names no chunk size is cut at dispatch, an even share per node until
 /// the frame time is measured, then pieces sized by it that shrink toward the end; with
 /// `preview_first`, its first, middle and last frames render before the rest.
@@ -347,12 +358,7 @@ fn the_farm_sizes_tasks_and_renders_preview_frames_first() {
     let (_, page) = farm.get(&format!("/api/v1/jobs/{id}/tasks?limit=500"));
     let tasks = page["tasks"].as_array().unwrap().clone();
     // Every frame in exactly one completed task.
-    let mut frames: Vec<i64> = tasks
-        .iter()
-        .flat_map(|t| t["from"].as_i64().unwrap()..=t["to"].as_i64().unwrap())
-        .collect();
-    frames.sort_unstable();
-    assert_eq!(frames, (1..=20).collect::<Vec<_>>(), "{page}");
+    assert_eq!(task_frames(&tasks), (1..=20).collect::<Vec<_>>(), "{page}");
     assert!(tasks.iter().all(|t| t["state"] == "completed"), "{page}");
     // The preview frames (1, the middle 10, and 20) were one-frame tasks started first.
     let started = |t: &Value| t["started_at"].as_str().unwrap().to_string();
@@ -390,12 +396,7 @@ fn a_render_longer_than_the_task_length_gives_its_tail_back() {
     assert_eq!(farm.output_files(&id), frame_names(1, 120));
     let (_, page) = farm.get(&format!("/api/v1/jobs/{id}/tasks?limit=500"));
     let tasks = page["tasks"].as_array().unwrap();
-    let mut frames: Vec<i64> = tasks
-        .iter()
-        .flat_map(|t| t["from"].as_i64().unwrap()..=t["to"].as_i64().unwrap())
-        .collect();
-    frames.sort_unstable();
-    assert_eq!(frames, (1..=120).collect::<Vec<_>>(), "{page}");
+    assert_eq!(task_frames(tasks), (1..=120).collect::<Vec<_>>(), "{page}");
     // One node and nothing else queued: without the cut, the first render kept all 120.
     let first = tasks.iter().find(|t| t["from"] == 1).unwrap();
     assert!(first["to"].as_i64().unwrap() < 120, "never cut: {page}");
@@ -417,12 +418,7 @@ fn an_idle_node_takes_the_unstarted_tail_of_a_running_render() {
     let (_, page) = farm.get(&format!("/api/v1/jobs/{id}/tasks?limit=500"));
     let tasks = page["tasks"].as_array().unwrap();
     assert!(tasks.len() >= 2, "the tail was never taken: {page}");
-    let mut frames: Vec<i64> = tasks
-        .iter()
-        .flat_map(|t| t["from"].as_i64().unwrap()..=t["to"].as_i64().unwrap())
-        .collect();
-    frames.sort_unstable();
-    assert_eq!(frames, (1..=20).collect::<Vec<_>>(), "{page}");
+    assert_eq!(task_frames(tasks), (1..=20).collect::<Vec<_>>(), "{page}");
     let nodes: BTreeSet<&str> = farm
         .frames(&id)
         .iter()
