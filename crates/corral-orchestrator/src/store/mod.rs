@@ -11,6 +11,7 @@
 //! (several orchestrators on one database), with the same SQL.
 
 pub mod sql;
+mod writer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -12,11 +12,12 @@
 //! `pg_notify` inside the transaction, so every orchestrator's listener receives exactly
 //! what was committed.
 
+use super::writer::{Held, Tx, Writer};
 use super::*;
 use corral_core::lifecycle::{self, check_job_command, Running, Tally, TaskState};
 use corral_core::orchestrator_api::TaskStateKind;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -133,12 +134,10 @@ const NODE_COLS: &str = "id, url, state, draining, slots, hostname, blender_vers
     memory_bytes, frames_rendered, last_seen, registered_at, secret, tls_fingerprint";
 const TOKEN_COLS: &str = "id, kind, hash, name, created, revoked";
 
-type Tx<'c> = Transaction<'c, Any>;
-
 /// The orchestrator's database on SQLite or PostgreSQL.
 pub struct SqlStore {
     dialect: Dialect,
-    writer: AnyPool,
+    writer: Writer,
     reader: AnyPool,
     events: broadcast::Sender<Event>,
     listener: Option<tokio::task::JoinHandle<()>>,
@@ -433,29 +432,23 @@ impl SqlStore {
             })
             .collect();
         let url = format!("sqlite://{encoded}?mode=rwc");
-        let writer = AnyPoolOptions::new()
-            .max_connections(1)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    use sqlx::Executor;
-                    // WAL lets readers read beside the writer. NORMAL survives a crash
-                    // of this process (kill -9) but may lose the last commits on power
-                    // loss: fine for progress (a task whose record is lost renders
-                    // again), and it saves an fsync per write. Accepting a job is FULL:
-                    // see `insert_job`.
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            })
-            .connect(&url)
+        let mut writer = {
+            use sqlx::{Connection, Executor};
+            let mut conn = AnyConnection::connect(&url).await.map_err(db_err)?;
+            // WAL lets readers read beside the writer. NORMAL survives a crash of this
+            // process (kill -9) but may lose the last commits on power loss: fine for
+            // progress (a task whose record is lost renders again), and it saves an fsync
+            // per write. Accepting a job is FULL: see `insert_job`.
+            conn.execute(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+            )
             .await
             .map_err(db_err)?;
+            conn
+        };
         sqlx::migrate!("./migrations/sqlite")
-            .run(&writer)
+            .run(&mut writer)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
         let reader = AnyPoolOptions::new()
@@ -473,7 +466,7 @@ impl SqlStore {
             .map_err(db_err)?;
         Ok(SqlStore {
             dialect: Dialect::Sqlite,
-            writer,
+            writer: Writer::Held(Arc::new(tokio::sync::Mutex::new(Held::new(writer)))),
             reader,
             events,
             listener: None,
@@ -517,7 +510,7 @@ impl SqlStore {
         });
         Ok(SqlStore {
             dialect: Dialect::Postgres,
-            writer: pool.clone(),
+            writer: Writer::Pool(pool.clone()),
             reader: pool,
             events,
             listener: Some(listener),
@@ -527,11 +520,7 @@ impl SqlStore {
     /// Commits `tx`, sending `events` with it: on PostgreSQL inside the transaction (so
     /// only committed events travel, to every orchestrator), on SQLite to this process's
     /// subscribers once committed.
-    async fn commit(
-        &self,
-        mut tx: Tx<'_>,
-        events: Vec<Event>,
-    ) -> std::result::Result<(), sqlx::Error> {
+    async fn commit(&self, mut tx: Tx, events: Vec<Event>) -> std::result::Result<(), sqlx::Error> {
         let events = coalesce(events);
         if self.dialect == Dialect::Postgres && !events.is_empty() {
             for payload in notify_payloads(&events) {
@@ -575,7 +564,7 @@ impl SqlStore {
     /// Locks a task's job, then the task (the one order every transaction uses).
     async fn lock(
         &self,
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         task: TaskId,
     ) -> std::result::Result<Option<Locked>, sqlx::Error> {
         let (job_row, task_row) = match self.dialect {
@@ -631,7 +620,7 @@ impl SqlStore {
     }
 
     async fn node_url(
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         node: &NodeId,
     ) -> std::result::Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar("SELECT url FROM nodes WHERE id = $1")
@@ -642,7 +631,7 @@ impl SqlStore {
 
     /// Writes a task's new state (and Blender's last lines, when given).
     async fn write_task(
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         task: &Task,
         log_tail: Option<&[String]>,
     ) -> std::result::Result<(), sqlx::Error> {
@@ -695,7 +684,7 @@ impl SqlStore {
     /// Adds the frames cut off a task (`from`, a task of job `seq`) as a new queued task
     /// beside it, with its queue rank and splittability; answers its id.
     async fn insert_cut_off(
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         seq: i64,
         from: TaskId,
         range: FrameRange,
@@ -720,7 +709,7 @@ impl SqlStore {
     }
 
     async fn write_job(
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         seq: i64,
         job: &JobLife,
         frame_at: Option<DateTime<Utc>>,
@@ -756,7 +745,7 @@ impl SqlStore {
 
     /// Records frames a node reported saved for a running task; answers the new ones.
     async fn record_frames(
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         seq: i64,
         task: &Task,
         node: &NodeId,
@@ -844,7 +833,7 @@ impl SqlStore {
     /// the transaction is done.
     #[allow(clippy::too_many_arguments)]
     async fn write_step(
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         seq: i64,
         prev: &Task,
         failed_on: &mut Vec<NodeId>,
@@ -901,7 +890,7 @@ impl SqlStore {
 
     /// Writes a step of a locked task and keeps `locked` current.
     async fn write_locked(
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         locked: &mut Locked,
         step: lifecycle::Step,
         log_tail: Option<&[String]>,
@@ -929,7 +918,7 @@ impl SqlStore {
     /// cancelled), starting from `job`; answers the changes and the job after them.
     async fn cancel_rest(
         &self,
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         seq: i64,
         mut job: JobLife,
         now: DateTime<Utc>,
@@ -1080,14 +1069,14 @@ impl SqlStore {
         Ok(Applied::Changed(changes))
     }
 
-    async fn begin_raw(&self) -> std::result::Result<Tx<'static>, sqlx::Error> {
+    async fn begin_raw(&self) -> std::result::Result<Tx, sqlx::Error> {
         self.writer.begin().await
     }
 
     /// Takes back running tasks (with the job rows locked in ascending order), inside `tx`.
     async fn take_back_all(
         &self,
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         tasks: Vec<(i64, TaskId)>,
         now: DateTime<Utc>,
     ) -> std::result::Result<(Vec<Change>, Vec<Event>), sqlx::Error> {
@@ -1115,7 +1104,7 @@ impl SqlStore {
     }
 
     async fn running_on(
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         node: &NodeId,
     ) -> std::result::Result<Vec<(i64, TaskId)>, sqlx::Error> {
         let rows: Vec<(i64, i64)> = sqlx::query_as(
@@ -1128,7 +1117,7 @@ impl SqlStore {
     }
 
     async fn node_in(
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         id: &NodeId,
     ) -> std::result::Result<Option<NodeRecord>, sqlx::Error> {
         let row = sqlx::query(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = $1"))
@@ -1140,7 +1129,7 @@ impl SqlStore {
 
     async fn job_by_id(
         &self,
-        tx: &mut Tx<'_>,
+        tx: &mut Tx,
         id: JobId,
     ) -> std::result::Result<Option<(i64, JobRecord)>, sqlx::Error> {
         let row = sqlx::query(&format!(
@@ -1257,17 +1246,9 @@ impl SqlStore {
         let now = Utc::now();
         let sub = &job.submission;
         let ranges = corral_core::chunk::plan(sub.range, sub.chunk_size, sub.preview_first);
-        let mut conn = self.writer.acquire().await?;
-        if self.dialect == Dialect::Sqlite {
-            // The pool has one connection, so this setting covers exactly this
-            // transaction: a `202` promises the job survives even a power loss.
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *conn)
-                .await?;
-        }
-        let result = async {
-            use sqlx::Connection;
-            let mut tx = conn.begin().await?;
+        async {
+            // A `202` promises the job survives even a power loss.
+            let mut tx = self.writer.begin_durable().await?;
             let unfinished: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running', 'paused')",
             )
@@ -1343,13 +1324,7 @@ impl SqlStore {
             self.commit(tx, vec![life.event()]).await?;
             Ok(Admission::Accepted(Box::new(record)))
         }
-        .await;
-        if self.dialect == Dialect::Sqlite {
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *conn)
-                .await?;
-        }
-        result
+        .await
     }
 
     async fn lease_once(
@@ -2070,7 +2045,7 @@ impl Store for SqlStore {
         .bind(me.as_str())
         .bind(url.map(str::to_string))
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.conn().await.map_err(db_err)?)
         .await
         .map_err(db_err)?;
         Ok(())
@@ -2096,7 +2071,7 @@ impl Store for SqlStore {
         // One process uses a SQLite file at a time: a holder there is an earlier process
         // of this one, whose lease need not be waited out.
         .bind(i64::from(self.dialect == Dialect::Sqlite))
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.writer.conn().await.map_err(db_err)?)
         .await
         .map_err(db_err)?;
         Ok(row.map(|(holder, term, expires_at)| Fence {
@@ -2155,7 +2130,7 @@ impl Store for SqlStore {
 
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
-            .execute(&self.writer)
+            .execute(&mut *self.writer.conn().await.map_err(db_err)?)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -2165,7 +2140,7 @@ impl Store for SqlStore {
         sqlx::query("UPDATE nodes SET secret = $1 WHERE id = $2")
             .bind(secret.0.as_str())
             .bind(id.as_str())
-            .execute(&self.writer)
+            .execute(&mut *self.writer.conn().await.map_err(db_err)?)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -2175,7 +2150,7 @@ impl Store for SqlStore {
         sqlx::query("UPDATE nodes SET tls_fingerprint = $1 WHERE id = $2")
             .bind(fp.map(|fp| fp.to_string()))
             .bind(id.as_str())
-            .execute(&self.writer)
+            .execute(&mut *self.writer.conn().await.map_err(db_err)?)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -2190,7 +2165,7 @@ impl Store for SqlStore {
         .bind(hash)
         .bind(name)
         .bind(ms(Utc::now()))
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.conn().await.map_err(db_err)?)
         .await
         .map_err(db_err)?;
         token_from_row(&row)
@@ -2208,7 +2183,7 @@ impl Store for SqlStore {
         sqlx::query("UPDATE tokens SET revoked = COALESCE(revoked, $1) WHERE id = $2")
             .bind(ms(Utc::now()))
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.conn().await.map_err(db_err)?)
             .await
             .map(|r| r.rows_affected() > 0)
             .map_err(db_err)
@@ -2221,7 +2196,7 @@ impl Store for SqlStore {
         .bind(ms(Utc::now()))
         .bind(kind.name())
         .bind(name)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.conn().await.map_err(db_err)?)
         .await
         .map(|r| r.rows_affected())
         .map_err(db_err)
