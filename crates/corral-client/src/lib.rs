@@ -246,12 +246,26 @@ impl NodeClient {
     }
 
     /// Long-polls job `id` until its version passes `since` or `wait` runs out.
-    pub async fn wait(&self, id: &str, since: u64, wait: Duration) -> Result<JobView, ClientError> {
-        let url = format!(
+    /// `GET /job/{id}?wait=&since=[&batch=]`: the render once its version passes `since`
+    /// (progress short of its end no sooner than `batch` after asking), or at the end of
+    /// `wait`.
+    pub async fn wait(
+        &self,
+        id: &str,
+        since: u64,
+        wait: Duration,
+        batch: Duration,
+    ) -> Result<JobView, ClientError> {
+        let mut url = format!(
             "{}/job/{id}?wait={}&since={since}",
             self.base,
             wait.as_secs_f64()
         );
+        // Only when asked: a node of an earlier version refuses a parameter it does not
+        // know.
+        if !batch.is_zero() {
+            url.push_str(&format!("&batch={}", batch.as_secs_f64()));
+        }
         let resp = self
             .http
             .get(&url)

@@ -8,7 +8,7 @@
 
 use crate::ids::{NodeId, TaskId};
 use crate::job::JobId;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// A task waiting for a slot.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,23 +70,49 @@ pub const FIRST_SHARE_MAX_FRAMES: u64 = 1_000;
 /// farm end its first piece together, and the farm waited for a thousand ends and leases
 /// to be recorded before it rendered again.
 pub fn auto_chunk(remaining: u64, farm_slots: usize, frame_ms: Option<f64>, target_ms: f64) -> u64 {
+    match frame_ms.filter(|ms| *ms > 0.0) {
+        Some(ms) => node_chunk(remaining, farm_slots, ms, ms, target_ms),
+        None => remaining
+            .max(1)
+            .div_ceil(farm_slots.max(1) as u64)
+            .min(FIRST_SHARE_MAX_FRAMES),
+    }
+}
+
+/// Frames for the next piece of a job the farm sizes, for a node that renders the job's
+/// frames in `node_ms` each when the job's frames take `job_ms` on average: the node's
+/// share of what remains in proportion to its speed (a node twice as fast as the average
+/// gets twice the even share, so both end together), no more than the node renders in
+/// `target_ms` and no less than it renders in [`MIN_TASK_MS`]. A slow node given a piece
+/// sized at the farm's average would end last, alone.
+pub fn node_chunk(
+    remaining: u64,
+    farm_slots: usize,
+    job_ms: f64,
+    node_ms: f64,
+    target_ms: f64,
+) -> u64 {
     let remaining = remaining.max(1);
-    let share = remaining.div_ceil(farm_slots.max(1) as u64);
-    let Some(ms) = frame_ms.filter(|ms| *ms > 0.0) else {
-        return share.min(FIRST_SHARE_MAX_FRAMES);
-    };
-    let target = (target_ms / ms).floor().max(1.0) as u64;
-    let least = (MIN_TASK_MS / ms).ceil().max(1.0) as u64;
+    let (job_ms, node_ms) = (
+        job_ms.max(f64::MIN_POSITIVE),
+        node_ms.max(f64::MIN_POSITIVE),
+    );
+    let share = (remaining as f64 / farm_slots.max(1) as f64 * job_ms / node_ms).ceil() as u64;
+    let target = (target_ms / node_ms).floor().max(1.0) as u64;
+    let least = (MIN_TASK_MS / node_ms).ceil().max(1.0) as u64;
     target.min(share).max(least).clamp(1, remaining)
 }
 
 /// A node that can take work now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeSlots {
     pub node_id: NodeId,
     pub free: usize,
     /// Jobs this node failed too often for; it gets none of their tasks.
     pub blocked_jobs: HashSet<JobId>,
+    /// This node's measured time per frame of each job it rendered (milliseconds), for
+    /// sizing its pieces of jobs the farm sizes ([`node_chunk`]).
+    pub frame_ms: HashMap<JobId, f64>,
 }
 
 /// Pairs queued tasks with free node slots: tasks in order of job priority (highest
@@ -94,7 +120,8 @@ pub struct NodeSlots {
 /// slot, preferring one the task has not failed on, then the one with most free slots
 /// (spreading work), then the first listed. A splittable task is cut into pieces of
 /// [`auto_chunk`] frames (aiming at `target_ms` of rendering), one per free slot, until it
-/// is all placed. `farm_slots` counts every slot of the farm, busy or not.
+/// is all placed; a node whose frame time for the job is measured gets a piece sized to
+/// its speed ([`node_chunk`]). `farm_slots` counts every slot of the farm, busy or not.
 pub fn assign(
     tasks: &[QueuedTask],
     nodes: &[NodeSlots],
@@ -107,10 +134,16 @@ pub fn assign(
     let mut out = Vec::new();
     for task in order {
         let mut remaining = task.frames.max(1);
-        // One size for every piece cut this round: sizing each piece from what the pieces
-        // before it left would shrink them one after another, and leave a third of a
-        // large job queued after a round over a thousand idle slots.
+        // One size for every piece cut this round (for nodes of one speed): sizing each
+        // piece from what the pieces before it left would shrink them one after another,
+        // and leave a third of a large job queued after a round over a thousand idle slots.
         let size = auto_chunk(remaining, farm_slots, task.frame_ms, target_ms);
+        let size_for = |node: &NodeSlots| match (task.frame_ms, node.frame_ms.get(&task.job_id)) {
+            (Some(job_ms), Some(&node_ms)) if job_ms > 0.0 && node_ms > 0.0 => {
+                node_chunk(task.frames, farm_slots, job_ms, node_ms, target_ms)
+            }
+            _ => size,
+        };
         loop {
             if free.iter().all(|&f| f == 0) {
                 return out;
@@ -131,7 +164,14 @@ pub fn assign(
             };
             free[i] -= 1;
             let piece = if task.splittable {
-                size.min(remaining)
+                let piece = size_for(node).min(remaining);
+                // No crumb is left behind for another node to start on: a stolen tail a
+                // little longer than a piece goes whole.
+                if remaining - piece < piece / 2 {
+                    remaining
+                } else {
+                    piece
+                }
             } else {
                 remaining
             };
@@ -165,19 +205,66 @@ pub struct RenderAtWork {
     pub frame_ms: Option<f64>,
 }
 
-/// Which running renders give their unstarted tails to `idle` idle slots (nothing being
-/// queued): those with the longest tails after the frame they render now, each keeping
-/// that frame. Answers `(task, keep_to)`.
-pub fn pick_tails(renders: &[RenderAtWork], idle: usize) -> Vec<(TaskId, i64)> {
-    let mut candidates: Vec<&RenderAtWork> = renders
+/// Which running renders give their unstarted tails to idle slots (nothing being queued),
+/// given each idle slot's measured frame time for the work at hand (`None` when unknown).
+/// Answers `(task, keep_to)`.
+///
+/// Once renders' frame times are measured, the frames left are balanced: at the farm's
+/// speed (the renders' and the idle slots' together) they take some time T, and each
+/// render keeps what it renders in T, giving the rest (at least [`MIN_STOLEN_FRAMES`])
+/// back. A render or slot not measured counts at the renders' mean speed. So a fast node
+/// that runs dry takes a slow node's tail in proportion to its speed, and the two end
+/// together, rather than the slow node keeping one frame and then taking a piece of its
+/// own tail back at its own pace.
+///
+/// With no frame time measured, the renders with the longest tails after the frame they
+/// render now give the rest away, one per idle slot.
+pub fn pick_tails(renders: &[RenderAtWork], idle: &[Option<f64>]) -> Vec<(TaskId, i64)> {
+    let measured: Vec<f64> = renders
         .iter()
-        .filter(|r| r.to - r.current >= MIN_STOLEN_FRAMES)
+        .filter_map(|r| r.frame_ms.filter(|ms| *ms > 0.0))
         .collect();
-    candidates.sort_by_key(|r| (std::cmp::Reverse(r.to - r.current), r.task));
-    candidates
+    if measured.is_empty() {
+        let mut candidates: Vec<&RenderAtWork> = renders
+            .iter()
+            .filter(|r| r.to - r.current >= MIN_STOLEN_FRAMES)
+            .collect();
+        candidates.sort_by_key(|r| (std::cmp::Reverse(r.to - r.current), r.task));
+        return candidates
+            .into_iter()
+            .take(idle.len())
+            .map(|r| (r.task, r.current))
+            .collect();
+    }
+    let mean_rate = measured.iter().map(|ms| 1.0 / ms).sum::<f64>() / measured.len() as f64;
+    let rate = |ms: Option<f64>| ms.filter(|ms| *ms > 0.0).map_or(mean_rate, |ms| 1.0 / ms);
+    let left: f64 = renders
+        .iter()
+        .map(|r| (r.to - r.current + 1).max(0) as f64)
+        .sum();
+    let farm_rate: f64 = renders.iter().map(|r| rate(r.frame_ms)).sum::<f64>()
+        + idle.iter().map(|ms| rate(*ms)).sum::<f64>();
+    let finish_ms = left / farm_rate;
+    // The renders whose tails take longest beyond T, one per idle slot: each tail goes
+    // whole to one slot (see `assign`), and every cut costs its render a round trip.
+    let mut picks: Vec<(f64, TaskId, i64)> = renders
+        .iter()
+        .filter_map(|r| {
+            let keep = ((finish_ms * rate(r.frame_ms)).ceil() as i64).max(1);
+            let keep_to = r.current.saturating_add(keep - 1);
+            let given = r.to.saturating_sub(keep_to);
+            (given >= MIN_STOLEN_FRAMES).then_some((
+                given as f64 / rate(r.frame_ms),
+                r.task,
+                keep_to,
+            ))
+        })
+        .collect();
+    picks.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    picks
         .into_iter()
-        .take(idle)
-        .map(|r| (r.task, r.current))
+        .take(idle.len())
+        .map(|(_, task, keep_to)| (task, keep_to))
         .collect()
 }
 
@@ -222,6 +309,7 @@ mod tests {
             node_id: NodeId::new(id),
             free,
             blocked_jobs: HashSet::new(),
+            frame_ms: HashMap::new(),
         }
     }
 
@@ -349,9 +437,87 @@ mod tests {
             frame_ms: None,
         };
         let renders = [at(1, 3, 10), at(2, 9, 10), at(3, 1, 20), at(4, 5, 5)];
-        assert_eq!(pick_tails(&renders, 1), [(TaskId(3), 1)]);
-        assert_eq!(pick_tails(&renders, 5), [(TaskId(3), 1), (TaskId(1), 3)]);
-        assert!(pick_tails(&renders, 0).is_empty());
+        assert_eq!(pick_tails(&renders, &[None]), [(TaskId(3), 1)]);
+        assert_eq!(
+            pick_tails(&renders, &[None; 5]),
+            [(TaskId(3), 1), (TaskId(1), 3)]
+        );
+        assert!(pick_tails(&renders, &[]).is_empty());
+    }
+
+    fn measured(task: i64, current: i64, to: i64, frame_ms: f64) -> RenderAtWork {
+        RenderAtWork {
+            task: TaskId(task),
+            current,
+            to,
+            frame_ms: Some(frame_ms),
+        }
+    }
+
+    #[test]
+    fn a_tail_is_shared_with_an_idle_slot_in_proportion_to_speed() {
+        // 100 frames left at 100 ms, an idle slot four times as fast: together they
+        // render them in 2 s, so the render keeps 20 frames and the slot gets 80.
+        let slow = [measured(1, 1, 100, 100.0)];
+        assert_eq!(pick_tails(&slow, &[Some(25.0)]), [(TaskId(1), 20)]);
+        // An idle slot as slow as the render: half each.
+        assert_eq!(pick_tails(&slow, &[Some(100.0)]), [(TaskId(1), 50)]);
+        // A slot not measured counts at the renders' mean speed.
+        assert_eq!(pick_tails(&slow, &[None]), [(TaskId(1), 50)]);
+        // One render per idle slot: the one whose tail takes longest beyond the balanced
+        // end of 1.78 s (render 2: 42 frames of 100 ms beyond it, against render 1's 28
+        // of 25 ms); with two idle slots, both.
+        let two = [measured(1, 1, 100, 25.0), measured(2, 1, 60, 100.0)];
+        assert_eq!(pick_tails(&two, &[Some(25.0)]), [(TaskId(2), 18)]);
+        assert_eq!(pick_tails(&two, &[Some(25.0); 2]).len(), 2);
+        // Renders that end together have nothing worth giving.
+        let even = [measured(1, 9, 10, 100.0), measured(2, 9, 10, 100.0)];
+        assert!(pick_tails(&even, &[Some(100.0)]).is_empty());
+    }
+
+    #[test]
+    fn a_piece_is_sized_to_the_node_that_takes_it() {
+        // Twice the average speed: twice the even share; half: half.
+        assert_eq!(node_chunk(1000, 10, 100.0, 50.0, TARGET_TASK_MS), 200);
+        assert_eq!(node_chunk(1000, 10, 100.0, 200.0, TARGET_TASK_MS), 50);
+        // Still no more than the target length, and no less than a second, at its speed.
+        assert_eq!(node_chunk(100_000, 10, 100.0, 50.0, TARGET_TASK_MS), 600);
+        assert_eq!(node_chunk(10, 10, 100.0, 50.0, TARGET_TASK_MS), 10);
+        let job = JobId::new();
+        let mut t = task(1, job, 0, 1, 0);
+        t.splittable = true;
+        t.frames = 1000;
+        t.frame_ms = Some(100.0);
+        let mut fast = node("fast", 1);
+        fast.frame_ms.insert(job, 50.0);
+        let mut slow = node("slow", 1);
+        slow.frame_ms.insert(job, 200.0);
+        let got = assign(&[t], &[fast, slow], 10, TARGET_TASK_MS);
+        assert_eq!(pieces(&got), [Some(200), Some(50)]);
+    }
+
+    #[test]
+    fn a_piece_leaves_no_crumb_behind() {
+        // A 57-frame tail for a node of 25 ms frames: a piece would be 40 frames (a
+        // second's least), leaving 17 for another node to start on; it takes all 57.
+        let job = JobId::new();
+        let mut t = task(1, job, 0, 1, 0);
+        t.splittable = true;
+        t.frames = 57;
+        t.frame_ms = Some(100.0);
+        let mut fast = node("fast", 2);
+        fast.frame_ms.insert(job, 25.0);
+        assert_eq!(
+            pieces(&assign(&[t.clone()], &[fast.clone()], 1000, TARGET_TASK_MS)),
+            [None]
+        );
+        // 100 frames: pieces of 40 while what they leave is at least half a piece.
+        t.frames = 100;
+        fast.free = 3;
+        assert_eq!(
+            pieces(&assign(&[t], &[fast], 1000, TARGET_TASK_MS)),
+            [Some(40), Some(40), None]
+        );
     }
 
     #[test]

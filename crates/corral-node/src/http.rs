@@ -122,40 +122,50 @@ async fn submit_job(
     Ok(job_response(view, true))
 }
 
-/// `?wait=SECONDS[&since=VERSION]`: hold the answer until the job changes.
+/// `?wait=SECONDS[&since=VERSION][&batch=SECONDS]`: hold the answer until the job
+/// changes; with `batch`, answer progress short of the render's end no sooner than that
+/// long after the request (the end at once).
 struct WaitParams {
     wait: Option<Duration>,
     since: Option<u64>,
+    batch: Duration,
+}
+
+/// A query parameter that is a number of seconds, at most `max`.
+fn seconds(
+    query: &HashMap<String, String>,
+    name: &str,
+    max: Duration,
+) -> Result<Option<Duration>, ApiError> {
+    let Some(raw) = query.get(name) else {
+        return Ok(None);
+    };
+    let secs: f64 = raw
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| FieldError::new(name, format!("`{raw}` is not a number of seconds")))?;
+    if secs > max.as_secs_f64() {
+        return Err(FieldError::new(name, format!("at most {} seconds", max.as_secs())).into());
+    }
+    Ok(Some(Duration::from_secs_f64(secs)))
 }
 
 fn wait_params(query: &HashMap<String, String>, max: Duration) -> Result<WaitParams, ApiError> {
     // A misspelt `wait` would silently turn a long-poll into a plain poll.
-    if let Some(unknown) = query.keys().find(|k| *k != "wait" && *k != "since") {
+    if let Some(unknown) = query
+        .keys()
+        .find(|k| !["wait", "since", "batch"].contains(&k.as_str()))
+    {
         let shown: String = unknown.chars().take(50).collect();
         return Err(FieldError::new(
             shown.clone(),
-            format!("unknown query parameter `{shown}`; expected `wait` and `since`"),
+            format!("unknown query parameter `{shown}`; expected `wait`, `since` and `batch`"),
         )
         .into());
     }
-    let wait = match query.get("wait") {
-        None => None,
-        Some(raw) => {
-            let secs: f64 = raw
-                .parse()
-                .ok()
-                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-                .ok_or_else(|| {
-                    FieldError::new("wait", format!("`{raw}` is not a number of seconds"))
-                })?;
-            if secs > max.as_secs_f64() {
-                return Err(
-                    FieldError::new("wait", format!("at most {} seconds", max.as_secs())).into(),
-                );
-            }
-            Some(Duration::from_secs_f64(secs))
-        }
-    };
+    let wait = seconds(query, "wait", max)?;
+    let batch = seconds(query, "batch", max)?.unwrap_or_default();
     let since = match query.get("since") {
         None => None,
         Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
@@ -165,7 +175,7 @@ fn wait_params(query: &HashMap<String, String>, max: Duration) -> Result<WaitPar
             )
         })?),
     };
-    Ok(WaitParams { wait, since })
+    Ok(WaitParams { wait, since, batch })
 }
 
 async fn get_job(
@@ -182,7 +192,7 @@ async fn get_job(
     let view = match params.wait {
         Some(wait) if !wait.is_zero() => {
             let since = params.since.unwrap_or(view.version);
-            node.wait_for_change(id, since, wait)
+            node.wait_for_change(id, since, wait, params.batch)
                 .await
                 .ok_or(ApiError::JobNotFound(key))?
         }
@@ -197,7 +207,7 @@ async fn cancel_job(State(node): State<Node>, PathId(key): PathId) -> Result<Res
     // A running job ends when its Blender group is reaped, which takes milliseconds; wait
     // for it briefly so the answer usually shows the final state.
     let view = node
-        .wait_for_change(id, u64::MAX, Duration::from_secs(2))
+        .wait_for_change(id, u64::MAX, Duration::from_secs(2), Duration::ZERO)
         .await
         .ok_or(ApiError::JobNotFound(key))?;
     Ok(job_response(view, false))

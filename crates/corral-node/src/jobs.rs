@@ -528,25 +528,32 @@ impl Node {
     }
 
     /// Waits until job `id`'s version passes `since`, `timeout` runs out, or the node shuts
-    /// down; then returns its view.
+    /// down; then returns its view. Progress short of the end is answered no sooner than
+    /// `batch` after the call (the end at once), so a watcher of a render saving many frames
+    /// a second gets them a few at a time instead of one answer each.
     pub async fn wait_for_change(
         &self,
         id: JobId,
         since: u64,
         timeout: Duration,
+        batch: Duration,
     ) -> Option<JobView> {
         let mut changes = self.inner.changes.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        let deadline = now + timeout;
+        let batched = (now + batch).min(deadline);
         loop {
             // Every change to any job wakes every waiter: look at the version alone
             // before building (cloning) a whole view.
             let (version, ended) = self.with_job(id, |j| (j.version, j.state.is_terminal()))?;
-            if version > since || ended {
+            let moved = version > since;
+            if ended || (moved && tokio::time::Instant::now() >= batched) {
                 return self.view(id);
             }
+            let until = if moved { batched } else { deadline };
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return self.view(id) },
-                () = tokio::time::sleep_until(deadline) => return self.view(id),
+                () = tokio::time::sleep_until(until) => if !moved { return self.view(id) },
                 () = self.inner.closed.cancelled() => return self.view(id),
             }
         }

@@ -17,14 +17,16 @@ use std::time::Duration;
 pub trait NodeGateway: Send + Sync + 'static {
     /// `POST /job`: hands a node a render.
     async fn submit(&self, url: &str, request: &JobRequest) -> Result<JobView, ClientError>;
-    /// `GET /job/{id}?wait=&since=`: the render once its version passes `since`, or at the
-    /// end of `wait`.
+    /// `GET /job/{id}?wait=&since=[&batch=]`: the render once its version passes `since`
+    /// (progress short of its end no sooner than `batch` after asking), or at the end of
+    /// `wait`.
     async fn wait(
         &self,
         url: &str,
         node_job: &str,
         since: u64,
         wait: Duration,
+        batch: Duration,
     ) -> Result<JobView, ClientError>;
     /// `DELETE /job/{id}`: stops a render.
     async fn cancel(&self, url: &str, node_job: &str) -> Result<JobView, ClientError>;
@@ -122,8 +124,9 @@ impl NodeGateway for HttpGateway {
         node_job: &str,
         since: u64,
         wait: Duration,
+        batch: Duration,
     ) -> Result<JobView, ClientError> {
-        self.client(url)?.wait(node_job, since, wait).await
+        self.client(url)?.wait(node_job, since, wait, batch).await
     }
 
     async fn cancel(&self, url: &str, node_job: &str) -> Result<JobView, ClientError> {

@@ -57,6 +57,11 @@ pub(crate) struct Inner {
     pub fence: watch::Sender<Option<Fence>>,
     /// The renders this process watches, as last seen: what tail stealing picks from.
     pub at_work: Mutex<std::collections::HashMap<TaskId, AtWork>>,
+    /// Each node's time per frame of each job it renders or rendered, as this process's
+    /// watchers measured it (jobs the farm sizes only): pieces and stolen tails are sized to
+    /// the node that takes them. Entries of jobs with nothing queued or at work are dropped
+    /// by the dispatcher.
+    pub frame_ms: Mutex<std::collections::HashMap<(JobId, NodeId), f64>>,
     /// When each node's stray renders were last looked for (absent: not since it came up).
     pub swept: Mutex<std::collections::HashMap<NodeId, std::time::Instant>>,
     /// When each node last answered this process's probe. The store's `last_seen` is
@@ -88,6 +93,7 @@ pub(crate) struct Inner {
 /// A render a watcher follows, as it last saw it.
 #[derive(Debug, Clone)]
 pub(crate) struct AtWork {
+    pub job: JobId,
     pub lease: LeaseId,
     pub url: String,
     pub node_job: String,
@@ -167,6 +173,7 @@ impl Orchestrator {
                 swept: Mutex::new(std::collections::HashMap::new()),
                 answered: Mutex::new(std::collections::HashMap::new()),
                 at_work: Mutex::new(std::collections::HashMap::new()),
+                frame_ms: Mutex::new(std::collections::HashMap::new()),
                 healthy_since: Mutex::new(Some(std::time::Instant::now())),
                 local_events: broadcast::channel(1024).0,
                 media,
@@ -449,9 +456,10 @@ impl Orchestrator {
         if node.state == NodeState::Down {
             let o = self.clone();
             let probe = node.clone();
-            self.inner
-                .workers
-                .spawn(async move { crate::workers::health::probe(&o, probe).await });
+            self.inner.workers.spawn(async move {
+                // A node that was down is written at once: nothing is left to batch.
+                crate::workers::health::probe(&o, probe).await;
+            });
         }
         Ok(node)
     }

@@ -1163,3 +1163,42 @@ async fn tokens_are_stored_by_hash_and_revoked(db: &Db) {
     );
 }
 both!(tokens_are_stored_by_hash_and_revoked);
+
+both!(a_probe_round_moves_only_the_last_seen_of_nodes_still_up);
+async fn a_probe_round_moves_only_the_last_seen_of_nodes_still_up(db: &Db) {
+    let store = db.open().await;
+    let store = store.as_ref();
+    let _fence = leader(store, "o1").await;
+    let a = node_up(store, "a", 1).await;
+    let b = node_up(store, "b", 1).await;
+    assert!(store.node_lost(&b).await.unwrap().is_some(), "b was up");
+    let before = |id: &NodeId| {
+        let id = id.clone();
+        async move { store.node(&id).await.unwrap().unwrap() }
+    };
+    let (a_before, b_before) = (before(&a).await, before(&b).await);
+    let at = a_before.last_seen.unwrap() + chrono::TimeDelta::seconds(30);
+    // Many at once, past the statement's size, and unknown ids among them.
+    let mut ids: Vec<NodeId> = (0..1200)
+        .map(|i| NodeId::new(format!("nobody-{i}")))
+        .collect();
+    ids.push(a.clone());
+    ids.push(b.clone());
+    store.nodes_still_up(&ids, at).await.unwrap();
+    let (a_after, b_after) = (before(&a).await, before(&b).await);
+    assert_eq!(
+        a_after.last_seen,
+        Some(at),
+        "a is up: its probe is recorded"
+    );
+    assert_eq!(a_after.state, NodeState::Up);
+    // A node marked down meanwhile stays down, as last seen: coming back up is
+    // `node_seen`'s, with the events it sends.
+    assert_eq!(b_after.state, NodeState::Down);
+    assert_eq!(b_after.last_seen, b_before.last_seen);
+    assert_eq!(
+        store.nodes().await.unwrap().len(),
+        2,
+        "nothing else written"
+    );
+}

@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn client() -> Client {
     Client::builder()
@@ -234,6 +234,45 @@ fn long_poll_answers_when_the_job_changes() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// `batch` holds progress short of the end for that long, so a watcher of a fast render
+/// gets several frames per answer; the render's end is answered at once.
+#[test]
+fn a_batched_long_poll_holds_progress_but_not_the_end() {
+    let node = small_node(&[]);
+    let accepted: Value = post_job(&node, &json!({"from": 1, "to": 20}))
+        .json()
+        .unwrap();
+    let id = accepted["id"].as_str().unwrap();
+    let version = accepted["version"].as_u64().unwrap();
+    // Progress comes within the first second, but is held for the whole second.
+    let asked = Instant::now();
+    let (_, held) = get_json(&format!(
+        "{}/job/{id}?wait=60&since={version}&batch=1",
+        node.url
+    ));
+    if held["state"] != "completed" {
+        assert!(asked.elapsed() >= Duration::from_secs(1), "{held}");
+    }
+    assert!(held["version"].as_u64().unwrap() > version, "{held}");
+    // Held for up to 60 s, progress would come after a minute: the end comes when it
+    // happens, with every frame.
+    let asked = Instant::now();
+    let mut since = held["version"].as_u64().unwrap();
+    let done = loop {
+        let (_, view) = get_json(&format!(
+            "{}/job/{id}?wait=60&since={since}&batch=60",
+            node.url
+        ));
+        if view["state"] == "completed" {
+            break view;
+        }
+        since = view["version"].as_u64().unwrap();
+        assert!(asked.elapsed() >= Duration::from_secs(60), "{view}");
+    };
+    assert!(asked.elapsed() < Duration::from_secs(60), "{done}");
+    assert_eq!(done["outputs"].as_array().unwrap().len(), 20, "{done}");
 }
 
 #[test]
@@ -607,6 +646,8 @@ fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         "wait=1e9",
         "wait=NaN",
         "since=x&wait=1",
+        "wait=1&batch=-1",
+        "wait=1&batch=1e9",
         "wiat=30",
     ] {
         let (status, problem) = get_json(&format!("{}/job/{id}?{query}", node.url));

@@ -410,6 +410,11 @@ pub trait Store: Send + Sync + 'static {
     async fn node(&self, id: &NodeId) -> Result<Option<NodeRecord>>;
     /// Records a probe's answer. True if the node was down before.
     async fn node_seen(&self, id: &NodeId, info: &NodeInfo) -> Result<bool>;
+    /// Records that these nodes answered a probe at `at` and are as recorded: only the
+    /// `last_seen` of those still up moves. One statement for a whole probe round: a
+    /// thousand nodes written one transaction each held the one SQLite writer for a
+    /// second every few seconds.
+    async fn nodes_still_up(&self, ids: &[NodeId], at: DateTime<Utc>) -> Result<()>;
     /// Marks an up node down and takes its running tasks back, atomically; `None` if it
     /// was not up.
     async fn node_lost(&self, id: &NodeId) -> Result<Option<Vec<Change>>>;

@@ -107,6 +107,8 @@ const EVENT_CHANNEL: &str = "corral_events";
 const MAX_NOTIFY_BYTES: usize = 7000;
 /// Rows per multi-row `INSERT` of a job's tasks.
 const TASK_INSERT_BATCH: usize = 500;
+/// Nodes named in one statement: under SQLite's and PostgreSQL's limits on parameters.
+const NODES_PER_STATEMENT: usize = 500;
 /// The name of the dispatcher's lease in `leadership`.
 const DISPATCH: &str = "dispatch";
 /// Times a transaction is retried after PostgreSQL broke a deadlock or a serialisation
@@ -2006,6 +2008,24 @@ impl Store for SqlStore {
         }
         .await;
         result.map_err(db_err)
+    }
+
+    async fn nodes_still_up(&self, ids: &[NodeId], at: DateTime<Utc>) -> Result<()> {
+        for ids in ids.chunks(NODES_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE nodes SET last_seen = $1 WHERE state = 'up' AND id IN ({})",
+                placeholders(2, ids.len())
+            );
+            let mut query = sqlx::query(&sql).bind(ms(at));
+            for id in ids {
+                query = query.bind(id.as_str());
+            }
+            query
+                .execute(&mut *self.writer.conn().await.map_err(db_err)?)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
     }
 
     async fn node_lost(&self, id: &NodeId) -> Result<Option<Vec<Change>>> {

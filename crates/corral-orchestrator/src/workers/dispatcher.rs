@@ -49,9 +49,10 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
     // some are blocklisted on some nodes.
     let window = (free as u64 * 16).clamp(64, 1000);
     let queued = store.queue_head(window).await?;
+    forget_frame_times(o, &queued);
     if queued.is_empty() {
         // Nothing waits, yet slots are idle: take the unstarted tails of running renders.
-        return steal_tails(o, free).await;
+        return steal_tails(o, &room.nodes).await;
     }
     let mut blocked: HashMap<JobId, HashSet<NodeId>> = HashMap::new();
     for (job, node) in store.blocklist(o.config().blocklist_after).await? {
@@ -66,6 +67,13 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
         .into_iter()
         .filter(|t| !unrunnable.contains(&t.job_id))
         .collect();
+    let jobs: HashSet<JobId> = tasks.iter().map(|t| t.job_id).collect();
+    let frame_ms = o
+        .inner
+        .frame_ms
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
     let slots: Vec<NodeSlots> = room
         .nodes
         .into_iter()
@@ -74,6 +82,10 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
                 .iter()
                 .filter(|(_, nodes)| nodes.contains(&node_id))
                 .map(|(job, _)| *job)
+                .collect(),
+            frame_ms: jobs
+                .iter()
+                .filter_map(|job| Some((*job, *frame_ms.get(&(*job, node_id.clone()))?)))
                 .collect(),
             node_id,
             free: free as usize,
@@ -100,11 +112,11 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Gives idle slots the unstarted tails of the renders with the most frames left: each
-/// such render's node is asked to stop after the frame it renders now, and the frames after
-/// the one it will stop at become a queued task (cut under the render's lease), which the
-/// next round hands out.
-async fn steal_tails(o: &Orchestrator, idle: usize) -> Result<(), StoreError> {
+/// Gives idle slots the unstarted tails of running renders ([`schedule::pick_tails`]):
+/// each such render's node is asked to stop after the frames it keeps, and the frames
+/// after the one it will stop at become a queued task (cut under the render's lease),
+/// which the next round hands out, sized to the nodes that take it.
+async fn steal_tails(o: &Orchestrator, idle_nodes: &[(NodeId, u64)]) -> Result<(), StoreError> {
     let at_work: HashMap<TaskId, AtWork> = o
         .inner
         .at_work
@@ -117,14 +129,41 @@ async fn steal_tails(o: &Orchestrator, idle: usize) -> Result<(), StoreError> {
             task: *task,
             current: a.current,
             to: a.to,
-            frame_ms: None,
+            frame_ms: a.frame_ms,
         })
         .collect();
-    let picks: Vec<(TaskId, AtWork, i64)> = schedule::pick_tails(&renders, idle)
+    // Each idle slot's frame time for the work at hand: its node's for a job at work.
+    let jobs: HashSet<JobId> = at_work.values().map(|a| a.job).collect();
+    let idle: Vec<Option<f64>> = {
+        let frame_ms = o.inner.frame_ms.lock().ok();
+        idle_nodes
+            .iter()
+            .flat_map(|(node, free)| {
+                let ms = frame_ms.as_ref().and_then(|m| {
+                    jobs.iter()
+                        .find_map(|job| m.get(&(*job, node.clone())).copied())
+                });
+                std::iter::repeat_n(ms, *free as usize)
+            })
+            .collect()
+    };
+    let picks: Vec<(TaskId, AtWork, i64)> = schedule::pick_tails(&renders, &idle)
         .into_iter()
         .filter_map(|(task, keep_to)| Some((task, at_work.get(&task)?.clone(), keep_to)))
         .collect();
     cut_tails(o, picks).await
+}
+
+/// Drops the measured frame times of jobs with nothing queued (in this window of the
+/// queue) and nothing at work here: they size no piece any more.
+fn forget_frame_times(o: &Orchestrator, queued: &[QueuedTask]) {
+    let mut live: HashSet<JobId> = queued.iter().map(|t| t.job_id).collect();
+    if let Ok(at_work) = o.inner.at_work.lock() {
+        live.extend(at_work.values().map(|a| a.job));
+    }
+    if let Ok(mut frame_ms) = o.inner.frame_ms.lock() {
+        frame_ms.retain(|(job, _), _| live.contains(job));
+    }
 }
 
 /// Cuts the renders of farm-sized tasks that reach past the target task length at their

@@ -41,13 +41,22 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
         }
     }
     let probes = nodes.into_iter().map(|n| probe(o, n));
-    futures_util::future::join_all(probes).await;
+    let still_up: Vec<NodeId> = futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    if !still_up.is_empty() {
+        o.store().nodes_still_up(&still_up, Utc::now()).await?;
+    }
     fail_stalled(o).await
 }
 
 /// Asks a node for `/info`; marks it up (stopping its stray renders when it comes up) or,
-/// once silent for the node timeout, down.
-pub async fn probe(o: &Orchestrator, node: NodeRecord) {
+/// once silent for the node timeout, down. Answers the node's id when all there is to
+/// write is that it is still up ([`crate::store::Store::nodes_still_up`], for the caller to write with
+/// the round's others).
+pub async fn probe(o: &Orchestrator, node: NodeRecord) -> Option<NodeId> {
     let timeout = o.config().probe_interval.max(Duration::from_secs(1));
     let answer = tokio::time::timeout(timeout, o.gateway().info(&node.url)).await;
     match answer {
@@ -56,16 +65,16 @@ pub async fn probe(o: &Orchestrator, node: NodeRecord) {
             if let Ok(mut answered) = o.inner.answered.lock() {
                 answered.insert(node.id.clone(), now);
             }
-            let came_up = if seen_is_news(o, &node, &info, now) {
-                match o.store().node_seen(&node.id, &info).await {
-                    Ok(came_up) => came_up,
+            let (came_up, still_up) = match seen_is_news(o, &node, &info, now) {
+                Seen::Changed => match o.store().node_seen(&node.id, &info).await {
+                    Ok(came_up) => (came_up, None),
                     Err(e) => {
                         tracing::warn!(node = %node.id, error = %e, "could not record a probe");
-                        return;
+                        return None;
                     }
-                }
-            } else {
-                false
+                },
+                Seen::Stale => (false, Some(node.id.clone())),
+                Seen::Known => (false, None),
             };
             // Strays are looked for when a node comes up (or is first seen by this
             // process) and every [`SWEEP_EVERY`]: a dispatch cut short can leave a render
@@ -92,6 +101,7 @@ pub async fn probe(o: &Orchestrator, node: NodeRecord) {
             if due {
                 stop_strays(o, &node).await;
             }
+            still_up
         }
         _ => {
             let answered = o
@@ -107,26 +117,42 @@ pub async fn probe(o: &Orchestrator, node: NodeRecord) {
                     tracing::warn!(node = %node.id, error = %e, "could not mark the node down");
                 }
             }
+            None
         }
     }
 }
 
-/// Whether a probe's answer must be written: the node is not recorded as up, what it
-/// reports changed, or its recorded `last_seen` is older than half the node timeout (so
-/// another orchestrator taking over the probes sees a live node as live). Otherwise the
-/// answer is kept in memory only (the orchestrator's `answered` map).
-fn seen_is_news(o: &Orchestrator, node: &NodeRecord, info: &NodeInfo, now: DateTime<Utc>) -> bool {
+/// What a probe's answer adds to what the store knows of the node.
+enum Seen {
+    /// The node is not recorded as up, or what it reports changed: written at once.
+    Changed,
+    /// Only its recorded `last_seen` is older than half the node timeout (so another
+    /// orchestrator taking over the probes would see a live node as live).
+    Stale,
+    /// Nothing: the answer is kept in memory only (the orchestrator's `answered` map).
+    Known,
+}
+
+/// What a probe's answer says that the store does not know yet.
+fn seen_is_news(o: &Orchestrator, node: &NodeRecord, info: &NodeInfo, now: DateTime<Utc>) -> Seen {
     let write_every = (o.config().node_timeout / 2).max(Duration::from_secs(1));
-    let stale = node
-        .last_seen
-        .is_none_or(|seen| (now - seen).to_std().unwrap_or_default() >= write_every);
-    stale
+    let changed = node.last_seen.is_none()
         || node.state != NodeState::Up
         || node.slots != info.slots as u64
         || node.hostname.as_deref() != Some(info.hostname.as_str())
         || node.blender_version.as_deref() != Some(info.blender_version.as_str())
         || node.cores != Some(info.cores as u64)
-        || node.memory_bytes != info.memory_bytes
+        || node.memory_bytes != info.memory_bytes;
+    let stale = node
+        .last_seen
+        .is_some_and(|seen| (now - seen).to_std().unwrap_or_default() >= write_every);
+    if changed {
+        Seen::Changed
+    } else if stale {
+        Seen::Stale
+    } else {
+        Seen::Known
+    }
 }
 
 /// Marks a node down and takes its tasks back (one transaction).

@@ -131,13 +131,24 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
     let mut measured = false;
     // When frames are waiting to be written, the next long-poll ends in time to write them.
     let mut wait = o.config().long_poll;
+    // The node holds progress short of the render's end for this long, so a render saving
+    // frames every few milliseconds is one answer per batch rather than one per frame (at
+    // a thousand renders, the answers alone kept the orchestrator's two cores busy, and
+    // every write and dispatch queued behind them). The end is answered at once. A node
+    // of an earlier version refuses the parameter (`400`): it is then asked without it.
+    let mut batching = true;
     loop {
         if o.inner.shutdown.is_cancelled() {
             return;
         }
+        let batch = if batching {
+            progress_every(o, FRAMES_EVERY).min(wait)
+        } else {
+            Duration::ZERO
+        };
         let answer = tokio::select! {
             () = o.inner.shutdown.cancelled() => return,
-            answer = o.gateway().wait(&url, node_job.as_str(), since, wait) => answer,
+            answer = o.gateway().wait(&url, node_job.as_str(), since, wait, batch) => answer,
         };
         wait = o.config().long_poll;
         match answer {
@@ -185,6 +196,9 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                     .map(|(seen_at, at_first)| {
                         seen_at.elapsed().as_secs_f64() * 1000.0 / (saved - at_first) as f64
                     });
+                if let (Some(ms), Ok(mut speeds)) = (frame_ms, o.inner.frame_ms.lock()) {
+                    speeds.insert((task.job, task.node.clone()), ms);
+                }
                 if frame_ms.is_some() && !measured {
                     // The dispatcher may cut this render to the task length now, rather
                     // than at its next round.
@@ -199,6 +213,7 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                     at_work.insert(
                         task.task,
                         AtWork {
+                            job: task.job,
                             lease: task.lease,
                             url: url.clone(),
                             node_job: node_job.as_str().to_string(),
@@ -274,6 +289,7 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                     }
                 }
             }
+            Err(ClientError::Status { status: 400, .. }) if batching => batching = false,
             Err(ClientError::NotFound { .. }) => {
                 // The node restarted or forgot the render: run the task again elsewhere.
                 tracing::warn!(task = %task.task, node = %task.node, "node lost the task; re-queued");

@@ -111,7 +111,12 @@ fn start_orchestrator(args: &SimArgs) -> anyhow::Result<Orchestrator> {
         .arg(dir.path())
         .args(["--node-timeout", "5", "--max-frames"])
         .arg(args.frames.to_string())
-        .env("RUST_LOG", "warn")
+        // `CORRAL_SIM_LOG` (a `RUST_LOG` filter) shows more of the orchestrator's log, e.g.
+        // `warn,corral_orchestrator::workers::dispatcher=info` for its cuts and dispatches.
+        .env(
+            "RUST_LOG",
+            std::env::var("CORRAL_SIM_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(db) = &args.database {

@@ -60,6 +60,7 @@ struct Job {
 struct WaitQuery {
     wait: Option<f64>,
     since: Option<u64>,
+    batch: Option<f64>,
 }
 
 impl SimNode {
@@ -326,14 +327,19 @@ async fn job(
     Query(q): Query<WaitQuery>,
 ) -> Response {
     let mut changes = node.inner.changes.subscribe();
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs_f64(q.wait.unwrap_or(0.0).clamp(0.0, 60.0));
+    let now = tokio::time::Instant::now();
+    let deadline = now + Duration::from_secs_f64(q.wait.unwrap_or(0.0).clamp(0.0, 60.0));
+    // Progress short of the end is answered no sooner than `batch` after the request, as
+    // a real node does.
+    let batched =
+        (now + Duration::from_secs_f64(q.batch.unwrap_or(0.0).clamp(0.0, 60.0))).min(deadline);
     loop {
         let Some(view) = node.view(&key) else {
             return StatusCode::NOT_FOUND.into_response();
         };
         let moved = q.since.is_none_or(|since| view.version > since);
-        if moved || view.state.is_terminal() || tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if (moved && now >= batched) || view.state.is_terminal() || now >= deadline {
             let status = if view.state.is_terminal() {
                 StatusCode::OK
             } else {
@@ -341,9 +347,10 @@ async fn job(
             };
             return (status, Json(view)).into_response();
         }
+        let until = if moved { batched } else { deadline };
         tokio::select! {
             _ = changes.changed() => {}
-            () = tokio::time::sleep_until(deadline) => {}
+            () = tokio::time::sleep_until(until) => {}
         }
     }
 }
