@@ -12,7 +12,7 @@
 //! `pg_notify` inside the transaction, so every orchestrator's listener receives exactly
 //! what was committed.
 
-use super::writer::{Held, Tx, Writer};
+use super::writer::{Held, Tx, WriteThread, Writer};
 use super::*;
 use corral_core::lifecycle::{self, check_job_command, Running, Tally, TaskState};
 use corral_core::orchestrator_api::TaskStateKind;
@@ -143,6 +143,10 @@ pub struct SqlStore {
     reader: AnyPool,
     events: broadcast::Sender<Event>,
     listener: Option<tokio::task::JoinHandle<()>>,
+    /// SQLite: where the busiest writes run ([`WriteThread`]).
+    write_thread: Option<WriteThread>,
+    /// This store, for work handed to the write thread (set when opened).
+    me: std::sync::OnceLock<std::sync::Weak<SqlStore>>,
 }
 
 impl Drop for SqlStore {
@@ -418,7 +422,9 @@ impl SqlStore {
             DatabaseUrl::Sqlite(path) => Self::open_sqlite(path, events).await?,
             DatabaseUrl::Postgres(url) => Self::open_postgres(url, events).await?,
         };
-        Ok(Arc::new(store))
+        let store = Arc::new(store);
+        let _ = store.me.set(Arc::downgrade(&store));
+        Ok(store)
     }
 
     async fn open_sqlite(path: &Path, events: broadcast::Sender<Event>) -> Result<SqlStore> {
@@ -472,6 +478,10 @@ impl SqlStore {
             reader,
             events,
             listener: None,
+            write_thread: Some(WriteThread::start().map_err(|e| {
+                StoreError::Database(format!("cannot start the database's write thread: {e}"))
+            })?),
+            me: std::sync::OnceLock::new(),
         })
     }
 
@@ -516,6 +526,9 @@ impl SqlStore {
             reader: pool,
             events,
             listener: Some(listener),
+            // Several connections, row locks: PostgreSQL's writes run side by side.
+            write_thread: None,
+            me: std::sync::OnceLock::new(),
         })
     }
 
@@ -540,6 +553,27 @@ impl SqlStore {
             }
         }
         Ok(())
+    }
+
+    /// Runs `work` on the write thread (SQLite), or here (PostgreSQL).
+    async fn on_write_thread<T, W, Fut>(&self, work: W) -> Result<T>
+    where
+        T: Send + 'static,
+        W: FnOnce(Arc<SqlStore>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let me = self
+            .me
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))?;
+        match &self.write_thread {
+            Some(thread) => thread
+                .run(work(me))
+                .await
+                .map_err(|e| StoreError::Database(format!("a write failed: {e}")))?,
+            None => work(me).await,
+        }
     }
 
     /// Runs a whole transaction again when PostgreSQL aborted it to break a deadlock or a
@@ -1755,12 +1789,18 @@ impl Store for SqlStore {
     }
 
     async fn apply(&self, task: TaskId, command: Command, note: Note) -> Result<Applied> {
-        self.retrying(|| self.apply_once(task, &command, &note))
-            .await
+        self.on_write_thread(move |me| async move {
+            me.retrying(|| me.apply_once(task, &command, &note)).await
+        })
+        .await
     }
 
     async fn lease(&self, assignments: &[Assignment], fence: &Fence) -> Result<Vec<RunningTask>> {
-        self.retrying(|| self.lease_once(assignments, fence)).await
+        let (assignments, fence) = (assignments.to_vec(), fence.clone());
+        self.on_write_thread(move |me| async move {
+            me.retrying(|| me.lease_once(&assignments, &fence)).await
+        })
+        .await
     }
 
     async fn queue_head(&self, limit: u64) -> Result<Vec<QueuedTask>> {

@@ -10,6 +10,7 @@
 use sqlx::pool::PoolConnection;
 use sqlx::AnyConnection;
 use sqlx::{Any, AnyPool, Transaction};
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -133,6 +134,48 @@ impl Tx {
     }
 }
 
+/// A thread of its own that runs SQLite's busiest writes (a task's reports, a round's
+/// leases), each whole transaction on it. A transaction is a dozen hand-offs between sqlx's
+/// SQLite thread and the task that awaits it; on the orchestrator's runtime, busy with a
+/// thousand watchers, each hand-off waited in its queue, and the one writer was held for
+/// that long. Here nothing else waits in line.
+pub(super) struct WriteThread {
+    handle: tokio::runtime::Handle,
+    /// Dropped with the store: the thread then ends its runtime and exits.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl WriteThread {
+    pub(super) fn start() -> std::io::Result<WriteThread> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("corral-db-write".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(WriteThread {
+            handle,
+            _stop: stop,
+        })
+    }
+
+    /// Runs `work` on the thread and answers what it answers. It runs to its end even if
+    /// the caller stops waiting, so a transaction is never cut off halfway by a caller.
+    pub(super) async fn run<T, W>(&self, work: W) -> Result<T, tokio::task::JoinError>
+    where
+        T: Send + 'static,
+        W: Future<Output = T> + Send + 'static,
+    {
+        self.handle.spawn(work).await
+    }
+}
+
 impl Writer {
     /// The write connection, for a statement of its own.
     pub(super) async fn conn(&self) -> Result<WriteConn, sqlx::Error> {
@@ -166,14 +209,16 @@ impl Writer {
             Writer::Held(held) => {
                 let mut h = held.clone().lock_owned().await;
                 h.tidy().await?;
+                // Marked before each statement is sent: a caller that stops waiting after
+                // sending it leaves the statement to run, and the next writer to undo it.
                 if durable {
+                    h.durable = true;
                     sqlx::query("PRAGMA synchronous = FULL")
                         .execute(&mut h.conn)
                         .await?;
-                    h.durable = true;
                 }
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut h.conn).await?;
                 h.open = true;
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut h.conn).await?;
                 Ok(Tx::Held(h))
             }
         }
@@ -235,6 +280,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(synchronous, 1, "NORMAL");
+    }
+
+    /// A writer that stops waiting right after sending `BEGIN` (its future dropped) leaves
+    /// the connection inside a transaction the next writer must end, or every later
+    /// `BEGIN` would fail.
+    #[tokio::test]
+    async fn a_begin_dropped_in_flight_does_not_wedge_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir).await;
+        for i in 0..50 {
+            let begin = if i % 2 == 0 {
+                futures_util::FutureExt::boxed(w.begin())
+            } else {
+                futures_util::FutureExt::boxed(w.begin_durable())
+            };
+            // Polled once: the statement is sent, then the future is dropped.
+            let _ = tokio::time::timeout(std::time::Duration::ZERO, begin).await;
+            let mut tx = w.begin().await.unwrap();
+            insert(&mut tx).await;
+            tx.commit().await.unwrap();
+        }
+        assert_eq!(rows(&w).await, 50);
     }
 
     /// A durable transaction commits with `synchronous = FULL` (2).
