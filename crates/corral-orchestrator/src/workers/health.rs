@@ -47,7 +47,10 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
         .flatten()
         .collect();
     if !still_up.is_empty() {
-        o.store().nodes_still_up(&still_up, Utc::now()).await?;
+        // Only a refresh: the next round writes it again, and stalls are still looked for.
+        if let Err(e) = o.store().nodes_still_up(&still_up, Utc::now()).await {
+            tracing::warn!(nodes = still_up.len(), error = %e, "could not record probes");
+        }
     }
     fail_stalled(o).await
 }
