@@ -299,6 +299,10 @@ async fn leases_fence_out_stale_writers(db: &Db) {
         lease(store, &fence, task, &b).await.is_none(),
         "leased twice"
     );
+    let on = |node: &NodeId| store.running(RunningFilter::OnNode(node.clone()));
+    let on_a: Vec<TaskId> = on(&a).await.unwrap().iter().map(|t| t.task).collect();
+    assert_eq!(on_a, [task], "running on a");
+    assert!(on(&b).await.unwrap().is_empty(), "nothing runs on b");
     dispatched(store, task, first, "job-a").await;
     // Node a is lost: the task goes back to the queue (atomically with the node going
     // down) and then to node b.

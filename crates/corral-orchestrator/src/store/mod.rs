@@ -330,6 +330,8 @@ pub enum RunningFilter {
     OwnedBy(OrchestratorId),
     /// Those whose node reported nothing since this time.
     StalledSince(DateTime<Utc>),
+    /// Those running on this node.
+    OnNode(NodeId),
     /// Those followed by an orchestrator not in this list (it stopped, or never was).
     OwnerNotIn(Vec<OrchestratorId>),
 }

@@ -1885,6 +1885,12 @@ impl Store for SqlStore {
                     .fetch_all(&self.reader)
                     .await
             }
+            RunningFilter::OnNode(node) => {
+                sqlx::query(&format!("{base} AND t.node_id = $1"))
+                    .bind(node.as_str())
+                    .fetch_all(&self.reader)
+                    .await
+            }
             RunningFilter::OwnerNotIn(live) => {
                 let sql = if live.is_empty() {
                     base.clone()
