@@ -57,8 +57,8 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
 
 /// Asks a node for `/info`; marks it up (stopping its stray renders when it comes up) or,
 /// once silent for the node timeout, down. Answers the node's id when all there is to
-/// write is that it is still up ([`crate::store::Store::nodes_still_up`], for the caller to write with
-/// the round's others).
+/// write is that it is still up, for the caller to write with the round's others
+/// ([`crate::store::Store::nodes_still_up`]).
 pub async fn probe(o: &Orchestrator, node: NodeRecord) -> Option<NodeId> {
     let timeout = o.config().probe_interval.max(Duration::from_secs(1));
     let answer = tokio::time::timeout(timeout, o.gateway().info(&node.url)).await;
