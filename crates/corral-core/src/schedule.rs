@@ -138,11 +138,16 @@ pub fn assign(
         // piece from what the pieces before it left would shrink them one after another,
         // and leave a third of a large job queued after a round over a thousand idle slots.
         let size = auto_chunk(remaining, farm_slots, task.frame_ms, target_ms);
+        // A node's piece, and the most frames a piece of it may have: what renders in
+        // `target_ms` at its speed (or the job's), or a first share's most.
+        let most_at = |ms: f64| ((target_ms / ms).floor() as u64).max(1);
         let size_for = |node: &NodeSlots| match (task.frame_ms, node.frame_ms.get(&task.job_id)) {
-            (Some(job_ms), Some(&node_ms)) if job_ms > 0.0 && node_ms > 0.0 => {
-                node_chunk(task.frames, farm_slots, job_ms, node_ms, target_ms)
-            }
-            _ => size,
+            (Some(job_ms), Some(&node_ms)) if job_ms > 0.0 && node_ms > 0.0 => (
+                node_chunk(task.frames, farm_slots, job_ms, node_ms, target_ms),
+                most_at(node_ms),
+            ),
+            (Some(job_ms), _) if job_ms > 0.0 => (size, most_at(job_ms)),
+            _ => (size, FIRST_SHARE_MAX_FRAMES),
         };
         loop {
             if free.iter().all(|&f| f == 0) {
@@ -164,10 +169,13 @@ pub fn assign(
             };
             free[i] -= 1;
             let piece = if task.splittable {
-                let piece = size_for(node).min(remaining);
+                let (piece, most) = size_for(node);
+                let piece = piece.min(remaining);
                 // No crumb is left behind for another node to start on: a stolen tail a
-                // little longer than a piece goes whole.
-                if remaining - piece < piece / 2 {
+                // little longer than a piece goes whole, unless that makes it longer than
+                // a piece may be (the task length would cut it again, or a node's
+                // `--max-frames` refuse it).
+                if remaining - piece < piece / 2 && remaining <= most.max(piece) {
                     remaining
                 } else {
                     piece
@@ -245,8 +253,9 @@ pub fn pick_tails(renders: &[RenderAtWork], idle: &[Option<f64>]) -> Vec<(TaskId
     let farm_rate: f64 = renders.iter().map(|r| rate(r.frame_ms)).sum::<f64>()
         + idle.iter().map(|ms| rate(*ms)).sum::<f64>();
     let finish_ms = left / farm_rate;
-    // The renders whose tails take longest beyond T, one per idle slot: each tail goes
-    // whole to one slot (see `assign`), and every cut costs its render a round trip.
+    // The renders whose tails take longest beyond T, one per idle slot: every cut costs
+    // its render a round trip, and a tail near a piece's size goes whole to one slot (see
+    // `assign`).
     let mut picks: Vec<(f64, TaskId, i64)> = renders
         .iter()
         .filter_map(|r| {
@@ -515,8 +524,22 @@ mod tests {
         t.frames = 100;
         fast.free = 3;
         assert_eq!(
-            pieces(&assign(&[t], &[fast], 1000, TARGET_TASK_MS)),
+            pieces(&assign(&[t.clone()], &[fast.clone()], 1000, TARGET_TASK_MS)),
             [Some(40), Some(40), None]
+        );
+        // Never longer than the task length: with 1 s tasks (40 frames), the 17 left of
+        // 57 are a piece of their own rather than a task the length would cut again.
+        t.frames = 57;
+        assert_eq!(
+            pieces(&assign(&[t.clone()], &[fast.clone()], 1000, 1_000.0)),
+            [Some(40), None]
+        );
+        // Nor longer than a first share may be (a node's `--max-frames`).
+        t.frame_ms = None;
+        t.frames = 1_400;
+        assert_eq!(
+            pieces(&assign(&[t], &[fast], 1, TARGET_TASK_MS)),
+            [Some(1_000), None]
         );
     }
 

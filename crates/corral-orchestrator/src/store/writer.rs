@@ -128,7 +128,12 @@ impl Tx {
             Tx::Held(mut h) => {
                 sqlx::query(how).execute(&mut h.conn).await?;
                 h.open = false;
-                h.tidy().await
+                // Done: a failure to set the connection back to `NORMAL` is the next
+                // writer's to retry (`durable` stays set), not this transaction's failure.
+                if let Err(e) = h.tidy().await {
+                    tracing::warn!(error = %e, "could not reset the write connection");
+                }
+                Ok(())
             }
         }
     }
@@ -147,18 +152,31 @@ pub(super) struct WriteThread {
 
 impl WriteThread {
     pub(super) fn start() -> std::io::Result<WriteThread> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (started, handle) = std::sync::mpsc::channel();
+        // The runtime is built, run and dropped on its own thread: a runtime dropped on
+        // the caller's (async) task would panic.
         std::thread::Builder::new()
             .name("corral-db-write".into())
             .spawn(move || {
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(runtime) => {
+                        let _ = started.send(Ok(runtime.handle().clone()));
+                        runtime.block_on(async {
+                            let _ = stopped.await;
+                        });
+                    }
+                    Err(e) => {
+                        let _ = started.send(Err(e));
+                    }
+                }
             })?;
+        let handle = handle
+            .recv()
+            .map_err(|_| std::io::Error::other("the write thread ended before it started"))??;
         Ok(WriteThread {
             handle,
             _stop: stop,

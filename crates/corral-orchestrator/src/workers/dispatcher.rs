@@ -132,16 +132,22 @@ async fn steal_tails(o: &Orchestrator, idle_nodes: &[(NodeId, u64)]) -> Result<(
             frame_ms: a.frame_ms,
         })
         .collect();
-    // Each idle slot's frame time for the work at hand: its node's for a job at work.
+    // Each idle slot's frame time for the work at hand: its node's for the job at work.
+    // With renders of several jobs at work, a frame time of one job says nothing of
+    // another's frames: the slots then count at the renders' mean speed.
     let jobs: HashSet<JobId> = at_work.values().map(|a| a.job).collect();
+    let only_job = (jobs.len() == 1)
+        .then(|| jobs.iter().next().copied())
+        .flatten();
     let idle: Vec<Option<f64>> = {
         let frame_ms = o.inner.frame_ms.lock().ok();
         idle_nodes
             .iter()
             .flat_map(|(node, free)| {
-                let ms = frame_ms.as_ref().and_then(|m| {
-                    jobs.iter()
-                        .find_map(|job| m.get(&(*job, node.clone())).copied())
+                let ms = only_job.and_then(|job| {
+                    frame_ms
+                        .as_ref()
+                        .and_then(|m| m.get(&(job, node.clone())).copied())
                 });
                 std::iter::repeat_n(ms, *free as usize)
             })

@@ -40,6 +40,8 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
             answered.entry(node.id.clone()).or_insert(now);
         }
     }
+    // Before any probe: a node recorded as seen at this time answered at or after it.
+    let probed_at = Utc::now();
     let probes = nodes.into_iter().map(|n| probe(o, n));
     let still_up: Vec<NodeId> = futures_util::future::join_all(probes)
         .await
@@ -48,7 +50,7 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
         .collect();
     if !still_up.is_empty() {
         // Only a refresh: the next round writes it again, and stalls are still looked for.
-        if let Err(e) = o.store().nodes_still_up(&still_up, Utc::now()).await {
+        if let Err(e) = o.store().nodes_still_up(&still_up, probed_at).await {
             tracing::warn!(nodes = still_up.len(), error = %e, "could not record probes");
         }
     }

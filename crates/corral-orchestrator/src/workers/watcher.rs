@@ -1,6 +1,7 @@
 //! Watchers: one per task this orchestrator follows, long-polling the task's node
-//! (`GET /job/{id}?wait=&since=`) so a saved frame or the render's end is known within
-//! milliseconds, and reporting each to the store under the task's lease. A watcher ends when
+//! (`GET /job/{id}?wait=&since=&batch=`) so the render's end is known within milliseconds
+//! and its saved frames a batch at a time, and reporting each to the store under the
+//! task's lease. A watcher ends when
 //! the render ends, when its lease moves on (a report is refused as stale), or when another
 //! orchestrator took the task over.
 //!
