@@ -485,6 +485,10 @@ pub struct NodeView {
     /// CPU cores and memory the node reported.
     pub cores: Option<u64>,
     pub memory_bytes: Option<u64>,
+    /// The most frames it renders in one task (its `--max-frames`): no piece it is given
+    /// is longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frames: Option<u64>,
     /// Frames this node saved that the farm counted.
     pub frames_rendered: u64,
     pub last_seen: Option<DateTime<Utc>>,

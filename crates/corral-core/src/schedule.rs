@@ -113,6 +113,9 @@ pub struct NodeSlots {
     /// This node's measured time per frame of each job it rendered (milliseconds), for
     /// sizing its pieces of jobs the farm sizes ([`node_chunk`]).
     pub frame_ms: HashMap<JobId, f64>,
+    /// The most frames it renders in one task (its `--max-frames`), when known: it
+    /// refuses a longer one, so a longer task is cut to this for it.
+    pub max_frames: Option<u64>,
 }
 
 /// Pairs queued tasks with free node slots: tasks in order of job priority (highest
@@ -173,8 +176,7 @@ pub fn assign(
                 let piece = piece.min(remaining);
                 // No crumb is left behind for another node to start on: a stolen tail a
                 // little longer than a piece goes whole, unless that makes it longer than
-                // a piece may be (the task length would cut it again, or a node's
-                // `--max-frames` refuse it).
+                // a piece may be (the task length would cut it again).
                 if remaining - piece < piece / 2 && remaining <= most.max(piece) {
                     remaining
                 } else {
@@ -183,6 +185,10 @@ pub fn assign(
             } else {
                 remaining
             };
+            // Whatever sized the task, the submitter's chunk or the farm: a node would
+            // refuse a render longer than its `--max-frames`, so it gets that much and the
+            // rest waits for the next slot.
+            let piece = node.max_frames.map_or(piece, |most| piece.min(most.max(1)));
             out.push(Assignment {
                 task: task.task_id,
                 node: node.node_id.clone(),
@@ -319,6 +325,7 @@ mod tests {
             free,
             blocked_jobs: HashSet::new(),
             frame_ms: HashMap::new(),
+            max_frames: None,
         }
     }
 
@@ -540,6 +547,51 @@ mod tests {
         assert_eq!(
             pieces(&assign(&[t], &[fast], 1, TARGET_TASK_MS)),
             [Some(1_000), None]
+        );
+    }
+
+    #[test]
+    fn no_node_gets_more_frames_than_its_max_frames() {
+        // A task the submitter sized at 10 frames, and nodes that render at most 4 and 3
+        // frames a task: each gets what it takes, and the rest waits for the next slot.
+        let job = JobId::new();
+        let mut t = task(1, job, 0, 1, 0);
+        t.frames = 10;
+        let mut small = node("small", 1);
+        small.max_frames = Some(4);
+        let mut smaller = node("smaller", 1);
+        smaller.max_frames = Some(3);
+        let got = assign(
+            &[t.clone()],
+            &[small.clone(), smaller.clone()],
+            2,
+            TARGET_TASK_MS,
+        );
+        assert_eq!(pieces(&got), [Some(4), Some(3)]);
+        // A task the farm sizes: an even share would be 5 a slot.
+        t.splittable = true;
+        let got = assign(
+            &[t.clone()],
+            &[small.clone(), smaller.clone()],
+            2,
+            TARGET_TASK_MS,
+        );
+        assert_eq!(pieces(&got), [Some(4), Some(3)]);
+        // The crumb rule does not pass the limit either: 5 frames left, 3 at most.
+        t.frames = 5;
+        let got = assign(&[t.clone()], &[smaller.clone()], 1, TARGET_TASK_MS);
+        assert_eq!(pieces(&got), [Some(3)]);
+        // A task within the limit goes whole; a node with no limit takes it all.
+        t.frames = 3;
+        assert_eq!(
+            pieces(&assign(&[t.clone()], &[smaller], 1, TARGET_TASK_MS)),
+            [None]
+        );
+        t.frames = 10;
+        t.splittable = false;
+        assert_eq!(
+            pieces(&assign(&[t], &[node("any", 1)], 1, TARGET_TASK_MS)),
+            [None]
         );
     }
 

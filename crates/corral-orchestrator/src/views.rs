@@ -159,6 +159,7 @@ pub fn node_view(n: &NodeRecord) -> NodeView {
         blender_version: n.blender_version.clone(),
         cores: n.cores,
         memory_bytes: n.memory_bytes,
+        max_frames: n.max_frames,
         frames_rendered: n.frames_rendered,
         last_seen: n.last_seen,
         registered_at: n.registered_at,

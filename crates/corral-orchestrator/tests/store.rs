@@ -21,6 +21,7 @@ use corral_orchestrator::store::{
 };
 use corral_testkit::PgServer;
 use sqlx::Connection;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -644,8 +645,16 @@ async fn free_slots_name_only_nodes_with_room(db: &Db) {
     s.set_draining(&c, false).await.unwrap();
     lease(s, &fence, t[2].task.id, &a).await.unwrap();
     let room = s.free_slots().await.unwrap();
-    assert_eq!(room.nodes, [(c, 3)]);
+    assert_eq!(room.nodes, [(c.clone(), 3)]);
     assert_eq!(room.farm, 6);
+    // Each node's `--max-frames`, as its probe answered it, so no piece passes it.
+    assert_eq!(room.max_frames, HashMap::from([(c.clone(), 1000)]));
+    let mut smaller = info(3);
+    smaller.max_frames_per_job = 7;
+    s.node_seen(&c, &smaller).await.unwrap();
+    let room = s.free_slots().await.unwrap();
+    assert_eq!(room.max_frames, HashMap::from([(c.clone(), 7)]));
+    assert_eq!(s.node(&c).await.unwrap().unwrap().max_frames, Some(7));
 }
 both!(free_slots_name_only_nodes_with_room);
 

@@ -403,6 +403,39 @@ fn a_render_longer_than_the_task_length_gives_its_tail_back() {
     assert!(tasks.iter().all(|t| t["state"] == "completed"), "{page}");
 }
 
+/// A node started with `--max-frames` refuses a longer render: the dispatcher cuts every
+/// task it gives that node to that length, whether the submitter fixed the chunk size or
+/// the farm sizes it, and the rest waits for the next slot. Every frame renders once.
+#[test]
+fn no_node_is_given_more_frames_than_its_max_frames() {
+    let farm = Farm::builder()
+        .nodes(1)
+        .node_args(&["--max-frames", "3"])
+        .start();
+    let (_, nodes) = farm.get("/api/v1/nodes");
+    assert_eq!(nodes[0]["max_frames"], 3, "{nodes}");
+    let fixed = farm.submit(&json!({"from": 1, "to": 8, "chunk_size": 8}));
+    let sized = farm.submit(&json!({"from": 11, "to": 17}));
+    for (id, from, to) in [(&fixed, 1, 8), (&sized, 11, 17)] {
+        let job = farm.wait_job_ended(id, JOB_DEADLINE);
+        assert_eq!(job["state"], "completed", "{job}");
+        farm.assert_frames(id, from, to);
+        assert_eq!(farm.output_files(id), frame_names(from, to));
+        let (_, page) = farm.get(&format!("/api/v1/jobs/{id}/tasks?limit=500"));
+        let tasks = page["tasks"].as_array().unwrap();
+        assert_eq!(
+            task_frames(tasks),
+            (from..=to).collect::<Vec<_>>(),
+            "{page}"
+        );
+        assert!(
+            tasks.iter().all(|t| t["state"] == "completed"
+                && t["to"].as_i64().unwrap() - t["from"].as_i64().unwrap() < 3),
+            "a task longer than the node takes, or one that failed: {page}"
+        );
+    }
+}
+
 /// Issue 8: with a node idle and nothing queued, the running render's unstarted tail is
 /// taken (the node stops after its current frame) and rendered by the idle node; every
 /// frame exists once and the job completes.

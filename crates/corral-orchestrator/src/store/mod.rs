@@ -149,6 +149,9 @@ pub struct NodeRecord {
     pub blender_version: Option<String>,
     pub cores: Option<u64>,
     pub memory_bytes: Option<u64>,
+    /// The most frames it renders in one task (its `--max-frames`), once it answered a
+    /// probe: the dispatcher gives it no longer piece.
+    pub max_frames: Option<u64>,
     pub frames_rendered: u64,
     pub last_seen: Option<DateTime<Utc>>,
     pub registered_at: DateTime<Utc>,
@@ -166,6 +169,8 @@ pub struct NodeRecord {
 pub struct FreeSlots {
     /// Nodes with room, in registration order, and how many renders each can start.
     pub nodes: Vec<(NodeId, u64)>,
+    /// The most frames a task may have on each of those nodes that named a limit.
+    pub max_frames: HashMap<NodeId, u64>,
     /// Slots of the whole farm that takes work (up and not draining).
     pub farm: u64,
 }

@@ -133,7 +133,7 @@ const TASK_COLS: &str = "t.id AS t_id, t.job_seq AS t_job_seq, t.idx AS t_idx,
     t.progress_at AS t_progress_at, t.rank AS t_rank, t.splittable AS t_splittable";
 
 const NODE_COLS: &str = "id, url, state, draining, slots, hostname, blender_version, cores,
-    memory_bytes, frames_rendered, last_seen, registered_at, secret, tls_fingerprint";
+    memory_bytes, max_frames, frames_rendered, last_seen, registered_at, secret, tls_fingerprint";
 const TOKEN_COLS: &str = "id, kind, hash, name, created, revoked";
 
 /// The orchestrator's database on SQLite or PostgreSQL.
@@ -371,6 +371,7 @@ fn node_from_row(row: &AnyRow) -> Result<NodeRecord> {
         blender_version: get(row, "blender_version")?,
         cores: opt_u64("cores")?,
         memory_bytes: opt_u64("memory_bytes")?,
+        max_frames: opt_u64("max_frames")?.filter(|m| *m > 0),
         frames_rendered: get::<i64>(row, "frames_rendered")?.max(0) as u64,
         last_seen: time_opt(get(row, "last_seen")?),
         registered_at: time(get(row, "registered_at")?),
@@ -1974,9 +1975,10 @@ impl Store for SqlStore {
     async fn free_slots(&self) -> Result<FreeSlots> {
         // Counted by the database, which answers a row per node with room only: most
         // rounds of a busy farm find a few.
-        let rows: Vec<(String, i64)> = sqlx::query_as(
+        let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
             "SELECT n.id, n.slots - (SELECT COUNT(*) FROM tasks t
-                                     WHERE t.node_id = n.id AND t.state = 'running') AS free
+                                     WHERE t.node_id = n.id AND t.state = 'running') AS free,
+                n.max_frames
              FROM nodes n
              WHERE n.state = 'up' AND n.draining = 0
                AND n.slots > (SELECT COUNT(*) FROM tasks t
@@ -1994,9 +1996,16 @@ impl Store for SqlStore {
         .await
         .map_err(db_err)?;
         Ok(FreeSlots {
+            max_frames: rows
+                .iter()
+                .filter_map(|(id, _, most)| {
+                    let most = u64::try_from((*most)?).ok().filter(|m| *m > 0)?;
+                    Some((NodeId::new(id.as_str()), most))
+                })
+                .collect(),
             nodes: rows
                 .into_iter()
-                .map(|(id, free)| (NodeId::new(id), u64::try_from(free).unwrap_or(0)))
+                .map(|(id, free, _)| (NodeId::new(id), u64::try_from(free).unwrap_or(0)))
                 .collect(),
             farm: u64::try_from(farm).unwrap_or(0),
         })
@@ -2027,8 +2036,9 @@ impl Store for SqlStore {
             };
             sqlx::query(
                 "UPDATE nodes SET last_seen = $1, slots = $2, hostname = $3,
-                    blender_version = $4, cores = $5, memory_bytes = $6, state = 'up'
-                 WHERE id = $7",
+                    blender_version = $4, cores = $5, memory_bytes = $6, max_frames = $7,
+                    state = 'up'
+                 WHERE id = $8",
             )
             .bind(ms(now))
             .bind(info.slots as i64)
@@ -2038,6 +2048,11 @@ impl Store for SqlStore {
             .bind(
                 info.memory_bytes
                     .map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+            )
+            // A node that names no limit (0 is not one a real node gives) has none here.
+            .bind(
+                (info.max_frames_per_job > 0)
+                    .then(|| i64::try_from(info.max_frames_per_job).unwrap_or(i64::MAX)),
             )
             .bind(id.as_str())
             .execute(&mut *tx)

@@ -87,6 +87,7 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
                 .iter()
                 .filter_map(|job| Some((*job, *frame_ms.get(&(*job, node_id.clone()))?)))
                 .collect(),
+            max_frames: room.max_frames.get(&node_id).copied(),
             node_id,
             free: free as usize,
         })

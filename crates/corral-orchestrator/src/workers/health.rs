@@ -147,7 +147,8 @@ fn seen_is_news(o: &Orchestrator, node: &NodeRecord, info: &NodeInfo, now: DateT
         || node.hostname.as_deref() != Some(info.hostname.as_str())
         || node.blender_version.as_deref() != Some(info.blender_version.as_str())
         || node.cores != Some(info.cores as u64)
-        || node.memory_bytes != info.memory_bytes;
+        || node.memory_bytes != info.memory_bytes
+        || node.max_frames != Some(info.max_frames_per_job).filter(|m| *m > 0);
     let stale = node
         .last_seen
         .is_some_and(|seen| (now - seen).to_std().unwrap_or_default() >= write_every);

@@ -121,6 +121,7 @@ pub struct FarmBuilder {
     scene: Scene,
     scene_files: Vec<(String, Vec<u8>)>,
     orchestrator_args: Vec<String>,
+    node_args: Vec<String>,
     join: Join,
 }
 
@@ -149,6 +150,12 @@ impl FarmBuilder {
         self
     }
 
+    /// Extra `corral node` flags, for every node of the farm.
+    pub fn node_args(mut self, args: &[&str]) -> Self {
+        self.node_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
     pub fn join(mut self, join: Join) -> Self {
         self.join = join;
         self
@@ -168,6 +175,7 @@ impl FarmBuilder {
             blend,
             scene_files: self.scene_files,
             orchestrator_args: self.orchestrator_args,
+            node_args: self.node_args,
             join: self.join,
             http: client(),
             root,
@@ -234,6 +242,7 @@ pub struct Farm {
     blend: PathBuf,
     scene_files: Vec<(String, Vec<u8>)>,
     orchestrator_args: Vec<String>,
+    node_args: Vec<String>,
     join: Join,
     http: Client,
     /// Holds `data/` (the orchestrator's), `out/` (shared frames) and one folder per node;
@@ -248,6 +257,7 @@ impl Farm {
             scene: Scene::Small,
             scene_files: Vec::new(),
             orchestrator_args: Vec::new(),
+            node_args: Vec::new(),
             join: Join::Register,
         }
     }
@@ -359,12 +369,15 @@ impl Farm {
             args.push("--orchestrator".into());
             args.push(self.orchestrator().url.clone());
         }
+        args.extend(self.node_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.nodes[i].restart(&args);
     }
 
     fn spawn_node(&self, extra: &[&str]) -> NodeProcess {
-        spawn_farm_node(self.root.path(), &self.blend, &self.scene_files, extra)
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(self.node_args.iter().map(String::as_str));
+        spawn_farm_node(self.root.path(), &self.blend, &self.scene_files, &args)
     }
 
     /// Starts one more node that registers itself with the orchestrator; returns its index.
