@@ -39,6 +39,9 @@ struct Inner {
     killed: CancellationToken,
     finishes: Finishes,
     url: Mutex<String>,
+    /// Answers a long-poll that asks for `batch` with a 400, as a node of a version before
+    /// `batch` existed does (`bench sim --old-nodes`).
+    refuses_batch: bool,
 }
 
 #[derive(Default)]
@@ -66,6 +69,18 @@ struct WaitQuery {
 impl SimNode {
     /// A node rendering a frame in `frame_ms / speed` ms, with `slots` renders at once.
     pub fn new(frame_ms: f64, speed: f64, slots: usize, finishes: Finishes) -> SimNode {
+        SimNode::with_version(frame_ms, speed, slots, finishes, false)
+    }
+
+    /// The same, answering as a node of a version before `batch` on `GET /job/{id}` existed
+    /// when `old` (a long-poll that asks for it gets a 400).
+    pub fn with_version(
+        frame_ms: f64,
+        speed: f64,
+        slots: usize,
+        finishes: Finishes,
+        old: bool,
+    ) -> SimNode {
         let (changes, _) = watch::channel(0);
         let per_frame = (frame_ms / speed.max(0.001)).max(0.0);
         SimNode {
@@ -80,6 +95,7 @@ impl SimNode {
                 killed: CancellationToken::new(),
                 finishes,
                 url: Mutex::new(String::new()),
+                refuses_batch: old,
             }),
         }
     }
@@ -326,6 +342,15 @@ async fn job(
     Path(key): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> Response {
+    if node.inner.refuses_batch && q.batch.is_some() {
+        let problem = serde_json::json!({
+            "type": "about:blank",
+            "title": "Bad Request",
+            "status": 400,
+            "detail": "unknown query parameter `batch`",
+        });
+        return (StatusCode::BAD_REQUEST, Json(problem)).into_response();
+    }
     let mut changes = node.inner.changes.subscribe();
     let now = tokio::time::Instant::now();
     let deadline = now + Duration::from_secs_f64(q.wait.unwrap_or(0.0).clamp(0.0, 60.0));
