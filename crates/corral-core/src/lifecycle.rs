@@ -136,7 +136,8 @@ pub enum Command {
     /// No node may run the task any more.
     GiveUp { reason: String },
     /// Keeps frames up to `keep_to` and cuts the rest off into a new queued task: a
-    /// queued task of a job the farm sizes (before leasing its head, `lease: None`), or a
+    /// queued task (before leasing its head, `lease: None`: a piece of a job the farm
+    /// sizes, or what a node's `--max-frames` takes of any task), or a
     /// running one whose node stops after `keep_to` (its unstarted tail goes to a node that
     /// is idle, under the running task's lease).
     Cut {

@@ -32,8 +32,9 @@ pub struct QueuedTask {
     pub frame_ms: Option<f64>,
 }
 
-/// One placement: `task` to `node`; `frames: Some(n)` cuts the first `n` frames off a
-/// splittable task for this node (the rest stays queued).
+/// One placement: `task` to `node`; `frames: Some(n)` cuts the first `n` frames off the
+/// task for this node (the rest stays queued): a piece of a task the farm sizes, or as
+/// much of any task as the node renders in one (its `--max-frames`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
     pub task: TaskId,
@@ -124,7 +125,9 @@ pub struct NodeSlots {
 /// (spreading work), then the first listed. A splittable task is cut into pieces of
 /// [`auto_chunk`] frames (aiming at `target_ms` of rendering), one per free slot, until it
 /// is all placed; a node whose frame time for the job is measured gets a piece sized to
-/// its speed ([`node_chunk`]). `farm_slots` counts every slot of the farm, busy or not.
+/// its speed ([`node_chunk`]). No node gets more frames than its `max_frames`: any task,
+/// however sized, is cut to that for it, and the rest waits for the next slot.
+/// `farm_slots` counts every slot of the farm, busy or not.
 pub fn assign(
     tasks: &[QueuedTask],
     nodes: &[NodeSlots],
@@ -171,24 +174,25 @@ pub fn assign(
                 break;
             };
             free[i] -= 1;
+            // Whatever sized the task, the submitter's chunk or the farm: a node would
+            // refuse a render longer than its `--max-frames`, so it gets that much and the
+            // rest waits for the next slot.
+            let cap = node.max_frames.map_or(u64::MAX, |most| most.max(1));
             let piece = if task.splittable {
                 let (piece, most) = size_for(node);
-                let piece = piece.min(remaining);
+                let (piece, most) = (piece.min(remaining).min(cap), most.min(cap));
                 // No crumb is left behind for another node to start on: a stolen tail a
                 // little longer than a piece goes whole, unless that makes it longer than
-                // a piece may be (the task length would cut it again).
+                // a piece may be (the task length would cut it again, or the node refuse
+                // it).
                 if remaining - piece < piece / 2 && remaining <= most.max(piece) {
                     remaining
                 } else {
                     piece
                 }
             } else {
-                remaining
+                remaining.min(cap)
             };
-            // Whatever sized the task, the submitter's chunk or the farm: a node would
-            // refuse a render longer than its `--max-frames`, so it gets that much and the
-            // rest waits for the next slot.
-            let piece = node.max_frames.map_or(piece, |most| piece.min(most.max(1)));
             out.push(Assignment {
                 task: task.task_id,
                 node: node.node_id.clone(),

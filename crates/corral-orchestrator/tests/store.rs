@@ -658,6 +658,37 @@ async fn free_slots_name_only_nodes_with_room(db: &Db) {
 }
 both!(free_slots_name_only_nodes_with_room);
 
+/// A lease never hands a node more frames than its `--max-frames`, whatever the round
+/// asked for: a piece skipped earlier in a round leaves the next piece of the same task
+/// the frames that piece was not sized for. The rest of the task stays queued.
+async fn a_lease_gives_no_node_more_than_its_max_frames(db: &Db) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    let fence = leader(s, "o1").await;
+    let node = s.upsert_node("http://small:3000").await.unwrap();
+    let mut small = info(1);
+    small.max_frames_per_job = 3;
+    assert!(s.node_seen(&node.id, &small).await.unwrap());
+    let id = submit(s, r#"{"from":1,"to":10,"chunk_size":10}"#).await;
+    let t = tasks(s, id).await;
+    assert_eq!(t.len(), 1);
+    // The round asked for the whole task (a piece before it was skipped, say).
+    lease(s, &fence, t[0].task.id, &node.id).await.unwrap();
+    let t = tasks(s, id).await;
+    let ranges: Vec<(i64, i64, TaskStateKind)> = t
+        .iter()
+        .map(|r| (r.task.range.from(), r.task.range.to(), r.task.state.kind()))
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            (1, 3, TaskStateKind::Running),
+            (4, 10, TaskStateKind::Queued)
+        ]
+    );
+}
+both!(a_lease_gives_no_node_more_than_its_max_frames);
+
 /// Removing a node takes its running tasks back in the same transaction, and a running
 /// task whose node row is missing anyway (left by an older version) is found and re-queued.
 async fn removing_a_node_requeues_its_tasks_and_orphans_are_found(db: &Db) {

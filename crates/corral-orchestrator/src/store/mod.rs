@@ -164,6 +164,12 @@ pub struct NodeRecord {
     pub fingerprint: Option<Fingerprint>,
 }
 
+/// The most frames a node renders in one task, as recorded from its `GET /info`: none when
+/// it names none (0; no real node does), and at most what the database holds.
+pub fn max_frames_of(info: &NodeInfo) -> Option<u64> {
+    (info.max_frames_per_job > 0).then(|| info.max_frames_per_job.min(i64::MAX as u64))
+}
+
 /// What [`Store::free_slots`] answers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FreeSlots {
@@ -393,8 +399,9 @@ pub trait Store: Send + Sync + 'static {
     /// frames when the command's lease holds; nothing changes when it is refused.
     async fn apply(&self, task: TaskId, command: Command, note: Note) -> Result<Applied>;
     /// Leases tasks to nodes, each only if it is still queued and its node is known, up,
-    /// not draining and has a free slot, and only while `fence` holds; a piece of a
-    /// splittable task is cut off it first (the rest stays queued). Answers the leases
+    /// not draining and has a free slot, and only while `fence` holds; a piece asked for
+    /// (`Assignment::frames`), or what is more than the node's `--max-frames`, is cut off
+    /// the task first (the rest stays queued). Answers the leases
     /// made, in one transaction.
     async fn lease(&self, assignments: &[Assignment], fence: &Fence) -> Result<Vec<RunningTask>>;
     /// The queue's head: queued tasks of runnable jobs by priority, submission, position.

@@ -1456,19 +1456,30 @@ impl SqlStore {
             let Some(mut locked) = self.lock(&mut tx, *task).await? else {
                 continue;
             };
-            if let Some(piece) = assignment.frames {
+            // The piece asked for, and never more than the node renders in one task: a
+            // piece skipped above leaves the next piece of the same task more frames than
+            // it was sized for, and the node would refuse a render past its `--max-frames`.
+            let piece = assignment
+                .frames
+                .into_iter()
+                .chain(node.max_frames)
+                .min()
+                .map(|p| p.max(1));
+            if let Some(piece) = piece {
                 let head = &locked.task.task;
                 if head.state == TaskState::Queued && piece < head.range.len() {
                     let cut = Command::Cut {
                         lease: None,
                         keep_to: head.range.from() + piece as i64 - 1,
                     };
-                    if let Ok(step) = lifecycle::step(head, &locked.job.life, &cut, now) {
-                        let change =
-                            Self::write_locked(&mut tx, &mut locked, step, None, &cut, now).await?;
-                        if let Some(tail) = change.cut_off {
-                            continues_as.insert(assignment.task, tail);
-                        }
+                    let Ok(step) = lifecycle::step(head, &locked.job.life, &cut, now) else {
+                        // Leasing it uncut would hand the node more than it was given.
+                        continue;
+                    };
+                    let change =
+                        Self::write_locked(&mut tx, &mut locked, step, None, &cut, now).await?;
+                    if let Some(tail) = change.cut_off {
+                        continues_as.insert(assignment.task, tail);
                     }
                 }
             }
@@ -2049,11 +2060,7 @@ impl Store for SqlStore {
                 info.memory_bytes
                     .map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             )
-            // A node that names no limit (0 is not one a real node gives) has none here.
-            .bind(
-                (info.max_frames_per_job > 0)
-                    .then(|| i64::try_from(info.max_frames_per_job).unwrap_or(i64::MAX)),
-            )
+            .bind(super::max_frames_of(info).map(|m| m as i64))
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;

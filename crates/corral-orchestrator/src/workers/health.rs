@@ -148,7 +148,7 @@ fn seen_is_news(o: &Orchestrator, node: &NodeRecord, info: &NodeInfo, now: DateT
         || node.blender_version.as_deref() != Some(info.blender_version.as_str())
         || node.cores != Some(info.cores as u64)
         || node.memory_bytes != info.memory_bytes
-        || node.max_frames != Some(info.max_frames_per_job).filter(|m| *m > 0);
+        || node.max_frames != crate::store::max_frames_of(info);
     let stale = node
         .last_seen
         .is_some_and(|seen| (now - seen).to_std().unwrap_or_default() >= write_every);

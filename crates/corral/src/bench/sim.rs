@@ -87,6 +87,8 @@ struct Results {
     tutorial_makespan_s: Option<f64>,
     tutorial_efficiency: Option<f64>,
     events_missed: u64,
+    /// Long-polls the simulated nodes refused for asking for `batch` (`--old-nodes`).
+    batch_refused: u64,
 }
 
 /// The orchestrator child process; killed when dropped.
@@ -250,7 +252,10 @@ pub async fn run(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
     for i in 0..args.nodes as usize {
         let speed = speed_of(&args, i);
         capacity += speed;
-        let node = SimNode::with_version(args.frame_ms, speed, 1, finishes.clone(), args.old_nodes);
+        let node = SimNode::new(args.frame_ms, speed, 1, finishes.clone());
+        if args.old_nodes {
+            node.refuse_batch();
+        }
         let url = node.serve().await?;
         nodes.push((node, url));
     }
@@ -443,6 +448,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<std::process::ExitCode> {
                 requeue_after_node_loss_s: requeue,
                 peak_rss_mb: rss,
                 events_missed: h.missed,
+                batch_refused: nodes.iter().map(|(n, _)| n.batch_refused()).sum(),
                 ..Results::default()
             },
         )

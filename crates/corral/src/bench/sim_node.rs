@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -41,7 +42,9 @@ struct Inner {
     url: Mutex<String>,
     /// Answers a long-poll that asks for `batch` with a 400, as a node of a version before
     /// `batch` existed does (`bench sim --old-nodes`).
-    refuses_batch: bool,
+    refuses_batch: AtomicBool,
+    /// Long-polls refused so.
+    batch_refused: AtomicU64,
 }
 
 #[derive(Default)]
@@ -69,18 +72,6 @@ struct WaitQuery {
 impl SimNode {
     /// A node rendering a frame in `frame_ms / speed` ms, with `slots` renders at once.
     pub fn new(frame_ms: f64, speed: f64, slots: usize, finishes: Finishes) -> SimNode {
-        SimNode::with_version(frame_ms, speed, slots, finishes, false)
-    }
-
-    /// The same, answering as a node of a version before `batch` on `GET /job/{id}` existed
-    /// when `old` (a long-poll that asks for it gets a 400).
-    pub fn with_version(
-        frame_ms: f64,
-        speed: f64,
-        slots: usize,
-        finishes: Finishes,
-        old: bool,
-    ) -> SimNode {
         let (changes, _) = watch::channel(0);
         let per_frame = (frame_ms / speed.max(0.001)).max(0.0);
         SimNode {
@@ -95,9 +86,21 @@ impl SimNode {
                 killed: CancellationToken::new(),
                 finishes,
                 url: Mutex::new(String::new()),
-                refuses_batch: old,
+                refuses_batch: AtomicBool::new(false),
+                batch_refused: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// From now on answers as a node of a version before `batch` on `GET /job/{id}`
+    /// existed: a long-poll that asks for it gets a 400.
+    pub fn refuse_batch(&self) {
+        self.inner.refuses_batch.store(true, Ordering::Relaxed);
+    }
+
+    /// Long-polls refused for asking for `batch`.
+    pub fn batch_refused(&self) -> u64 {
+        self.inner.batch_refused.load(Ordering::Relaxed)
     }
 
     /// Listens on a loopback port and serves until killed; answers the node's URL.
@@ -342,7 +345,8 @@ async fn job(
     Path(key): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> Response {
-    if node.inner.refuses_batch && q.batch.is_some() {
+    if node.inner.refuses_batch.load(Ordering::Relaxed) && q.batch.is_some() {
+        node.inner.batch_refused.fetch_add(1, Ordering::Relaxed);
         let problem = serde_json::json!({
             "type": "about:blank",
             "title": "Bad Request",
