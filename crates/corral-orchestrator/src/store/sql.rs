@@ -147,6 +147,30 @@ pub struct SqlStore {
     write_thread: Option<WriteThread>,
     /// This store, for work handed to the write thread (set when opened).
     me: std::sync::OnceLock<std::sync::Weak<SqlStore>>,
+    /// SQLite: reports waiting for the write thread, applied together
+    /// ([`SqlStore::apply_waiting`]).
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+}
+
+/// Most reports applied in one transaction: enough that a thousand renders ending together
+/// share a few dozen commits, few enough that a report does not wait long behind others.
+const APPLIES_PER_COMMIT: usize = 64;
+
+/// A report waiting for the write thread, and where its answer goes.
+struct Waiting {
+    task: TaskId,
+    command: Command,
+    note: Note,
+    answer: tokio::sync::oneshot::Sender<Result<Applied>>,
+}
+
+/// A report's frames sorted into those to record and those recorded before
+/// ([`SqlStore::plan_frames`]), and the node that saved them.
+#[derive(Default)]
+struct FramesPlan {
+    new: Vec<SavedFrame>,
+    old: Vec<SavedFrame>,
+    node: Option<NodeId>,
 }
 
 impl Drop for SqlStore {
@@ -483,6 +507,7 @@ impl SqlStore {
                 StoreError::Database(format!("cannot start the database's write thread: {e}"))
             })?),
             me: std::sync::OnceLock::new(),
+            waiting: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -530,6 +555,7 @@ impl SqlStore {
             // Several connections, row locks: PostgreSQL's writes run side by side.
             write_thread: None,
             me: std::sync::OnceLock::new(),
+            waiting: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -556,6 +582,88 @@ impl SqlStore {
         Ok(())
     }
 
+    /// This store, owned (for work handed to the write thread).
+    fn me(&self) -> Result<Arc<SqlStore>> {
+        self.me
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))
+    }
+
+    /// On the write thread (SQLite): applies the reports waiting, up to
+    /// [`APPLIES_PER_COMMIT`] of them in one transaction, and answers each. A thousand
+    /// renders ending together then share a few dozen commits instead of a thousand: the
+    /// commit and the `BEGIN` were a third of each report's hold on the one writer. Each
+    /// report queued spawns one of these; those that find the queue empty (an earlier one
+    /// took their report) end at once.
+    async fn apply_waiting(self: Arc<Self>) {
+        let taken = |store: &SqlStore| -> Vec<Waiting> {
+            store.waiting.lock().map_or_else(
+                |_| Vec::new(),
+                |mut w| {
+                    let n = w.len().min(APPLIES_PER_COMMIT);
+                    w.drain(..n).collect()
+                },
+            )
+        };
+        if self.waiting.lock().map_or(true, |w| w.is_empty()) {
+            return;
+        }
+        // Reports that come while this one waits for the writer go with it.
+        let mut tx = match self.begin_raw().await {
+            Ok(tx) => Some(tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not begin a transaction for waiting reports");
+                None
+            }
+        };
+        let batch = taken(&self);
+        if batch.is_empty() {
+            if let Some(tx) = tx {
+                let _ = tx.rollback().await;
+            }
+            return;
+        }
+        if let Some(mut open) = tx.take() {
+            let now = Utc::now();
+            let mut answers = Vec::with_capacity(batch.len());
+            let mut events = Vec::new();
+            for w in &batch {
+                match self
+                    .apply_in(&mut open, w.task, &w.command, &w.note, now)
+                    .await
+                {
+                    Ok((applied, more)) => {
+                        answers.push(applied);
+                        events.extend(more);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if answers.len() == batch.len() {
+                match self.commit(open, events).await {
+                    Ok(()) => {
+                        for (w, applied) in batch.into_iter().zip(answers) {
+                            let _ = w.answer.send(Ok(applied));
+                        }
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a batch of reports did not commit"),
+                }
+            } else {
+                let _ = open.rollback().await;
+            }
+        }
+        // One of them failed (or the batch could not start or commit): each alone, so a
+        // report that fails fails only itself.
+        for w in batch {
+            let applied = self
+                .retrying(|| self.apply_once(w.task, &w.command, &w.note))
+                .await;
+            let _ = w.answer.send(applied);
+        }
+    }
+
     /// Runs `work` on the write thread (SQLite), or here (PostgreSQL).
     async fn on_write_thread<T, W, Fut>(&self, work: W) -> Result<T>
     where
@@ -563,11 +671,7 @@ impl SqlStore {
         W: FnOnce(Arc<SqlStore>) -> Fut,
         Fut: std::future::Future<Output = Result<T>> + Send + 'static,
     {
-        let me = self
-            .me
-            .get()
-            .and_then(std::sync::Weak::upgrade)
-            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))?;
+        let me = self.me()?;
         match &self.write_thread {
             Some(thread) => thread
                 .run(work(me))
@@ -780,15 +884,15 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Records frames a node reported saved for a running task; answers the new ones.
-    async fn record_frames(
+    /// Which of the frames a node reported saved for a running task are new and which
+    /// are recorded already; reads only, so a command refused after it has written nothing.
+    async fn plan_frames(
         tx: &mut Tx,
         seq: i64,
         task: &Task,
         node: &NodeId,
         frames: &[SavedFrame],
-        now: DateTime<Utc>,
-    ) -> std::result::Result<Vec<SavedFrame>, sqlx::Error> {
+    ) -> std::result::Result<FramesPlan, sqlx::Error> {
         // Each frame once (a node may list one twice: the later entry is its newest copy).
         let mut by_frame: std::collections::BTreeMap<i64, &SavedFrame> = Default::default();
         for f in frames.iter().filter(|f| task.range.contains(f.frame)) {
@@ -796,14 +900,14 @@ impl SqlStore {
         }
         let frames: Vec<&SavedFrame> = by_frame.into_values().collect();
         if frames.is_empty() {
-            return Ok(Vec::new());
+            return Ok(FramesPlan::default());
         }
         // Which of them are recorded already (a retry after a partial attempt; usually
         // none). The task's row is locked, and its frames are written only under that
-        // lock, so none can be added between this read and the insert below. Asking for
-        // the few that exist, rather than having the insert return the many it added,
-        // spares a row sent back from SQLite's thread per frame: a render's end at a
-        // farm of a thousand nodes carries a hundred frames.
+        // lock, so none can be added between this read and the insert. Asking for the few
+        // that exist, rather than having the insert return the many it added, spares a
+        // row sent back from SQLite's thread per frame: a render's end at a farm of a
+        // thousand nodes carries a hundred frames.
         // (Frames are sorted, so the first and last span them all.)
         let (first, last) = (frames[0].frame, frames[frames.len() - 1].frame);
         let existing: std::collections::HashSet<i64> = sqlx::query_scalar::<_, i64>(
@@ -819,9 +923,26 @@ impl SqlStore {
         let (old, new): (Vec<&SavedFrame>, Vec<&SavedFrame>) = frames
             .into_iter()
             .partition(|f| existing.contains(&f.frame));
+        Ok(FramesPlan {
+            new: new.into_iter().cloned().collect(),
+            old: old.into_iter().cloned().collect(),
+            node: Some(node.clone()),
+        })
+    }
+
+    /// Records the frames of a plan ([`Self::plan_frames`]) as saved by its node.
+    async fn write_frames(
+        tx: &mut Tx,
+        seq: i64,
+        plan: &FramesPlan,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(), sqlx::Error> {
+        let Some(node) = &plan.node else {
+            return Ok(());
+        };
         // One statement per thousand frames (a long render's end may carry thousands, more
         // than a statement may bind).
-        for new in new.chunks(1000) {
+        for new in plan.new.chunks(1000) {
             let values: Vec<String> = (0..new.len())
                 .map(|i| format!("($1, $2, $3, {})", placeholders(4 + i * 2, 2)))
                 .collect();
@@ -839,8 +960,7 @@ impl SqlStore {
             }
             query.execute(&mut **tx).await?;
         }
-        let new: Vec<SavedFrame> = new.into_iter().cloned().collect();
-        for frame in old {
+        for frame in &plan.old {
             // Rendered again (a retry after a partial attempt): the newest copy is the one
             // to point at.
             sqlx::query(
@@ -855,14 +975,14 @@ impl SqlStore {
             .execute(&mut **tx)
             .await?;
         }
-        if !new.is_empty() {
+        if !plan.new.is_empty() {
             sqlx::query("UPDATE nodes SET frames_rendered = frames_rendered + $1 WHERE id = $2")
-                .bind(new.len() as i64)
+                .bind(plan.new.len() as i64)
                 .bind(node.as_str())
                 .execute(&mut **tx)
                 .await?;
         }
-        Ok(new)
+        Ok(())
     }
 
     /// Writes one step of a task (`prev` is the task before it; `failed_on` the nodes it
@@ -991,16 +1111,40 @@ impl SqlStore {
         Ok((changes, job))
     }
 
+    /// Applies one report in its own transaction (PostgreSQL; SQLite when a batch of
+    /// them failed, to find the one that fails).
     async fn apply_once(
         &self,
         task: TaskId,
         command: &Command,
         note: &Note,
     ) -> std::result::Result<Applied, sqlx::Error> {
-        let now = Utc::now();
         let mut tx = self.begin_raw().await?;
-        let Some(mut locked) = self.lock(&mut tx, task).await? else {
-            return Ok(Applied::Unknown);
+        let (applied, events) = self
+            .apply_in(&mut tx, task, command, note, Utc::now())
+            .await?;
+        match applied {
+            Applied::Changed(_) => self.commit(tx, events).await?,
+            // Nothing was written.
+            Applied::Refused(_) | Applied::Unknown => tx.rollback().await?,
+        }
+        Ok(applied)
+    }
+
+    /// Applies a report inside `tx`, answering it and the events to publish once `tx`
+    /// commits. Everything is read and decided before anything is written, so a report
+    /// answered `Refused` or `Unknown` has written nothing: several share a transaction
+    /// ([`Self::apply_waiting`]).
+    async fn apply_in(
+        &self,
+        tx: &mut Tx,
+        task: TaskId,
+        command: &Command,
+        note: &Note,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(Applied, Vec<Event>), sqlx::Error> {
+        let Some(mut locked) = self.lock(tx, task).await? else {
+            return Ok((Applied::Unknown, Vec::new()));
         };
         let job_before = locked.job.life.clone();
         let holds = |locked: &Locked, lease: Option<LeaseId>| {
@@ -1010,26 +1154,21 @@ impl SqlStore {
         let mut changes = Vec::new();
         let mut events = Vec::new();
         let mut frame_at = None;
+        let mut frames = FramesPlan::default();
         let mut command = command.clone();
         // Frames count only under the lease that holds: a lost node's late report is
         // the work of a render that was given to another node.
         if !note.frames.is_empty() && holds(&locked, command.lease()) {
             let TaskState::Running(r) = &locked.task.task.state else {
-                return Ok(Applied::Unknown);
+                return Ok((Applied::Unknown, Vec::new()));
             };
             let node = r.node.clone();
-            let new = Self::record_frames(
-                &mut tx,
-                locked.seq,
-                &locked.task.task,
-                &node,
-                &note.frames,
-                now,
-            )
-            .await?;
+            frames =
+                Self::plan_frames(tx, locked.seq, &locked.task.task, &node, &note.frames).await?;
+            let new = &frames.new;
             if !new.is_empty() {
                 frame_at = Some(now);
-                for frame in &new {
+                for frame in new {
                     events.push(Event::Frame {
                         job: locked.job.id(),
                         frame: frame.frame,
@@ -1059,6 +1198,8 @@ impl SqlStore {
             frames_recorded, ..
         } = &mut command
         {
+            // Counted before this report's new frames are written: they are in the task's
+            // range and not recorded yet (`plan_frames`).
             let range = locked.task.task.range;
             let n: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM frames WHERE job_seq = $1 AND frame >= $2 AND frame <= $3",
@@ -1066,20 +1207,19 @@ impl SqlStore {
             .bind(locked.seq)
             .bind(range.from())
             .bind(range.to())
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
-            *frames_recorded = n.max(0) as u64;
+            *frames_recorded = n.max(0) as u64 + frames.new.len() as u64;
         }
         let step = match lifecycle::step(&locked.task.task, &locked.job.life, &command, now) {
             Ok(step) => step,
-            Err(refusal) => {
-                tx.rollback().await?;
-                return Ok(Applied::Refused(refusal));
-            }
+            Err(refusal) => return Ok((Applied::Refused(refusal), Vec::new())),
         };
+        // Decided: from here on, writes.
+        Self::write_frames(tx, locked.seq, &frames, now).await?;
         let cancel_the_rest = step.cancel_the_rest;
         let change = Self::write_locked(
-            &mut tx,
+            tx,
             &mut locked,
             step,
             note.log_tail.as_deref(),
@@ -1091,7 +1231,7 @@ impl SqlStore {
         changes.push(change);
         let mut job = locked.job.life.clone();
         if cancel_the_rest {
-            let (cancelled, after) = self.cancel_rest(&mut tx, locked.seq, job, now).await?;
+            let (cancelled, after) = self.cancel_rest(tx, locked.seq, job, now).await?;
             for c in &cancelled {
                 events.extend(c.events.iter().cloned());
             }
@@ -1100,10 +1240,9 @@ impl SqlStore {
         }
         // A dispatch confirmed, a task adopted: the job is as it was, and stays unwritten.
         if job != job_before || frame_at.is_some() {
-            Self::write_job(&mut tx, locked.seq, &job, frame_at).await?;
+            Self::write_job(tx, locked.seq, &job, frame_at).await?;
         }
-        self.commit(tx, events).await?;
-        Ok(Applied::Changed(changes))
+        Ok((Applied::Changed(changes), events))
     }
 
     async fn begin_raw(&self) -> std::result::Result<Tx, sqlx::Error> {
@@ -1801,10 +1940,28 @@ impl Store for SqlStore {
     }
 
     async fn apply(&self, task: TaskId, command: Command, note: Note) -> Result<Applied> {
-        self.on_write_thread(move |me| async move {
-            me.retrying(|| me.apply_once(task, &command, &note)).await
-        })
-        .await
+        let Some(thread) = &self.write_thread else {
+            return self
+                .retrying(|| self.apply_once(task, &command, &note))
+                .await;
+        };
+        let me = self.me()?;
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.waiting
+            .lock()
+            .map_err(|_| StoreError::Database("the queue of writes is poisoned".into()))?
+            .push(Waiting {
+                task,
+                command,
+                note,
+                answer,
+            });
+        // Started here, not when this future is first polled: a report queued is applied
+        // even if its caller stops waiting.
+        thread.spawn(me.apply_waiting());
+        answered
+            .await
+            .map_err(|_| StoreError::Database("a write failed: the write thread stopped".into()))?
     }
 
     async fn lease(&self, assignments: &[Assignment], fence: &Fence) -> Result<Vec<RunningTask>> {
@@ -2319,6 +2476,218 @@ impl Store for SqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A SQLite store with a leader, a node up with three slots and a job of three tasks
+    /// of five frames (1-5, 6-10, 11-15), each leased to the node and dispatched.
+    async fn three_renders(dir: &Path) -> (Arc<SqlStore>, Vec<(TaskId, LeaseId)>) {
+        let store = SqlStore::open(&DatabaseUrl::Sqlite(dir.join("corral.db")))
+            .await
+            .unwrap();
+        let fence = store
+            .lead(&OrchestratorId::new("o1"), Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        let node = store.upsert_node("http://n:3000").await.unwrap();
+        let info = NodeInfo {
+            hostname: "n".into(),
+            cores: 2,
+            memory_bytes: None,
+            blender_version: "3.4.1".into(),
+            corral_version: "test".into(),
+            slots: 3,
+            running: 0,
+            queued: 0,
+            engines: vec![],
+            formats: vec![],
+            max_frames_per_job: 1000,
+            render_mode: "warm".into(),
+            workers: vec![],
+        };
+        assert!(store.node_seen(&node.id, &info).await.unwrap());
+        let limits = corral_core::orchestrator_api::SubmitLimits {
+            max_frames: 1000,
+            default_chunk_size: None,
+        };
+        let submission =
+            JobSubmission::from_body(br#"{"from":1,"to":15,"chunk_size":5}"#, limits).unwrap();
+        let id = JobId::new();
+        let job = NewJob {
+            id,
+            submission,
+            output: "out/f_####".into(),
+        };
+        assert!(matches!(
+            store.insert_job(job, 10).await.unwrap(),
+            Admission::Accepted(_)
+        ));
+        let mut renders = Vec::new();
+        for record in store.tasks(id, 0, 10).await.unwrap() {
+            let one = Assignment {
+                task: record.task.id,
+                node: node.id.clone(),
+                frames: None,
+            };
+            let leased = store.lease(&[one], &fence).await.unwrap();
+            let lease = leased[0].lease;
+            let dispatched = Command::Dispatched {
+                lease,
+                node_job: NodeJobId::new(format!("j{}", record.task.id.0)),
+            };
+            let applied = store.apply(record.task.id, dispatched, Note::default());
+            assert!(applied.await.unwrap().is_applied());
+            renders.push((record.task.id, lease));
+        }
+        (store, renders)
+    }
+
+    fn saved(frames: std::ops::RangeInclusive<i64>) -> Note {
+        Note {
+            frames: frames
+                .map(|frame| SavedFrame {
+                    frame,
+                    path: format!("/out/f_{frame:04}.png"),
+                })
+                .collect(),
+            log_tail: None,
+        }
+    }
+
+    /// Queues reports as `apply` does, and applies them as one batch.
+    async fn apply_together(
+        store: &Arc<SqlStore>,
+        reports: Vec<(TaskId, Command, Note)>,
+    ) -> Vec<Result<Applied>> {
+        let mut answers = Vec::new();
+        for (task, command, note) in reports {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            store.waiting.lock().unwrap().push(Waiting {
+                task,
+                command,
+                note,
+                answer,
+            });
+            answers.push(answered);
+        }
+        store.clone().apply_waiting().await;
+        let mut out = Vec::new();
+        for answered in answers {
+            out.push(answered.await.unwrap());
+        }
+        out
+    }
+
+    /// Reports queued together share one transaction: each gets its own answer, a refused
+    /// one writes nothing while the others commit, and a render's end counts the frames
+    /// its own report brings. When one fails, the others are applied one at a time and
+    /// only it fails.
+    #[tokio::test]
+    async fn waiting_reports_share_a_transaction_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, r) = three_renders(dir.path()).await;
+        let answers = apply_together(
+            &store,
+            vec![
+                (
+                    r[0].0,
+                    Command::Progress {
+                        lease: r[0].1,
+                        new_frames: 0,
+                    },
+                    saved(1..=2),
+                ),
+                // Under a lease that is not the task's: refused, its frames not recorded.
+                (
+                    r[1].0,
+                    Command::Complete {
+                        lease: LeaseId(r[1].1 .0 + 7),
+                        frames_recorded: 0,
+                        render_ms: None,
+                    },
+                    saved(6..=10),
+                ),
+                (
+                    r[2].0,
+                    Command::Complete {
+                        lease: r[2].1,
+                        frames_recorded: 0,
+                        render_ms: None,
+                    },
+                    saved(11..=15),
+                ),
+            ],
+        )
+        .await;
+        assert!(matches!(answers[0], Ok(Applied::Changed(_))), "{answers:?}");
+        assert!(matches!(answers[1], Ok(Applied::Refused(_))), "{answers:?}");
+        assert!(matches!(answers[2], Ok(Applied::Changed(_))), "{answers:?}");
+        let job = store
+            .tasks(store_job(&store, r[0].0).await, 0, 10)
+            .await
+            .unwrap();
+        let states: Vec<TaskStateKind> = job.iter().map(|t| t.task.state.kind()).collect();
+        assert_eq!(
+            states,
+            [
+                TaskStateKind::Running,
+                TaskStateKind::Running,
+                TaskStateKind::Completed
+            ]
+        );
+        let recorded: Vec<i64> = sqlx::query_scalar("SELECT frame FROM frames ORDER BY frame")
+            .fetch_all(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(recorded, [1, 2, 11, 12, 13, 14, 15]);
+
+        // Without a frames table, a report with frames fails; the one beside it in the
+        // batch is still applied.
+        let mut conn = store.writer.conn().await.unwrap();
+        sqlx::query("DROP TABLE frames")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        let answers = apply_together(
+            &store,
+            vec![
+                (
+                    r[0].0,
+                    Command::Progress {
+                        lease: r[0].1,
+                        new_frames: 0,
+                    },
+                    saved(3..=4),
+                ),
+                (
+                    r[1].0,
+                    Command::Fail {
+                        lease: r[1].1,
+                        reason: "broken".into(),
+                        max_attempts: 3,
+                    },
+                    Note::default(),
+                ),
+            ],
+        )
+        .await;
+        assert!(answers[0].is_err(), "{answers:?}");
+        assert!(matches!(answers[1], Ok(Applied::Changed(_))), "{answers:?}");
+        let job = store
+            .tasks(store_job(&store, r[1].0).await, 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            job[1].task.state.kind(),
+            TaskStateKind::Queued,
+            "failed, to retry"
+        );
+    }
+
+    /// The job of a task.
+    async fn store_job(store: &Arc<SqlStore>, task: TaskId) -> JobId {
+        store.task(task).await.unwrap().unwrap().task.job
+    }
 
     #[test]
     fn database_urls() {

@@ -183,6 +183,14 @@ impl WriteThread {
         })
     }
 
+    /// Starts `work` on the thread, now, and does not wait for it.
+    pub(super) fn spawn<W>(&self, work: W)
+    where
+        W: Future<Output = ()> + Send + 'static,
+    {
+        self.handle.spawn(work);
+    }
+
     /// Runs `work` on the thread and answers what it answers. It runs to its end even if
     /// the caller stops waiting, so a transaction is never cut off halfway by a caller.
     pub(super) async fn run<T, W>(&self, work: W) -> Result<T, tokio::task::JoinError>
