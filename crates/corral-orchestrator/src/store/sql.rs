@@ -150,11 +150,18 @@ pub struct SqlStore {
     /// SQLite: reports waiting for the write thread, applied together
     /// ([`SqlStore::apply_waiting`]).
     waiting: std::sync::Mutex<Vec<Waiting>>,
+    /// Held by the one `apply_waiting` draining the queue.
+    draining: tokio::sync::Mutex<()>,
 }
 
 /// Most reports applied in one transaction: enough that a thousand renders ending together
 /// share a few dozen commits, few enough that a report does not wait long behind others.
 const APPLIES_PER_COMMIT: usize = 64;
+
+/// Frames one transaction records at most, near enough: each becomes an event published at
+/// the commit, all at once, and the event channel holds 4,096 (a subscriber that falls
+/// further behind loses some).
+const FRAMES_PER_COMMIT: usize = 2_000;
 
 /// A report waiting for the write thread, and where its answer goes.
 struct Waiting {
@@ -508,6 +515,7 @@ impl SqlStore {
             })?),
             me: std::sync::OnceLock::new(),
             waiting: std::sync::Mutex::new(Vec::new()),
+            draining: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -556,6 +564,7 @@ impl SqlStore {
             write_thread: None,
             me: std::sync::OnceLock::new(),
             waiting: std::sync::Mutex::new(Vec::new()),
+            draining: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -590,78 +599,120 @@ impl SqlStore {
             .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))
     }
 
-    /// On the write thread (SQLite): applies the reports waiting, up to
-    /// [`APPLIES_PER_COMMIT`] of them in one transaction, and answers each. A thousand
-    /// renders ending together then share a few dozen commits instead of a thousand: the
-    /// commit and the `BEGIN` were a third of each report's hold on the one writer. Each
-    /// report queued spawns one of these; those that find the queue empty (an earlier one
-    /// took their report) end at once.
+    /// On the write thread (SQLite): applies the reports waiting, in batches of up to
+    /// [`APPLIES_PER_COMMIT`] reports (and about [`FRAMES_PER_COMMIT`] frames) per
+    /// transaction, and answers each. A thousand renders ending together then share a few
+    /// dozen commits instead of a thousand: the commit and the `BEGIN` were a third of each
+    /// report's hold on the one writer. Each report queued spawns one of these; one at a
+    /// time drains the queue, in order, and those that find it empty end at once, before
+    /// any `BEGIN`.
     async fn apply_waiting(self: Arc<Self>) {
-        let taken = |store: &SqlStore| -> Vec<Waiting> {
-            store.waiting.lock().map_or_else(
-                |_| Vec::new(),
-                |mut w| {
-                    let n = w.len().min(APPLIES_PER_COMMIT);
-                    w.drain(..n).collect()
-                },
-            )
-        };
-        if self.waiting.lock().map_or(true, |w| w.is_empty()) {
-            return;
-        }
-        // Reports that come while this one waits for the writer go with it.
-        let mut tx = match self.begin_raw().await {
-            Ok(tx) => Some(tx),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not begin a transaction for waiting reports");
-                None
-            }
-        };
-        let batch = taken(&self);
-        if batch.is_empty() {
-            if let Some(tx) = tx {
-                let _ = tx.rollback().await;
-            }
-            return;
-        }
-        if let Some(mut open) = tx.take() {
-            let now = Utc::now();
-            let mut answers = Vec::with_capacity(batch.len());
-            let mut events = Vec::new();
-            for w in &batch {
-                match self
-                    .apply_in(&mut open, w.task, &w.command, &w.note, now)
-                    .await
-                {
-                    Ok((applied, more)) => {
-                        answers.push(applied);
-                        events.extend(more);
+        let _draining = self.draining.lock().await;
+        while !self.no_one_waiting() {
+            // Reports that come while this waits for the writer go with it.
+            let tx = self.begin_raw().await;
+            let (reports, answers): (Vec<_>, Vec<_>) = self
+                .take_waiting()
+                .into_iter()
+                .map(|w| ((w.task, w.command, w.note), w.answer))
+                .unzip();
+            let tx = match tx {
+                Ok(tx) => tx,
+                Err(e) => {
+                    // The writer itself is failing (busy past its timeout, say): every
+                    // report of the batch would fail alike; their callers try again.
+                    tracing::warn!(error = %e, "could not begin a transaction for waiting reports");
+                    for answer in answers {
+                        let _ = answer.send(Err(StoreError::Database(e.to_string())));
                     }
-                    Err(_) => break,
+                    continue;
+                }
+            };
+            let reports = Arc::new(reports);
+            // On a task of its own, which owns no answer: a report that panics fails its
+            // batch, whose reports are then applied one at a time, so it fails only itself.
+            let together = {
+                let (me, reports) = (self.clone(), reports.clone());
+                tokio::spawn(async move { me.apply_together(tx, &reports).await }).await
+            };
+            match together {
+                Ok(Ok(applied)) => {
+                    for (answer, applied) in answers.into_iter().zip(applied) {
+                        let _ = answer.send(Ok(applied));
+                    }
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "a batch of reports failed; applying them one at a time")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a batch of reports panicked; applying them one at a time")
                 }
             }
-            if answers.len() == batch.len() {
-                match self.commit(open, events).await {
-                    Ok(()) => {
-                        for (w, applied) in batch.into_iter().zip(answers) {
-                            let _ = w.answer.send(Ok(applied));
-                        }
-                        return;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "a batch of reports did not commit"),
-                }
-            } else {
-                let _ = open.rollback().await;
+            for (i, answer) in answers.into_iter().enumerate() {
+                let (me, reports) = (self.clone(), reports.clone());
+                let alone = tokio::spawn(async move {
+                    let (task, command, note) = &reports[i];
+                    me.retrying(|| me.apply_once(*task, command, note)).await
+                })
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Database(format!("a write failed: {e}"))));
+                let _ = answer.send(alone);
             }
         }
-        // One of them failed (or the batch could not start or commit): each alone, so a
-        // report that fails fails only itself.
-        for w in batch {
-            let applied = self
-                .retrying(|| self.apply_once(w.task, &w.command, &w.note))
-                .await;
-            let _ = w.answer.send(applied);
+    }
+
+    /// Applies reports in `tx` and commits them together; answers each one's outcome, or
+    /// the first error (the transaction is then rolled back, nothing of it written).
+    async fn apply_together(
+        &self,
+        mut tx: Tx,
+        reports: &[(TaskId, Command, Note)],
+    ) -> std::result::Result<Vec<Applied>, sqlx::Error> {
+        let now = Utc::now();
+        let mut applied = Vec::with_capacity(reports.len());
+        let mut events = Vec::new();
+        for (task, command, note) in reports {
+            match self.apply_in(&mut tx, *task, command, note, now).await {
+                Ok((outcome, more)) => {
+                    applied.push(outcome);
+                    events.extend(more);
+                }
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    return Err(e);
+                }
+            }
         }
+        self.commit(tx, events).await?;
+        Ok(applied)
+    }
+
+    fn no_one_waiting(&self) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// The next batch of waiting reports: up to [`APPLIES_PER_COMMIT`] of them, and no
+    /// more once they bring [`FRAMES_PER_COMMIT`] frames (at least one report).
+    fn take_waiting(&self) -> Vec<Waiting> {
+        let mut waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut frames = 0;
+        let n = waiting
+            .iter()
+            .take(APPLIES_PER_COMMIT)
+            .take_while(|w| {
+                let under = frames < FRAMES_PER_COMMIT;
+                frames += w.note.frames.len();
+                under
+            })
+            .count();
+        waiting.drain(..n).collect()
     }
 
     /// Runs `work` on the write thread (SQLite), or here (PostgreSQL).
@@ -1949,7 +2000,7 @@ impl Store for SqlStore {
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.waiting
             .lock()
-            .map_err(|_| StoreError::Database("the queue of writes is poisoned".into()))?
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(Waiting {
                 task,
                 command,
@@ -2477,9 +2528,9 @@ impl Store for SqlStore {
 mod tests {
     use super::*;
 
-    /// A SQLite store with a leader, a node up with three slots and a job of three tasks
-    /// of five frames (1-5, 6-10, 11-15), each leased to the node and dispatched.
-    async fn three_renders(dir: &Path) -> (Arc<SqlStore>, Vec<(TaskId, LeaseId)>) {
+    /// A SQLite store with a leader, a node up with four slots and a job of four tasks
+    /// of five frames (1-5, 6-10, 11-15, 16-20), each leased to the node and dispatched.
+    async fn four_renders(dir: &Path) -> (Arc<SqlStore>, NodeId, Vec<(TaskId, LeaseId)>) {
         let store = SqlStore::open(&DatabaseUrl::Sqlite(dir.join("corral.db")))
             .await
             .unwrap();
@@ -2495,7 +2546,7 @@ mod tests {
             memory_bytes: None,
             blender_version: "3.4.1".into(),
             corral_version: "test".into(),
-            slots: 3,
+            slots: 4,
             running: 0,
             queued: 0,
             engines: vec![],
@@ -2510,7 +2561,7 @@ mod tests {
             default_chunk_size: None,
         };
         let submission =
-            JobSubmission::from_body(br#"{"from":1,"to":15,"chunk_size":5}"#, limits).unwrap();
+            JobSubmission::from_body(br#"{"from":1,"to":20,"chunk_size":5}"#, limits).unwrap();
         let id = JobId::new();
         let job = NewJob {
             id,
@@ -2538,7 +2589,7 @@ mod tests {
             assert!(applied.await.unwrap().is_applied());
             renders.push((record.task.id, lease));
         }
-        (store, renders)
+        (store, node.id, renders)
     }
 
     fn saved(frames: std::ops::RangeInclusive<i64>) -> Note {
@@ -2553,7 +2604,15 @@ mod tests {
         }
     }
 
-    /// Queues reports as `apply` does, and applies them as one batch.
+    fn complete(lease: LeaseId) -> Command {
+        Command::Complete {
+            lease,
+            frames_recorded: 0,
+            render_ms: None,
+        }
+    }
+
+    /// Queues reports as `apply` does, and drains them as one batch.
     async fn apply_together(
         store: &Arc<SqlStore>,
         reports: Vec<(TaskId, Command, Note)>,
@@ -2577,71 +2636,58 @@ mod tests {
         out
     }
 
-    /// Reports queued together share one transaction: each gets its own answer, a refused
-    /// one writes nothing while the others commit, and a render's end counts the frames
-    /// its own report brings. When one fails, the others are applied one at a time and
-    /// only it fails.
+    async fn states(store: &Arc<SqlStore>, task: TaskId) -> Vec<TaskStateKind> {
+        let job = store.task(task).await.unwrap().unwrap().task.job;
+        let tasks = store.tasks(job, 0, 10).await.unwrap();
+        tasks.iter().map(|t| t.task.state.kind()).collect()
+    }
+
+    /// Reports queued together share one transaction: each gets its own answer, a later
+    /// report about the same task sees the earlier one's frames, and a report refused after
+    /// its frames were looked at writes none of them while the others commit. When one
+    /// fails, the batch is applied again one report at a time: the others are applied once
+    /// each, and only it fails.
     #[tokio::test]
     async fn waiting_reports_share_a_transaction_and_fail_alone() {
+        use TaskStateKind::{Completed, Queued, Running};
         let dir = tempfile::tempdir().unwrap();
-        let (store, r) = three_renders(dir.path()).await;
+        let (store, node, r) = four_renders(dir.path()).await;
+        let progress = |lease| Command::Progress {
+            lease,
+            new_frames: 0,
+        };
         let answers = apply_together(
             &store,
             vec![
-                (
-                    r[0].0,
-                    Command::Progress {
-                        lease: r[0].1,
-                        new_frames: 0,
-                    },
-                    saved(1..=2),
-                ),
-                // Under a lease that is not the task's: refused, its frames not recorded.
-                (
-                    r[1].0,
-                    Command::Complete {
-                        lease: LeaseId(r[1].1 .0 + 7),
-                        frames_recorded: 0,
-                        render_ms: None,
-                    },
-                    saved(6..=10),
-                ),
-                (
-                    r[2].0,
-                    Command::Complete {
-                        lease: r[2].1,
-                        frames_recorded: 0,
-                        render_ms: None,
-                    },
-                    saved(11..=15),
-                ),
+                (r[0].0, progress(r[0].1), saved(1..=2)),
+                (r[0].0, complete(r[0].1), saved(3..=5)),
+                // Under its lease, but three frames of five: refused, none recorded.
+                (r[1].0, complete(r[1].1), saved(6..=8)),
+                (r[2].0, complete(r[2].1), saved(11..=15)),
             ],
         )
         .await;
-        assert!(matches!(answers[0], Ok(Applied::Changed(_))), "{answers:?}");
-        assert!(matches!(answers[1], Ok(Applied::Refused(_))), "{answers:?}");
-        assert!(matches!(answers[2], Ok(Applied::Changed(_))), "{answers:?}");
-        let job = store
-            .tasks(store_job(&store, r[0].0).await, 0, 10)
-            .await
-            .unwrap();
-        let states: Vec<TaskStateKind> = job.iter().map(|t| t.task.state.kind()).collect();
+        let changed = |a: &Result<Applied>| matches!(a, Ok(Applied::Changed(_)));
+        assert!(changed(&answers[0]) && changed(&answers[1]), "{answers:?}");
+        assert!(matches!(answers[2], Ok(Applied::Refused(_))), "{answers:?}");
+        assert!(changed(&answers[3]), "{answers:?}");
         assert_eq!(
-            states,
-            [
-                TaskStateKind::Running,
-                TaskStateKind::Running,
-                TaskStateKind::Completed
-            ]
+            states(&store, r[0].0).await,
+            [Completed, Running, Completed, Running]
         );
         let recorded: Vec<i64> = sqlx::query_scalar("SELECT frame FROM frames ORDER BY frame")
             .fetch_all(&store.reader)
             .await
             .unwrap();
-        assert_eq!(recorded, [1, 2, 11, 12, 13, 14, 15]);
+        assert_eq!(recorded, [1, 2, 3, 4, 5, 11, 12, 13, 14, 15]);
+        let node = store.node(&node).await.unwrap().unwrap();
+        assert_eq!(
+            node.frames_rendered, 10,
+            "the refused report's frames not counted"
+        );
 
-        // Without a frames table, a report with frames fails; the one beside it in the
-        // batch is still applied.
+        // Without a frames table, a report with frames fails. The failure beside it is
+        // applied once, after the batch failed.
         let mut conn = store.writer.conn().await.unwrap();
         sqlx::query("DROP TABLE frames")
             .execute(&mut *conn)
@@ -2652,14 +2698,6 @@ mod tests {
             &store,
             vec![
                 (
-                    r[0].0,
-                    Command::Progress {
-                        lease: r[0].1,
-                        new_frames: 0,
-                    },
-                    saved(3..=4),
-                ),
-                (
                     r[1].0,
                     Command::Fail {
                         lease: r[1].1,
@@ -2668,25 +2706,21 @@ mod tests {
                     },
                     Note::default(),
                 ),
+                (r[3].0, progress(r[3].1), saved(16..=17)),
             ],
         )
         .await;
-        assert!(answers[0].is_err(), "{answers:?}");
-        assert!(matches!(answers[1], Ok(Applied::Changed(_))), "{answers:?}");
-        let job = store
-            .tasks(store_job(&store, r[1].0).await, 0, 10)
-            .await
-            .unwrap();
-        assert_eq!(
-            job[1].task.state.kind(),
-            TaskStateKind::Queued,
-            "failed, to retry"
-        );
-    }
+        assert!(changed(&answers[0]), "{answers:?}");
+        assert!(answers[1].is_err(), "{answers:?}");
+        let failed = store.task(r[1].0).await.unwrap().unwrap().task;
+        assert_eq!(failed.state.kind(), Queued, "to be tried again");
+        assert_eq!(failed.attempts, 1, "failed once, not once per try");
 
-    /// The job of a task.
-    async fn store_job(store: &Arc<SqlStore>, task: TaskId) -> JobId {
-        store.task(task).await.unwrap().unwrap().task.job
+        // Many at once through `apply`: each is answered.
+        let many = (0..40).map(|_| store.apply(r[3].0, progress(r[3].1), Note::default()));
+        for answer in futures_util::future::join_all(many).await {
+            assert!(answer.unwrap().is_applied());
+        }
     }
 
     #[test]
