@@ -2007,8 +2007,8 @@ impl Store for SqlStore {
                 note,
                 answer,
             });
-        // Started here, not when this future is first polled: a report queued is applied
-        // even if its caller stops waiting.
+        // Queued and its drain started in one step, with no await between: a report queued
+        // is applied even if its caller stops waiting for the answer.
         thread.spawn(me.apply_waiting());
         answered
             .await
