@@ -68,30 +68,31 @@ pub async fn round(o: &Orchestrator) -> Result<(), StoreError> {
         .filter(|t| !unrunnable.contains(&t.job_id))
         .collect();
     let jobs: HashSet<JobId> = tasks.iter().map(|t| t.job_id).collect();
-    let frame_ms = o
-        .inner
-        .frame_ms
-        .lock()
-        .map(|m| m.clone())
-        .unwrap_or_default();
-    let slots: Vec<NodeSlots> = room
-        .nodes
-        .into_iter()
-        .map(|(node_id, free)| NodeSlots {
-            blocked_jobs: blocked
-                .iter()
-                .filter(|(_, nodes)| nodes.contains(&node_id))
-                .map(|(job, _)| *job)
-                .collect(),
-            frame_ms: jobs
-                .iter()
-                .filter_map(|job| Some((*job, *frame_ms.get(&(*job, node_id.clone()))?)))
-                .collect(),
-            max_frames: room.max_frames.get(&node_id).copied(),
-            node_id,
-            free: free as usize,
-        })
-        .collect();
+    let slots: Vec<NodeSlots> = {
+        // Looked up under the lock, not copied: it holds a time per node of every job at
+        // work. Watchers record frame times under it; it is not held across an await.
+        let frame_ms = o.inner.frame_ms.lock().ok();
+        room.nodes
+            .into_iter()
+            .map(|(node_id, free)| NodeSlots {
+                blocked_jobs: blocked
+                    .iter()
+                    .filter(|(_, nodes)| nodes.contains(&node_id))
+                    .map(|(job, _)| *job)
+                    .collect(),
+                frame_ms: jobs
+                    .iter()
+                    .filter_map(|job| {
+                        let ms = frame_ms.as_ref()?.get(&(*job, node_id.clone()))?;
+                        Some((*job, *ms))
+                    })
+                    .collect(),
+                max_frames: room.max_frames.get(&node_id).copied(),
+                node_id,
+                free: free as usize,
+            })
+            .collect()
+    };
     let farm_slots = room.farm as usize;
     let assignments = schedule::assign(&tasks, &slots, farm_slots, o.config().task_length_ms());
     if assignments.is_empty() {
