@@ -1128,6 +1128,130 @@ async fn cuts_make_queued_tasks_of_their_tails(db: &Db) {
 }
 both!(cuts_make_queued_tasks_of_their_tails);
 
+/// Issue 8: one lease call cuts many pieces off one task (a round over many idle slots),
+/// skips the piece for a node with no free slot, and leases a task of another job beside
+/// them. The store ends as leasing the pieces one at a time would leave it: each piece a
+/// running task under the lease it was given, the rest queued, each job's tally counting
+/// exactly its tasks, and every piece's reports taken under its lease.
+async fn one_round_cuts_many_pieces_off_a_task(db: &Db) {
+    let store = db.open().await;
+    let s = store.as_ref();
+    let fence = leader(s, "o1").await;
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c", "busy", "d"] {
+        nodes.push(node_up(s, name, 1).await);
+    }
+    let [a, b, c, busy, d] = &nodes[..] else {
+        unreachable!()
+    };
+    let other = submit(s, r#"{"from":1,"to":10}"#).await;
+    let o = tasks(s, other).await;
+    assert_eq!(o.len(), 2);
+    lease(s, &fence, o[0].task.id, busy).await.unwrap();
+    let sub = JobSubmission::from_body(
+        br#"{"from":1,"to":20}"#,
+        SubmitLimits {
+            max_frames: 1000,
+            default_chunk_size: None,
+        },
+    )
+    .unwrap();
+    let sized = JobId::new();
+    let job = NewJob {
+        id: sized,
+        submission: sub,
+        output: "out/f_####".into(),
+    };
+    assert!(matches!(
+        s.insert_job(job, 100).await.unwrap(),
+        Admission::Accepted(_)
+    ));
+    let head = tasks(s, sized).await[0].task.id;
+    let piece = |node: &NodeId, frames: Option<u64>| Assignment {
+        task: head,
+        node: node.clone(),
+        frames,
+    };
+    let round = [
+        piece(a, Some(3)),
+        piece(busy, Some(4)),
+        piece(b, Some(4)),
+        piece(c, Some(5)),
+        Assignment {
+            task: o[1].task.id,
+            node: d.clone(),
+            frames: None,
+        },
+    ];
+    let leased = s.lease(&round, &fence).await.unwrap();
+    let got: Vec<(i64, i64, &str)> = leased
+        .iter()
+        .map(|t| (t.range.from(), t.range.to(), t.node.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (6, 10, "d:3000"),
+            (1, 3, "a:3000"),
+            (4, 7, "b:3000"),
+            (8, 12, "c:3000")
+        ],
+        "jobs in submission order, pieces in order, none for the busy node"
+    );
+    // What was written is what was answered.
+    let rows = tasks(s, sized).await;
+    let written: Vec<(i64, i64, TaskStateKind, Option<&str>)> = rows
+        .iter()
+        .map(|r| {
+            let node = r.task.last_node.as_ref().map(NodeId::as_str);
+            (
+                r.task.range.from(),
+                r.task.range.to(),
+                r.task.state.kind(),
+                node,
+            )
+        })
+        .collect();
+    assert_eq!(
+        written,
+        [
+            (1, 3, TaskStateKind::Running, Some("a:3000")),
+            (4, 7, TaskStateKind::Running, Some("b:3000")),
+            (8, 12, TaskStateKind::Running, Some("c:3000")),
+            (13, 20, TaskStateKind::Queued, None)
+        ]
+    );
+    for t in &leased[1..] {
+        let row = rows.iter().find(|r| r.task.id == t.task).expect("its row");
+        assert_eq!(row.task.lease, t.lease, "task {}", t.task);
+    }
+    let mut positions: Vec<u32> = rows.iter().map(|r| r.task.index).collect();
+    positions.sort_unstable();
+    positions.dedup();
+    assert_eq!(positions.len(), 4, "each task has a position of its own");
+    let job = s.job(sized).await.unwrap().unwrap();
+    assert_eq!((job.life.tally.running, job.life.tally.queued), (3, 1));
+    assert_eq!(job.life.tally.total(), 4);
+    let job = s.job(other).await.unwrap().unwrap();
+    assert_eq!((job.life.tally.running, job.life.tally.queued), (2, 0));
+    // Each piece's reports are taken under the lease it was given.
+    for (i, t) in leased[1..].iter().enumerate() {
+        dispatched(s, t.task, t.lease, &format!("job-{i}")).await;
+        let list: Vec<i64> = (t.range.from()..=t.range.to()).collect();
+        let done = Command::Complete {
+            lease: t.lease,
+            frames_recorded: 0,
+            render_ms: None,
+        };
+        let applied = s.apply(t.task, done, frames(&list)).await.unwrap();
+        assert!(applied.is_applied(), "{applied:?}");
+    }
+    let job = s.job(sized).await.unwrap().unwrap();
+    assert_eq!(job.life.frames_done, 12);
+    assert_eq!((job.life.tally.completed, job.life.tally.queued), (3, 1));
+}
+both!(one_round_cuts_many_pieces_off_a_task);
+
 /// Tokens are stored by hash only, found by it, listed, revoked once (the first time
 /// kept); a node's secret is kept with it; a node's earlier credentials are revoked by name.
 async fn tokens_are_stored_by_hash_and_revoked(db: &Db) {

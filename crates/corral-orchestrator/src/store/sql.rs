@@ -18,6 +18,7 @@ use corral_core::lifecycle::{self, check_job_command, Running, Tally, TaskState}
 use corral_core::orchestrator_api::TaskStateKind;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Row};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -156,7 +157,7 @@ pub struct SqlStore {
 
 /// Most reports applied in one transaction: enough that a thousand renders ending together
 /// share a few dozen commits, few enough that a report does not wait long behind others.
-const APPLIES_PER_COMMIT: usize = 64;
+pub const APPLIES_PER_COMMIT: usize = 64;
 
 /// Frames one transaction records at most, near enough: each becomes an event published at
 /// the commit, all at once, and the event channel holds 4,096 (a subscriber that falls
@@ -444,6 +445,66 @@ struct Locked {
     failed_on: Vec<NodeId>,
 }
 
+/// The jobs a transaction changed, each written once just before it commits: the reports
+/// applied together, or the pieces leased together, are mostly of one job, and each wrote
+/// that job's row again.
+#[derive(Default)]
+struct JobWrites(BTreeMap<i64, (JobLife, Option<DateTime<Utc>>)>);
+
+impl JobWrites {
+    /// Brings `locked`'s job up to what this transaction changed of it (its row is not
+    /// written yet).
+    fn current(&self, locked: &mut Locked) {
+        if let Some((life, _)) = self.0.get(&locked.seq) {
+            locked.job.life = life.clone();
+        }
+    }
+
+    /// Job `seq` is now `life`, with a frame recorded at `frame_at` (if any).
+    fn set(&mut self, seq: i64, life: JobLife, frame_at: Option<DateTime<Utc>>) {
+        let entry = self.0.entry(seq).or_insert((life.clone(), None));
+        entry.0 = life;
+        entry.1 = frame_at.or(entry.1);
+    }
+
+    /// Writes the jobs, in ascending order (see the module's note on lock order).
+    async fn write(self, tx: &mut Tx) -> std::result::Result<(), sqlx::Error> {
+        for (seq, (life, frame_at)) in self.0 {
+            SqlStore::write_job(tx, seq, &life, frame_at).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Locked {
+    /// The tail cut off this task, as [`SqlStore::insert_cut_off`] wrote it (task `id` at
+    /// position `index`, queued, never tried), for going on with it in the same
+    /// transaction without reading it back.
+    fn tail(&self, id: TaskId, index: u32, range: FrameRange) -> Locked {
+        Locked {
+            seq: self.seq,
+            job: self.job.clone(),
+            task: TaskRecord {
+                task: Task {
+                    id,
+                    job: self.job.id(),
+                    index,
+                    range,
+                    attempts: 0,
+                    lease: LeaseId(0),
+                    last_node: None,
+                    last_failure: None,
+                    state: TaskState::Queued,
+                },
+                started_at: None,
+                finished_at: None,
+                log_tail: Vec::new(),
+            },
+            failed_on: self.failed_on.clone(),
+        }
+    }
+}
+
 impl SqlStore {
     /// Opens the database (creating a SQLite file if needed) and brings its schema up to
     /// date.
@@ -672,8 +733,12 @@ impl SqlStore {
         let now = Utc::now();
         let mut applied = Vec::with_capacity(reports.len());
         let mut events = Vec::new();
+        let mut jobs = JobWrites::default();
         for (task, command, note) in reports {
-            match self.apply_in(&mut tx, *task, command, note, now).await {
+            match self
+                .apply_in(&mut tx, &mut jobs, *task, command, note, now)
+                .await
+            {
                 Ok((outcome, more)) => {
                     applied.push(outcome);
                     events.extend(more);
@@ -683,6 +748,10 @@ impl SqlStore {
                     return Err(e);
                 }
             }
+        }
+        if let Err(e) = jobs.write(&mut tx).await {
+            let _ = tx.rollback().await;
+            return Err(e);
         }
         self.commit(tx, events).await?;
         Ok(applied)
@@ -874,14 +943,14 @@ impl SqlStore {
     }
 
     /// Adds the frames cut off a task (`from`, a task of job `seq`) as a new queued task
-    /// beside it, with its queue rank and splittability; answers its id.
+    /// beside it, with its queue rank and splittability; answers its id and position.
     async fn insert_cut_off(
         tx: &mut Tx,
         seq: i64,
         from: TaskId,
         range: FrameRange,
-    ) -> std::result::Result<TaskId, sqlx::Error> {
-        let id: i64 = sqlx::query_scalar(
+    ) -> std::result::Result<(TaskId, u32), sqlx::Error> {
+        let (id, index): (i64, i64) = sqlx::query_as(
             "INSERT INTO tasks (job_seq, idx, frame_from, frame_to, state, priority, held, rank,
                 splittable, failed_on)
              SELECT t.job_seq, (SELECT MAX(idx) + 1 FROM tasks WHERE job_seq = $1), $2, $3,
@@ -889,7 +958,7 @@ impl SqlStore {
                 -- A tail taken from a running render is shared out among idle slots.
                 CASE WHEN t.state = 'running' THEN 1 ELSE t.splittable END, t.failed_on
              FROM tasks t WHERE t.id = $4
-             RETURNING id",
+             RETURNING id, idx",
         )
         .bind(seq)
         .bind(range.from())
@@ -897,7 +966,7 @@ impl SqlStore {
         .bind(from.0)
         .fetch_one(&mut **tx)
         .await?;
-        Ok(TaskId(id))
+        Ok((TaskId(id), u32::try_from(index.max(0)).unwrap_or(u32::MAX)))
     }
 
     async fn write_job(
@@ -1084,7 +1153,7 @@ impl SqlStore {
         // The frames cut off a task become a queued task of the job in the same
         // transaction (the job's tally already counts it).
         let cut_off = match step.cut_off {
-            Some(range) => Some(Self::insert_cut_off(tx, seq, step.task.id, range).await?),
+            Some(range) => Some(Self::insert_cut_off(tx, seq, step.task.id, range).await?.0),
             None => None,
         };
         Ok(Change {
@@ -1171,11 +1240,15 @@ impl SqlStore {
         note: &Note,
     ) -> std::result::Result<Applied, sqlx::Error> {
         let mut tx = self.begin_raw().await?;
+        let mut jobs = JobWrites::default();
         let (applied, events) = self
-            .apply_in(&mut tx, task, command, note, Utc::now())
+            .apply_in(&mut tx, &mut jobs, task, command, note, Utc::now())
             .await?;
         match applied {
-            Applied::Changed(_) => self.commit(tx, events).await?,
+            Applied::Changed(_) => {
+                jobs.write(&mut tx).await?;
+                self.commit(tx, events).await?
+            }
             // Nothing was written.
             Applied::Refused(_) | Applied::Unknown => tx.rollback().await?,
         }
@@ -1189,6 +1262,7 @@ impl SqlStore {
     async fn apply_in(
         &self,
         tx: &mut Tx,
+        jobs: &mut JobWrites,
         task: TaskId,
         command: &Command,
         note: &Note,
@@ -1197,6 +1271,7 @@ impl SqlStore {
         let Some(mut locked) = self.lock(tx, task).await? else {
             return Ok((Applied::Unknown, Vec::new()));
         };
+        jobs.current(&mut locked);
         let job_before = locked.job.life.clone();
         let holds = |locked: &Locked, lease: Option<LeaseId>| {
             lease == Some(locked.task.task.lease)
@@ -1291,7 +1366,7 @@ impl SqlStore {
         }
         // A dispatch confirmed, a task adopted: the job is as it was, and stays unwritten.
         if job != job_before || frame_at.is_some() {
-            Self::write_job(tx, locked.seq, &job, frame_at).await?;
+            jobs.set(locked.seq, job, frame_at);
         }
         Ok((Applied::Changed(changes), events))
     }
@@ -1626,14 +1701,14 @@ impl SqlStore {
         ordered.sort_by_key(|a| (seq_of.get(&a.task.0).copied().unwrap_or_default(), a.task.0));
         let mut leased = Vec::new();
         let mut events = Vec::new();
-        // A task cut for one piece goes on as its cut-off tail for the next piece.
-        let mut continues_as: HashMap<TaskId, TaskId> = HashMap::new();
+        // Each job as this transaction left it: written once, after every piece, rather
+        // than once per piece (a round over a thousand idle slots cuts a thousand).
+        let mut jobs = JobWrites::default();
+        // A task cut for one piece goes on as its cut-off tail for the next piece, known
+        // here as it was inserted, so it is not read back.
+        let mut continues_as: HashMap<TaskId, Locked> = HashMap::new();
         for assignment in ordered {
             let node_id = &assignment.node;
-            let task = &continues_as
-                .get(&assignment.task)
-                .copied()
-                .unwrap_or(assignment.task);
             let Some(node) = nodes.get_mut(node_id) else {
                 continue;
             };
@@ -1643,9 +1718,15 @@ impl SqlStore {
             if !free {
                 continue;
             }
-            let Some(mut locked) = self.lock(&mut tx, *task).await? else {
-                continue;
+            let mut locked = match continues_as.remove(&assignment.task) {
+                Some(tail) => tail,
+                None => match self.lock(&mut tx, assignment.task).await? {
+                    Some(locked) => locked,
+                    None => continue,
+                },
             };
+            jobs.current(&mut locked);
+            let task = locked.task.task.id;
             // The piece asked for, and never more than the node renders in one task: a
             // piece skipped above leaves the next piece of the same task more frames than
             // it was sized for, and the node would refuse a render past its `--max-frames`.
@@ -1655,39 +1736,48 @@ impl SqlStore {
                 .chain(node.max_frames)
                 .min()
                 .map(|p| p.max(1));
+            let mut cut = false;
             if let Some(piece) = piece {
                 let head = &locked.task.task;
                 if head.state == TaskState::Queued && piece < head.range.len() {
-                    let cut = Command::Cut {
+                    let command = Command::Cut {
                         lease: None,
                         keep_to: head.range.from() + piece as i64 - 1,
                     };
-                    let Ok(step) = lifecycle::step(head, &locked.job.life, &cut, now) else {
+                    let Ok(step) = lifecycle::step(head, &locked.job.life, &command, now) else {
                         // Leasing it uncut would hand the node more than it was given.
+                        continues_as.insert(assignment.task, locked);
                         continue;
                     };
-                    let change =
-                        Self::write_locked(&mut tx, &mut locked, step, None, &cut, now).await?;
-                    if let Some(tail) = change.cut_off {
-                        continues_as.insert(assignment.task, tail);
+                    if let Some(range) = step.cut_off {
+                        let (id, index) =
+                            Self::insert_cut_off(&mut tx, locked.seq, task, range).await?;
+                        continues_as.insert(assignment.task, locked.tail(id, index, range));
                     }
+                    // The head's new range is written with its lease below.
+                    locked.task.task = step.task;
+                    locked.job.life = step.job;
+                    cut = true;
                 }
             }
             let command = Command::Lease {
                 node: node_id.clone(),
                 owner: fence.holder.clone(),
             };
-            let Ok(step) = lifecycle::step(&locked.task.task, &locked.job.life, &command, now)
-            else {
+            let step = lifecycle::step(&locked.task.task, &locked.job.life, &command, now);
+            let Ok(step) = step else {
+                if cut {
+                    Self::write_task(&mut tx, &locked.task.task, None).await?;
+                }
+                jobs.set(locked.seq, locked.job.life, None);
                 continue;
             };
             let change =
                 Self::write_locked(&mut tx, &mut locked, step, None, &command, now).await?;
-            Self::write_job(&mut tx, locked.seq, &change.job, None).await?;
             events.extend(change.events.iter().cloned());
-            node.running.push(*task);
+            node.running.push(task);
             leased.push(RunningTask {
-                task: *task,
+                task,
                 lease: change.task.lease,
                 job: locked.job.id(),
                 range: change.task.range,
@@ -1700,7 +1790,9 @@ impl SqlStore {
                 render: locked.job.render.clone(),
                 sized_by_farm: locked.job.chunk_size.is_none(),
             });
+            jobs.set(locked.seq, locked.job.life, None);
         }
+        jobs.write(&mut tx).await?;
         self.commit(tx, events).await?;
         Ok(leased)
     }
@@ -2685,6 +2777,21 @@ mod tests {
             node.frames_rendered, 10,
             "the refused report's frames not counted"
         );
+        // The four reports are of one job, whose row is written once, after all of them:
+        // it counts what each of them did.
+        let seq: i64 = sqlx::query_scalar("SELECT job_seq FROM tasks WHERE id = $1")
+            .bind(r[0].0 .0)
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        let (done, completed, running): (i64, i64, i64) = sqlx::query_as(
+            "SELECT frames_done, tasks_completed, tasks_running FROM jobs WHERE seq = $1",
+        )
+        .bind(seq)
+        .fetch_one(&store.reader)
+        .await
+        .unwrap();
+        assert_eq!((done, completed, running), (10, 2, 2));
 
         // Without a frames table, a report with frames fails. The failure beside it is
         // applied once, after the batch failed.
