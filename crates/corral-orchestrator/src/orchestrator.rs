@@ -81,11 +81,14 @@ pub(crate) struct Inner {
     pub storage: crate::storage::Storage,
     /// Held while a node joins under a join token (see `http::register_node`).
     pub joins: tokio::sync::Mutex<()>,
-    /// Held by the one watcher writing render progress (frames saved mid-render) at a
-    /// time. The store has one writer; progress that found it taken waits for the
-    /// watcher's next look, so the ends of renders and new leases, which free and fill
-    /// slots, never queue behind a thousand renders' progress.
-    pub progress_writer: tokio::sync::Semaphore,
+    /// Held by each watcher writing render progress (frames saved mid-render), as many at
+    /// once as the store applies in one transaction (SQLite applies waiting reports
+    /// together). Progress that finds none free waits for the watcher's next look, so the
+    /// ends of renders and new leases, which free and fill slots, never queue behind a
+    /// thousand renders' progress; and what progress writes meanwhile, a render's end does
+    /// not write all at once. One writer at a time left most of a farm's frames to be
+    /// written with the renders' ends, which then came a thousand together.
+    pub progress_writers: tokio::sync::Semaphore,
     /// Job details as last served, while nothing of their jobs changed.
     pub details: crate::detail_cache::DetailCache,
 }
@@ -179,7 +182,9 @@ impl Orchestrator {
                 media,
                 storage,
                 joins: tokio::sync::Mutex::new(()),
-                progress_writer: tokio::sync::Semaphore::new(1),
+                progress_writers: tokio::sync::Semaphore::new(
+                    crate::store::sql::APPLIES_PER_COMMIT,
+                ),
                 details,
             }),
         };
