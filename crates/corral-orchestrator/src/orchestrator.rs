@@ -82,12 +82,13 @@ pub(crate) struct Inner {
     /// Held while a node joins under a join token (see `http::register_node`).
     pub joins: tokio::sync::Mutex<()>,
     /// Held by each watcher writing render progress (frames saved mid-render), as many at
-    /// once as the store applies in one transaction (SQLite applies waiting reports
-    /// together). Progress that finds none free waits for the watcher's next look, so the
-    /// ends of renders and new leases, which free and fill slots, never queue behind a
-    /// thousand renders' progress; and what progress writes meanwhile, a render's end does
-    /// not write all at once. One writer at a time left most of a farm's frames to be
-    /// written with the renders' ends, which then came a thousand together.
+    /// once as the store applies in one transaction ([`Store::applies_together`]: on
+    /// SQLite, those waiting share a commit; on PostgreSQL, one). Progress that finds none
+    /// free waits for the watcher's next look, so the ends of renders and new leases,
+    /// which free and fill slots, never queue behind a thousand renders' progress; and
+    /// what progress writes meanwhile, a render's end does not write all at once. On
+    /// SQLite, one writer at a time left most of a farm's frames to be written with the
+    /// renders' ends, which then came a thousand together.
     pub progress_writers: tokio::sync::Semaphore,
     /// Job details as last served, while nothing of their jobs changed.
     pub details: crate::detail_cache::DetailCache,
@@ -160,6 +161,7 @@ impl Orchestrator {
         let media = crate::dashboard::Media::new(&config);
         let storage = crate::storage::Storage::new(&config);
         let details = crate::detail_cache::DetailCache::new(store.subscribe());
+        let progress_writers = store.applies_together();
         let o = Orchestrator {
             inner: Arc::new(Inner {
                 id,
@@ -182,9 +184,7 @@ impl Orchestrator {
                 media,
                 storage,
                 joins: tokio::sync::Mutex::new(()),
-                progress_writers: tokio::sync::Semaphore::new(
-                    crate::store::sql::APPLIES_PER_COMMIT,
-                ),
+                progress_writers: tokio::sync::Semaphore::new(progress_writers),
                 details,
             }),
         };

@@ -367,6 +367,12 @@ pub trait Store: Send + Sync + 'static {
     /// one process uses it at a time (SQLite), so any other owner is an earlier process.
     fn shared(&self) -> bool;
 
+    /// How many reports ([`Store::apply`]) this store applies in one transaction when they
+    /// come together: on SQLite, those waiting for the one writer share a commit; on
+    /// PostgreSQL each is a transaction of its own, holding a pooled connection and its
+    /// job's row lock until it commits.
+    fn applies_together(&self) -> usize;
+
     // ---- jobs ----------------------------------------------------------------------
 
     /// Stores a job and its queued tasks, durably, unless `max_unfinished` jobs are

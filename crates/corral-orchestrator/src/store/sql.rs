@@ -157,7 +157,7 @@ pub struct SqlStore {
 
 /// Most reports applied in one transaction: enough that a thousand renders ending together
 /// share a few dozen commits, few enough that a report does not wait long behind others.
-pub const APPLIES_PER_COMMIT: usize = 64;
+const APPLIES_PER_COMMIT: usize = 64;
 
 /// Frames one transaction records at most, near enough: each becomes an event published at
 /// the commit, all at once, and the event channel holds 4,096 (a subscriber that falls
@@ -462,12 +462,12 @@ impl JobWrites {
 
     /// Job `seq` is now `life`, with a frame recorded at `frame_at` (if any).
     fn set(&mut self, seq: i64, life: JobLife, frame_at: Option<DateTime<Utc>>) {
-        let entry = self.0.entry(seq).or_insert((life.clone(), None));
-        entry.0 = life;
-        entry.1 = frame_at.or(entry.1);
+        let before = self.0.get(&seq).and_then(|(_, at)| *at);
+        self.0.insert(seq, (life, frame_at.or(before)));
     }
 
-    /// Writes the jobs, in ascending order (see the module's note on lock order).
+    /// Writes the jobs, in ascending order (their rows are locked already, by
+    /// [`SqlStore::lock`]).
     async fn write(self, tx: &mut Tx) -> std::result::Result<(), sqlx::Error> {
         for (seq, (life, frame_at)) in self.0 {
             SqlStore::write_job(tx, seq, &life, frame_at).await?;
@@ -1766,10 +1766,14 @@ impl SqlStore {
             };
             let step = lifecycle::step(&locked.task.task, &locked.job.life, &command, now);
             let Ok(step) = step else {
+                // Not expected (a queued task is always leasable), but then the task stays
+                // queued: cut (written here, its tail going on for the next piece), or as
+                // it was (going on for the next piece itself).
                 if cut {
                     Self::write_task(&mut tx, &locked.task.task, None).await?;
+                    jobs.set(locked.seq, locked.job.life.clone(), None);
                 }
-                jobs.set(locked.seq, locked.job.life, None);
+                continues_as.entry(assignment.task).or_insert(locked);
                 continue;
             };
             let change =
@@ -1952,6 +1956,13 @@ impl Store for SqlStore {
 
     fn shared(&self) -> bool {
         self.dialect == Dialect::Postgres
+    }
+
+    fn applies_together(&self) -> usize {
+        match self.dialect {
+            Dialect::Sqlite => APPLIES_PER_COMMIT,
+            Dialect::Postgres => 1,
+        }
     }
 
     async fn insert_job(&self, job: NewJob, max_unfinished: u64) -> Result<Admission> {
@@ -2784,14 +2795,19 @@ mod tests {
             .fetch_one(&store.reader)
             .await
             .unwrap();
-        let (done, completed, running): (i64, i64, i64) = sqlx::query_as(
-            "SELECT frames_done, tasks_completed, tasks_running FROM jobs WHERE seq = $1",
+        let (done, completed, running, frame_at): (i64, i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT frames_done, tasks_completed, tasks_running, last_frame_at FROM jobs
+             WHERE seq = $1",
         )
         .bind(seq)
         .fetch_one(&store.reader)
         .await
         .unwrap();
         assert_eq!((done, completed, running), (10, 2, 2));
+        assert!(
+            frame_at.is_some(),
+            "the batch's frames were recorded at its time"
+        );
 
         // Without a frames table, a report with frames fails. The failure beside it is
         // applied once, after the batch failed.

@@ -255,8 +255,9 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                     wait = frames_every - since_write;
                     continue;
                 }
-                // As many watchers as share a commit are writing their progress: these
-                // frames wait for a later look (the render's end writes whatever is left).
+                // As many watchers as the store applies together are writing their
+                // progress: these frames wait for a later look (the render's end writes
+                // whatever is left).
                 let Ok(_writing) = o.inner.progress_writers.try_acquire() else {
                     wait = frames_every;
                     continue;
