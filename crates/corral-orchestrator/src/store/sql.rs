@@ -445,32 +445,54 @@ struct Locked {
     failed_on: Vec<NodeId>,
 }
 
-/// The jobs a transaction changed, each written once just before it commits: the reports
+/// Rows a transaction changed that are written once, just before it commits: the reports
 /// applied together, or the pieces leased together, are mostly of one job, and each wrote
-/// that job's row again.
+/// that job's row again; and each report of frames wrote its node's frame counter.
 #[derive(Default)]
-struct JobWrites(BTreeMap<i64, (JobLife, Option<DateTime<Utc>>)>);
+struct Deferred {
+    /// Each job changed, as it is now, with when a frame of it was last recorded.
+    jobs: BTreeMap<i64, (JobLife, Option<DateTime<Utc>>)>,
+    /// Frames recorded for each node.
+    node_frames: BTreeMap<String, i64>,
+}
 
-impl JobWrites {
+impl Deferred {
     /// Brings `locked`'s job up to what this transaction changed of it (its row is not
     /// written yet).
     fn current(&self, locked: &mut Locked) {
-        if let Some((life, _)) = self.0.get(&locked.seq) {
+        if let Some((life, _)) = self.jobs.get(&locked.seq) {
             locked.job.life = life.clone();
         }
     }
 
     /// Job `seq` is now `life`, with a frame recorded at `frame_at` (if any).
-    fn set(&mut self, seq: i64, life: JobLife, frame_at: Option<DateTime<Utc>>) {
-        let before = self.0.get(&seq).and_then(|(_, at)| *at);
-        self.0.insert(seq, (life, frame_at.or(before)));
+    fn set_job(&mut self, seq: i64, life: JobLife, frame_at: Option<DateTime<Utc>>) {
+        let before = self.jobs.get(&seq).and_then(|(_, at)| *at);
+        self.jobs.insert(seq, (life, frame_at.or(before)));
     }
 
     /// Writes the jobs, in ascending order (their rows are locked already, by
-    /// [`SqlStore::lock`]).
+    /// [`SqlStore::lock`]), and every node's frame counter in one statement.
     async fn write(self, tx: &mut Tx) -> std::result::Result<(), sqlx::Error> {
-        for (seq, (life, frame_at)) in self.0 {
+        for (seq, (life, frame_at)) in self.jobs {
             SqlStore::write_job(tx, seq, &life, frame_at).await?;
+        }
+        let counts: Vec<(String, i64)> = self.node_frames.into_iter().collect();
+        for counts in counts.chunks(NODES_PER_STATEMENT) {
+            let values: Vec<String> = (0..counts.len())
+                .map(|i| format!("({})", placeholders(1 + i * 2, 2)))
+                .collect();
+            let sql = format!(
+                "WITH v (id, n) AS (VALUES {})
+                 UPDATE nodes SET frames_rendered = frames_rendered + v.n
+                 FROM v WHERE nodes.id = v.id",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (node, n) in counts {
+                query = query.bind(node.as_str()).bind(*n);
+            }
+            query.execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -733,7 +755,7 @@ impl SqlStore {
         let now = Utc::now();
         let mut applied = Vec::with_capacity(reports.len());
         let mut events = Vec::new();
-        let mut jobs = JobWrites::default();
+        let mut jobs = Deferred::default();
         for (task, command, note) in reports {
             match self
                 .apply_in(&mut tx, &mut jobs, *task, command, note, now)
@@ -1006,12 +1028,15 @@ impl SqlStore {
 
     /// Which of the frames a node reported saved for a running task are new and which
     /// are recorded already; reads only, so a command refused after it has written nothing.
+    /// `recorded_in_span`, when known, is how many frames are recorded between the first
+    /// and the last of them ([`Self::count_frames`]): none spares looking which.
     async fn plan_frames(
         tx: &mut Tx,
         seq: i64,
         task: &Task,
         node: &NodeId,
         frames: &[SavedFrame],
+        recorded_in_span: Option<i64>,
     ) -> std::result::Result<FramesPlan, sqlx::Error> {
         // Each frame once (a node may list one twice: the later entry is its newest copy).
         let mut by_frame: std::collections::BTreeMap<i64, &SavedFrame> = Default::default();
@@ -1021,6 +1046,13 @@ impl SqlStore {
         let frames: Vec<&SavedFrame> = by_frame.into_values().collect();
         if frames.is_empty() {
             return Ok(FramesPlan::default());
+        }
+        if recorded_in_span == Some(0) {
+            return Ok(FramesPlan {
+                new: frames.into_iter().cloned().collect(),
+                old: Vec::new(),
+                node: Some(node.clone()),
+            });
         }
         // Which of them are recorded already (a retry after a partial attempt; usually
         // none). The task's row is locked, and its frames are written only under that
@@ -1050,9 +1082,35 @@ impl SqlStore {
         })
     }
 
-    /// Records the frames of a plan ([`Self::plan_frames`]) as saved by its node.
+    /// How many frames of job `seq` are recorded in `range`, and how many of them between
+    /// `span`'s first and last frame (none when `span` is `None`): a render's end needs
+    /// both, in one statement.
+    async fn count_frames(
+        tx: &mut Tx,
+        seq: i64,
+        range: FrameRange,
+        span: Option<(i64, i64)>,
+    ) -> std::result::Result<(i64, i64), sqlx::Error> {
+        let (first, last) = span.unwrap_or((1, 0));
+        sqlx::query_as(
+            "SELECT COUNT(*),
+                    COALESCE(SUM(CASE WHEN frame >= $4 AND frame <= $5 THEN 1 ELSE 0 END), 0)
+             FROM frames WHERE job_seq = $1 AND frame >= $2 AND frame <= $3",
+        )
+        .bind(seq)
+        .bind(range.from())
+        .bind(range.to())
+        .bind(first)
+        .bind(last)
+        .fetch_one(&mut **tx)
+        .await
+    }
+
+    /// Records the frames of a plan ([`Self::plan_frames`]) as saved by its node (whose
+    /// counter `deferred` writes).
     async fn write_frames(
         tx: &mut Tx,
+        deferred: &mut Deferred,
         seq: i64,
         plan: &FramesPlan,
         now: DateTime<Utc>,
@@ -1096,11 +1154,10 @@ impl SqlStore {
             .await?;
         }
         if !plan.new.is_empty() {
-            sqlx::query("UPDATE nodes SET frames_rendered = frames_rendered + $1 WHERE id = $2")
-                .bind(plan.new.len() as i64)
-                .bind(node.as_str())
-                .execute(&mut **tx)
-                .await?;
+            *deferred
+                .node_frames
+                .entry(node.as_str().to_string())
+                .or_default() += plan.new.len() as i64;
         }
         Ok(())
     }
@@ -1240,7 +1297,7 @@ impl SqlStore {
         note: &Note,
     ) -> std::result::Result<Applied, sqlx::Error> {
         let mut tx = self.begin_raw().await?;
-        let mut jobs = JobWrites::default();
+        let mut jobs = Deferred::default();
         let (applied, events) = self
             .apply_in(&mut tx, &mut jobs, task, command, note, Utc::now())
             .await?;
@@ -1262,7 +1319,7 @@ impl SqlStore {
     async fn apply_in(
         &self,
         tx: &mut Tx,
-        jobs: &mut JobWrites,
+        jobs: &mut Deferred,
         task: TaskId,
         command: &Command,
         note: &Note,
@@ -1282,6 +1339,23 @@ impl SqlStore {
         let mut frame_at = None;
         let mut frames = FramesPlan::default();
         let mut command = command.clone();
+        // A render's end is checked against the frames recorded in its range, counted
+        // before its own new frames are written; the same statement tells whether any of
+        // the frames it brings are recorded already (usually none).
+        let counted = if matches!(command, Command::Complete { .. }) {
+            let range = locked.task.task.range;
+            let span = note
+                .frames
+                .iter()
+                .map(|f| f.frame)
+                .filter(|f| range.contains(*f))
+                .fold(None, |span: Option<(i64, i64)>, f| {
+                    Some(span.map_or((f, f), |(first, last)| (first.min(f), last.max(f))))
+                });
+            Some(Self::count_frames(tx, locked.seq, range, span).await?)
+        } else {
+            None
+        };
         // Frames count only under the lease that holds: a lost node's late report is
         // the work of a render that was given to another node.
         if !note.frames.is_empty() && holds(&locked, command.lease()) {
@@ -1289,8 +1363,9 @@ impl SqlStore {
                 return Ok((Applied::Unknown, Vec::new()));
             };
             let node = r.node.clone();
-            frames =
-                Self::plan_frames(tx, locked.seq, &locked.task.task, &node, &note.frames).await?;
+            let in_span = counted.map(|(_, in_span)| in_span);
+            let (seq, task) = (locked.seq, &locked.task.task);
+            frames = Self::plan_frames(tx, seq, task, &node, &note.frames, in_span).await?;
             let new = &frames.new;
             if !new.is_empty() {
                 frame_at = Some(now);
@@ -1320,29 +1395,23 @@ impl SqlStore {
                 }
             }
         }
-        if let Command::Complete {
-            frames_recorded, ..
-        } = &mut command
+        if let (
+            Command::Complete {
+                frames_recorded, ..
+            },
+            Some((in_range, _)),
+        ) = (&mut command, counted)
         {
             // Counted before this report's new frames are written: they are in the task's
             // range and not recorded yet (`plan_frames`).
-            let range = locked.task.task.range;
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM frames WHERE job_seq = $1 AND frame >= $2 AND frame <= $3",
-            )
-            .bind(locked.seq)
-            .bind(range.from())
-            .bind(range.to())
-            .fetch_one(&mut **tx)
-            .await?;
-            *frames_recorded = n.max(0) as u64 + frames.new.len() as u64;
+            *frames_recorded = in_range.max(0) as u64 + frames.new.len() as u64;
         }
         let step = match lifecycle::step(&locked.task.task, &locked.job.life, &command, now) {
             Ok(step) => step,
             Err(refusal) => return Ok((Applied::Refused(refusal), Vec::new())),
         };
         // Decided: from here on, writes.
-        Self::write_frames(tx, locked.seq, &frames, now).await?;
+        Self::write_frames(tx, jobs, locked.seq, &frames, now).await?;
         let cancel_the_rest = step.cancel_the_rest;
         let change = Self::write_locked(
             tx,
@@ -1366,7 +1435,7 @@ impl SqlStore {
         }
         // A dispatch confirmed, a task adopted: the job is as it was, and stays unwritten.
         if job != job_before || frame_at.is_some() {
-            jobs.set(locked.seq, job, frame_at);
+            jobs.set_job(locked.seq, job, frame_at);
         }
         Ok((Applied::Changed(changes), events))
     }
@@ -1703,7 +1772,7 @@ impl SqlStore {
         let mut events = Vec::new();
         // Each job as this transaction left it: written once, after every piece, rather
         // than once per piece (a round over a thousand idle slots cuts a thousand).
-        let mut jobs = JobWrites::default();
+        let mut jobs = Deferred::default();
         // A task cut for one piece goes on as its cut-off tail for the next piece, known
         // here as it was inserted, so it is not read back.
         let mut continues_as: HashMap<TaskId, Locked> = HashMap::new();
@@ -1771,7 +1840,7 @@ impl SqlStore {
                 // it was (going on for the next piece itself).
                 if cut {
                     Self::write_task(&mut tx, &locked.task.task, None).await?;
-                    jobs.set(locked.seq, locked.job.life.clone(), None);
+                    jobs.set_job(locked.seq, locked.job.life.clone(), None);
                 }
                 continues_as.entry(assignment.task).or_insert(locked);
                 continue;
@@ -1794,7 +1863,7 @@ impl SqlStore {
                 render: locked.job.render.clone(),
                 sized_by_farm: locked.job.chunk_size.is_none(),
             });
-            jobs.set(locked.seq, locked.job.life, None);
+            jobs.set_job(locked.seq, locked.job.life, None);
         }
         jobs.write(&mut tx).await?;
         self.commit(tx, events).await?;
