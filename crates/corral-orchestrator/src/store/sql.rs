@@ -755,10 +755,10 @@ impl SqlStore {
         let now = Utc::now();
         let mut applied = Vec::with_capacity(reports.len());
         let mut events = Vec::new();
-        let mut jobs = Deferred::default();
+        let mut deferred = Deferred::default();
         for (task, command, note) in reports {
             match self
-                .apply_in(&mut tx, &mut jobs, *task, command, note, now)
+                .apply_in(&mut tx, &mut deferred, *task, command, note, now)
                 .await
             {
                 Ok((outcome, more)) => {
@@ -771,7 +771,7 @@ impl SqlStore {
                 }
             }
         }
-        if let Err(e) = jobs.write(&mut tx).await {
+        if let Err(e) = deferred.write(&mut tx).await {
             let _ = tx.rollback().await;
             return Err(e);
         }
@@ -1297,13 +1297,13 @@ impl SqlStore {
         note: &Note,
     ) -> std::result::Result<Applied, sqlx::Error> {
         let mut tx = self.begin_raw().await?;
-        let mut jobs = Deferred::default();
+        let mut deferred = Deferred::default();
         let (applied, events) = self
-            .apply_in(&mut tx, &mut jobs, task, command, note, Utc::now())
+            .apply_in(&mut tx, &mut deferred, task, command, note, Utc::now())
             .await?;
         match applied {
             Applied::Changed(_) => {
-                jobs.write(&mut tx).await?;
+                deferred.write(&mut tx).await?;
                 self.commit(tx, events).await?
             }
             // Nothing was written.
@@ -1319,7 +1319,7 @@ impl SqlStore {
     async fn apply_in(
         &self,
         tx: &mut Tx,
-        jobs: &mut Deferred,
+        deferred: &mut Deferred,
         task: TaskId,
         command: &Command,
         note: &Note,
@@ -1328,7 +1328,7 @@ impl SqlStore {
         let Some(mut locked) = self.lock(tx, task).await? else {
             return Ok((Applied::Unknown, Vec::new()));
         };
-        jobs.current(&mut locked);
+        deferred.current(&mut locked);
         let job_before = locked.job.life.clone();
         let holds = |locked: &Locked, lease: Option<LeaseId>| {
             lease == Some(locked.task.task.lease)
@@ -1411,7 +1411,7 @@ impl SqlStore {
             Err(refusal) => return Ok((Applied::Refused(refusal), Vec::new())),
         };
         // Decided: from here on, writes.
-        Self::write_frames(tx, jobs, locked.seq, &frames, now).await?;
+        Self::write_frames(tx, deferred, locked.seq, &frames, now).await?;
         let cancel_the_rest = step.cancel_the_rest;
         let change = Self::write_locked(
             tx,
@@ -1435,7 +1435,7 @@ impl SqlStore {
         }
         // A dispatch confirmed, a task adopted: the job is as it was, and stays unwritten.
         if job != job_before || frame_at.is_some() {
-            jobs.set_job(locked.seq, job, frame_at);
+            deferred.set_job(locked.seq, job, frame_at);
         }
         Ok((Applied::Changed(changes), events))
     }
@@ -1772,7 +1772,7 @@ impl SqlStore {
         let mut events = Vec::new();
         // Each job as this transaction left it: written once, after every piece, rather
         // than once per piece (a round over a thousand idle slots cuts a thousand).
-        let mut jobs = Deferred::default();
+        let mut deferred = Deferred::default();
         // A task cut for one piece goes on as its cut-off tail for the next piece, known
         // here as it was inserted, so it is not read back.
         let mut continues_as: HashMap<TaskId, Locked> = HashMap::new();
@@ -1794,7 +1794,7 @@ impl SqlStore {
                     None => continue,
                 },
             };
-            jobs.current(&mut locked);
+            deferred.current(&mut locked);
             let task = locked.task.task.id;
             // The piece asked for, and never more than the node renders in one task: a
             // piece skipped above leaves the next piece of the same task more frames than
@@ -1835,12 +1835,13 @@ impl SqlStore {
             };
             let step = lifecycle::step(&locked.task.task, &locked.job.life, &command, now);
             let Ok(step) = step else {
-                // Not expected (a queued task is always leasable), but then the task stays
-                // queued: cut (written here, its tail going on for the next piece), or as
-                // it was (going on for the next piece itself).
+                // The task is no longer queued (the round read the queue before this
+                // transaction): it stays as it is, for the next piece to find the same. A
+                // head just cut is queued, so this does not follow a cut; if it ever did,
+                // the cut is written and its tail goes on.
                 if cut {
                     Self::write_task(&mut tx, &locked.task.task, None).await?;
-                    jobs.set_job(locked.seq, locked.job.life.clone(), None);
+                    deferred.set_job(locked.seq, locked.job.life.clone(), None);
                 }
                 continues_as.entry(assignment.task).or_insert(locked);
                 continue;
@@ -1863,9 +1864,9 @@ impl SqlStore {
                 render: locked.job.render.clone(),
                 sized_by_farm: locked.job.chunk_size.is_none(),
             });
-            jobs.set_job(locked.seq, locked.job.life, None);
+            deferred.set_job(locked.seq, locked.job.life, None);
         }
-        jobs.write(&mut tx).await?;
+        deferred.write(&mut tx).await?;
         self.commit(tx, events).await?;
         Ok(leased)
     }
