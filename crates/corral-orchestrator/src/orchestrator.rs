@@ -20,7 +20,7 @@ use corral_core::tls::Fingerprint;
 use corral_core::{FieldError, JobId, LeaseId, NodeId, OrchestratorId, TaskId};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -111,6 +111,30 @@ pub(crate) struct AtWork {
     /// The dispatcher already asked its node to stop at a target length (once per render:
     /// a node that kept its frames is not asked again every round).
     pub trimmed: bool,
+    /// When the watcher last heard from the node (`current` was true then).
+    pub seen: Instant,
+}
+
+impl AtWork {
+    /// The render as the scheduling policy sees it: at the frame it has reached by now, at
+    /// its measured frame time. A watcher of one of a thousand renders hears from its node
+    /// about once a second, when a fast render is forty frames further on; tails cut from
+    /// where a render was balanced its end against frames it had already rendered.
+    pub fn now(&self, task: TaskId) -> corral_core::schedule::RenderAtWork {
+        let rendered_since = self.frame_ms.filter(|ms| *ms > 0.0).map_or(0, |ms| {
+            (self.seen.elapsed().as_secs_f64() * 1000.0 / ms) as i64
+        });
+        corral_core::schedule::RenderAtWork {
+            task,
+            current: self
+                .current
+                .saturating_add(rendered_since)
+                .min(self.to)
+                .max(self.current),
+            to: self.to,
+            frame_ms: self.frame_ms,
+        }
+    }
 }
 
 /// Marks a lease as followed for as long as it lives.
@@ -497,5 +521,39 @@ impl Orchestrator {
         }
         self.wake();
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at_work(current: i64, to: i64, frame_ms: Option<f64>, seen_ago: Duration) -> AtWork {
+        AtWork {
+            job: JobId::new(),
+            lease: LeaseId(1),
+            url: "http://node:3000".into(),
+            node_job: "job-1".into(),
+            current,
+            to,
+            frame_ms,
+            trimmed: false,
+            seen: Instant::now()
+                .checked_sub(seen_ago)
+                .expect("two seconds ago is a time"),
+        }
+    }
+
+    #[test]
+    fn a_render_is_seen_where_it_has_got_to_since_its_node_answered() {
+        let ago = Duration::from_secs(2);
+        // Heard two seconds ago at frame 10, rendering a frame every 250 ms: at 18 by now
+        // (for the next 249 ms).
+        let now = at_work(10, 100, Some(250.0), ago).now(TaskId(7));
+        assert_eq!((now.task, now.current, now.to), (TaskId(7), 18, 100));
+        // Never past its last frame.
+        assert_eq!(at_work(10, 12, Some(250.0), ago).now(TaskId(7)).current, 12);
+        // Not measured: where it was heard.
+        assert_eq!(at_work(10, 100, None, ago).now(TaskId(7)).current, 10);
     }
 }

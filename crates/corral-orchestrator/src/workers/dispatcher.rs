@@ -125,15 +125,7 @@ async fn steal_tails(o: &Orchestrator, idle_nodes: &[(NodeId, u64)]) -> Result<(
         .lock()
         .map(|m| m.clone())
         .unwrap_or_default();
-    let renders: Vec<RenderAtWork> = at_work
-        .iter()
-        .map(|(task, a)| RenderAtWork {
-            task: *task,
-            current: a.current,
-            to: a.to,
-            frame_ms: a.frame_ms,
-        })
-        .collect();
+    let renders: Vec<RenderAtWork> = at_work.iter().map(|(task, a)| a.now(*task)).collect();
     // Each idle slot's frame time for the work at hand: its node's for the job at work.
     // With renders of several jobs at work, a frame time of one job says nothing of
     // another's frames: the slots then count at the renders' mean speed.
@@ -185,12 +177,7 @@ async fn trim_overlong(o: &Orchestrator) -> Result<(), StoreError> {
         let renders: Vec<RenderAtWork> = at_work
             .iter()
             .filter(|(_, a)| !a.trimmed && a.frame_ms.is_some())
-            .map(|(task, a)| RenderAtWork {
-                task: *task,
-                current: a.current,
-                to: a.to,
-                frame_ms: a.frame_ms,
-            })
+            .map(|(task, a)| a.now(*task))
             .collect();
         schedule::pick_overlong(&renders, o.config().task_length_ms())
             .into_iter()

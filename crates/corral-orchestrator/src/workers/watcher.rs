@@ -222,6 +222,7 @@ async fn follow(o: &Orchestrator, task: &RunningTask) {
                             to: view.to,
                             frame_ms,
                             trimmed,
+                            seen: Instant::now(),
                         },
                     );
                 }
