@@ -118,8 +118,8 @@ pub(crate) struct AtWork {
 impl AtWork {
     /// The render as the scheduling policy sees it: at the frame it has reached by now, at
     /// its measured frame time. A watcher of one of a thousand renders hears from its node
-    /// about once a second, when a fast render is forty frames further on; tails cut from
-    /// where a render was balanced its end against frames it had already rendered.
+    /// about once a second, by when a render at 25 ms a frame is forty frames further on;
+    /// balancing its end from where it was heard counted frames it had already rendered.
     pub fn now(&self, task: TaskId) -> corral_core::schedule::RenderAtWork {
         let rendered_since = self.frame_ms.filter(|ms| *ms > 0.0).map_or(0, |ms| {
             (self.seen.elapsed().as_secs_f64() * 1000.0 / ms) as i64
