@@ -91,7 +91,21 @@ macro_rules! both {
 }
 
 async fn submit(store: &dyn Store, body: &str) -> JobId {
-    let sub = JobSubmission::from_body(body.as_bytes(), LIMITS).unwrap();
+    submit_under(store, body, LIMITS).await
+}
+
+/// Submits a job with no chunk size under limits with no default, so the farm sizes its
+/// tasks (one splittable task to start with).
+async fn submit_sized(store: &dyn Store, body: &str) -> JobId {
+    let limits = SubmitLimits {
+        default_chunk_size: None,
+        ..LIMITS
+    };
+    submit_under(store, body, limits).await
+}
+
+async fn submit_under(store: &dyn Store, body: &str, limits: SubmitLimits) -> JobId {
+    let sub = JobSubmission::from_body(body.as_bytes(), limits).unwrap();
     let id = JobId::new();
     let job = NewJob {
         id,
@@ -1007,25 +1021,7 @@ async fn cuts_make_queued_tasks_of_their_tails(db: &Db) {
     let s = store.as_ref();
     let fence = leader(s, "o1").await;
     let a = node_up(s, "a", 1).await;
-    // No chunk size and no default: the farm sizes the job's tasks.
-    let sub = JobSubmission::from_body(
-        br#"{"from":1,"to":10}"#,
-        SubmitLimits {
-            max_frames: 1000,
-            default_chunk_size: None,
-        },
-    )
-    .unwrap();
-    let id = JobId::new();
-    let job = NewJob {
-        id,
-        submission: sub,
-        output: "out/f_####".into(),
-    };
-    assert!(matches!(
-        s.insert_job(job, 100).await.unwrap(),
-        Admission::Accepted(_)
-    ));
+    let id = submit_sized(s, r#"{"from":1,"to":10}"#).await;
     let tally_matches = |job: &corral_orchestrator::store::JobRecord, n: usize| {
         assert_eq!(job.life.tally.total(), n as u64, "{:?}", job.life.tally);
     };
@@ -1148,24 +1144,7 @@ async fn one_round_cuts_many_pieces_off_a_task(db: &Db) {
     let o = tasks(s, other).await;
     assert_eq!(o.len(), 2);
     lease(s, &fence, o[0].task.id, busy).await.unwrap();
-    let sub = JobSubmission::from_body(
-        br#"{"from":1,"to":20}"#,
-        SubmitLimits {
-            max_frames: 1000,
-            default_chunk_size: None,
-        },
-    )
-    .unwrap();
-    let sized = JobId::new();
-    let job = NewJob {
-        id: sized,
-        submission: sub,
-        output: "out/f_####".into(),
-    };
-    assert!(matches!(
-        s.insert_job(job, 100).await.unwrap(),
-        Admission::Accepted(_)
-    ));
+    let sized = submit_sized(s, r#"{"from":1,"to":20}"#).await;
     let head = tasks(s, sized).await[0].task.id;
     let piece = |node: &NodeId, frames: Option<u64>| Assignment {
         task: head,
